@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what husk and its tests need on a fresh Debian 12 machine (run as root), then
+# builds husk. Safe to run again: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  busybox-static          # the local busybox and hello-world images
+  docker-registry skopeo  # a real registry for pull/push tests, and a client we did not write
+  umoci runc              # benchmark peers
+  apache2-utils           # htpasswd for the registry's auth tests
+  qemu-system-x86         # T2: our guest kernel + agent under QEMU TCG
+  erofs-utils e2fsprogs   # VM image and writable disks
+  linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio  # the guest kernel
+  file iproute2 procps util-linux
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --workspace

@@ -1,0 +1,9 @@
+//! One thin function per verb. Each returns the process exit code (Docker's conventions).
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {}
+}

@@ -1,0 +1,1 @@
+//! Container records, state and the OCI runtime spec built from image config + flags.

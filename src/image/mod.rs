@@ -1,0 +1,1 @@
+//! Images: references, the OCI content store, registry pull/push and layer unpacking.

@@ -1,0 +1,1 @@
+//! Process isolation: namespaces, rootfs, cgroups, capabilities, seccomp and pty.

@@ -1,0 +1,1 @@
+//! The microVM monitor: KVM, guest memory, boot, vCPUs and virtio-mmio devices.
