@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::commands;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "husk",
@@ -28,4 +30,23 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// List containers.
+    Ps(commands::ps::PsArgs),
+    /// Remove one or more containers.
+    Rm(commands::ps::RmArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "list")]
+    Ls(commands::ps::PsArgs),
+    /// Remove one or more containers.
+    Rm(commands::ps::RmArgs),
+    /// Remove all stopped containers.
+    Prune(commands::ps::PruneArgs),
+}

@@ -2,8 +2,15 @@
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ContainerCommand};
+
+pub mod ps;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
-    match cli.command {}
+    let root = cli.root.as_path();
+    match cli.command {
+        Command::Ps(args) | Command::Container(ContainerCommand::Ls(args)) => ps::ps(root, args),
+        Command::Rm(args) | Command::Container(ContainerCommand::Rm(args)) => ps::rm(root, args),
+        Command::Container(ContainerCommand::Prune(args)) => ps::prune(root, args),
+    }
 }

@@ -1,7 +1,13 @@
 //! Container records, state and the OCI runtime spec built from image config + flags.
 
+pub mod names;
+pub mod record;
+pub mod teardown;
+
 use std::collections::HashSet;
 use std::path::Path;
+
+pub use record::{Containers, Isolation, NewContainer, Record, RecordError, Status};
 
 /// Image IDs ("sha256:<hex>") used by any container record under `root`, so that `rmi` can
 /// refuse to delete an image a container still needs. A record that cannot be read counts as

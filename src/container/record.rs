@@ -1,0 +1,460 @@
+//! Container records: one directory per container under `<root>/containers/<id>/` holding
+//! `record.json` (identity and state), the OCI `config.json` and the writable layer.
+//!
+//! Records are written atomically (temp file + fsync + rename) and every change that must see
+//! a consistent set of records (name uniqueness, removal) happens under one flock on
+//! `<root>/containers/.lock`, so concurrent husk calls on one root are safe.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::names;
+
+const RECORD_FILE: &str = "record.json";
+const LOCK_FILE: &str = ".lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("multiple containers match '{0}': use more characters of the ID")]
+    Ambiguous(String),
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse { name: String, id: String },
+    #[error("invalid container name '{0}': only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+    #[error("container store at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container record {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RecordError + '_ {
+    move |source| RecordError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Which architecture runs the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A namespaced process on the host kernel.
+    Process,
+    /// A KVM microVM with its own guest kernel.
+    Vm,
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Process => "process",
+            Isolation::Vm => "vm",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+    /// The record says running but the process supervising the container is gone (husk or
+    /// its monitor was killed). Shown as Docker shows dead containers; `rm` cleans it up.
+    Dead,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        })
+    }
+}
+
+/// A process identified by pid plus its start time, so a recycled pid is not mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl ProcessIdentity {
+    pub fn of(pid: i32) -> Option<Self> {
+        Some(Self {
+            pid,
+            start_time: proc_start_time(pid)?,
+        })
+    }
+
+    pub fn current() -> Self {
+        let pid = std::process::id() as i32;
+        Self {
+            pid,
+            start_time: proc_start_time(pid).unwrap_or(0),
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        proc_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// Field 22 of /proc/PID/stat: the start time in clock ticks since boot.
+fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: skip past its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    pub exit_code: Option<i32>,
+    /// The container's init process, as seen from the host.
+    pub pid: Option<i32>,
+    /// The husk process supervising the container (foreground CLI or detached monitor).
+    pub supervisor: Option<ProcessIdentity>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it (shown by `ps`).
+    pub image: String,
+    /// The image's ID ("sha256:..."), so `rmi` knows the image is in use.
+    pub image_id: String,
+    pub isolation: Isolation,
+    /// The full command line (entrypoint + cmd) as it will run.
+    pub command: Vec<String>,
+    pub created: DateTime<Utc>,
+    /// Remove the container when it exits (`run --rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    pub state: State,
+}
+
+impl Record {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    /// The status as it really is: a record left "running" by a supervisor that died reads as
+    /// dead rather than lying.
+    pub fn effective_status(&self) -> Status {
+        match (self.state.status, self.state.supervisor) {
+            (Status::Running, Some(supervisor)) if !supervisor.is_alive() => Status::Dead,
+            (status, _) => status,
+        }
+    }
+}
+
+/// What the caller decides about a new container; the store picks the ID and, if none is
+/// given, a free random name.
+pub struct NewContainer {
+    pub name: Option<String>,
+    pub image: String,
+    pub image_id: String,
+    pub isolation: Isolation,
+    pub command: Vec<String>,
+    pub auto_remove: bool,
+}
+
+pub struct Containers {
+    dir: PathBuf,
+}
+
+impl Containers {
+    pub fn open(root: &Path) -> Result<Self, RecordError> {
+        let dir = root.join("containers");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Exclusive lock over the whole set of records (blocks until free).
+    pub fn lock(&self) -> Result<Flock<File>, RecordError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| RecordError::Io {
+            path,
+            source: errno.into(),
+        })
+    }
+
+    /// Create the record and its directory. The name is checked for uniqueness under the lock.
+    pub fn create(&self, new: NewContainer) -> Result<Record, RecordError> {
+        if let Some(name) = &new.name {
+            if !names::is_valid(name) {
+                return Err(RecordError::InvalidName(name.clone()));
+            }
+        }
+        let _lock = self.lock()?;
+        let existing = self.list()?;
+        let name = match new.name {
+            Some(name) => {
+                if let Some(other) = existing.iter().find(|r| r.name == name) {
+                    return Err(RecordError::NameInUse {
+                        name,
+                        id: other.id.clone(),
+                    });
+                }
+                name
+            }
+            None => names::generate(|candidate| existing.iter().any(|r| r.name == candidate)),
+        };
+        let record = Record {
+            id: new_id(),
+            name,
+            image: new.image,
+            image_id: new.image_id,
+            isolation: new.isolation,
+            command: new.command,
+            created: Utc::now(),
+            auto_remove: new.auto_remove,
+            state: State {
+                status: Status::Created,
+                exit_code: None,
+                pid: None,
+                supervisor: None,
+                started_at: None,
+                finished_at: None,
+                oom_killed: false,
+            },
+        };
+        let dir = self.dir_of(&record.id);
+        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        if let Err(err) = self.save(&record) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(err);
+        }
+        Ok(record)
+    }
+
+    /// Atomically replace the record on disk.
+    pub fn save(&self, record: &Record) -> Result<(), RecordError> {
+        let dir = self.dir_of(&record.id);
+        let bytes = serde_json::to_vec_pretty(record).expect("records always serialize");
+        write_atomic(&dir.join(RECORD_FILE), &bytes)
+    }
+
+    pub fn load(&self, id: &str) -> Result<Record, RecordError> {
+        let path = self.dir_of(id).join(RECORD_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RecordError::NotFound(id.to_string()))
+            }
+            Err(err) => return Err(io_err(&path)(err)),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| RecordError::Corrupt { path, source })
+    }
+
+    /// Every record, oldest first. Directories without a readable record (a create that was
+    /// interrupted before its record was written) are skipped.
+    pub fn list(&self) -> Result<Vec<Record>, RecordError> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str() else { continue };
+            if id.starts_with('.') {
+                continue;
+            }
+            match self.load(id) {
+                Ok(record) => records.push(record),
+                Err(RecordError::NotFound(_)) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        records.sort_by_key(|r| r.created);
+        Ok(records)
+    }
+
+    /// Find a container by exact name, full ID or unique ID prefix (as Docker does).
+    pub fn find(&self, key: &str) -> Result<Record, RecordError> {
+        let records = self.list()?;
+        let key = key.strip_prefix('/').unwrap_or(key);
+        if let Some(record) = records.iter().find(|r| r.id == key || r.name == key) {
+            return Ok(record.clone());
+        }
+        let mut matches = records.iter().filter(|r| !key.is_empty() && r.id.starts_with(key));
+        match (matches.next(), matches.next()) {
+            (Some(record), None) => Ok(record.clone()),
+            (Some(_), Some(_)) => Err(RecordError::Ambiguous(key.to_string())),
+            _ => Err(RecordError::NotFound(key.to_string())),
+        }
+    }
+
+    /// Delete the container's directory. The record file goes first so that a removal cut
+    /// short never leaves a record pointing at half-deleted state.
+    pub fn remove(&self, id: &str) -> Result<(), RecordError> {
+        let dir = self.dir_of(id);
+        let record = dir.join(RECORD_FILE);
+        match fs::remove_file(&record) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_err(&record)(err)),
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(io_err(&dir)(err)),
+        }
+    }
+}
+
+/// 64 hex characters from the OS random source, never all-digit (Docker avoids IDs that look
+/// like numbers so they cannot be mistaken for one).
+fn new_id() -> String {
+    loop {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).expect("the OS random source is available");
+        let id = hex::encode(bytes);
+        if id[..12].bytes().any(|b| b.is_ascii_alphabetic()) {
+            return id;
+        }
+    }
+}
+
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(name: Option<&str>) -> NewContainer {
+        NewContainer {
+            name: name.map(str::to_string),
+            image: "busybox".into(),
+            image_id: "sha256:abc".into(),
+            isolation: Isolation::Process,
+            command: vec!["true".into()],
+            auto_remove: false,
+        }
+    }
+
+    #[test]
+    fn create_find_by_name_id_and_prefix() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Containers::open(root.path()).unwrap();
+        let record = store.create(new(Some("web"))).unwrap();
+        assert_eq!(record.id.len(), 64);
+        assert_eq!(store.find("web").unwrap().id, record.id);
+        assert_eq!(store.find(&record.id).unwrap().id, record.id);
+        assert_eq!(store.find(&record.id[..4]).unwrap().id, record.id);
+        assert!(matches!(store.find("nope"), Err(RecordError::NotFound(_))));
+    }
+
+    #[test]
+    fn duplicate_names_are_refused_and_random_names_are_unique() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Containers::open(root.path()).unwrap();
+        store.create(new(Some("db"))).unwrap();
+        let err = store.create(new(Some("db"))).unwrap_err();
+        assert!(err.to_string().contains("is already in use"), "{err}");
+        let a = store.create(new(None)).unwrap();
+        let b = store.create(new(None)).unwrap();
+        assert_ne!(a.name, b.name);
+        assert!(a.name.contains('_'));
+        assert_eq!(store.list().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn ambiguous_prefix_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Containers::open(root.path()).unwrap();
+        for _ in 0..40 {
+            store.create(new(None)).unwrap();
+        }
+        // With 40 IDs over 16 first characters, some first character repeats.
+        let ids: Vec<String> = store.list().unwrap().into_iter().map(|r| r.id).collect();
+        let shared = ids
+            .iter()
+            .find(|id| ids.iter().filter(|o| o[..1] == id[..1]).count() > 1)
+            .unwrap();
+        assert!(matches!(
+            store.find(&shared[..1]),
+            Err(RecordError::Ambiguous(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_names_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Containers::open(root.path()).unwrap();
+        for bad in ["", "-x", "a/b", "a b"] {
+            assert!(matches!(
+                store.create(new(Some(bad))),
+                Err(RecordError::InvalidName(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn running_record_with_dead_supervisor_reads_as_dead() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Containers::open(root.path()).unwrap();
+        let mut record = store.create(new(None)).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let identity = ProcessIdentity::of(child.id() as i32);
+        child.wait().unwrap();
+        record.state.status = Status::Running;
+        record.state.supervisor = identity.or(Some(ProcessIdentity {
+            pid: child.id() as i32,
+            start_time: 1,
+        }));
+        assert_eq!(record.effective_status(), Status::Dead);
+        record.state.supervisor = Some(ProcessIdentity::current());
+        assert_eq!(record.effective_status(), Status::Running);
+    }
+
+    #[test]
+    fn remove_deletes_everything() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Containers::open(root.path()).unwrap();
+        let record = store.create(new(None)).unwrap();
+        fs::write(store.dir_of(&record.id).join("upper"), b"x").unwrap();
+        store.remove(&record.id).unwrap();
+        assert!(!store.dir_of(&record.id).exists());
+        assert!(store.list().unwrap().is_empty());
+    }
+}
