@@ -1,0 +1,255 @@
+//! Container logs in Docker's json-file format: one JSON object per line,
+//! `{"log":"text\n","stream":"stdout","time":"2026-11-28T01:02:03.456789012Z"}`.
+//!
+//! The writer never fails the container: a full disk or an I/O error drops log lines (counted)
+//! but the caller keeps draining the container's output so it is never blocked.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const LOG_FILE: &str = "container.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot open log {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read log {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub log: String,
+    pub stream: Stream,
+    pub time: DateTime<Utc>,
+}
+
+pub struct LogWriter {
+    file: File,
+    /// Lines lost to write errors (e.g. a full disk).
+    pub dropped: u64,
+}
+
+impl LogWriter {
+    pub fn open(container_dir: &Path) -> Result<Self, LogError> {
+        let path = container_dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| LogError::Open { path, source })?;
+        Ok(Self { file, dropped: 0 })
+    }
+
+    /// Append one chunk of output, split into lines as Docker does (a partial last line is
+    /// written as is, without a newline).
+    pub fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut buffer = Vec::with_capacity(text.len() + 80);
+        for line in text.split_inclusive('\n') {
+            let entry = Entry {
+                log: line.to_string(),
+                stream,
+                time: Utc::now(),
+            };
+            serde_json::to_writer(&mut buffer, &EntryRef(&entry))
+                .expect("log entries always serialize");
+            buffer.push(b'\n');
+        }
+        if self.file.write_all(&buffer).is_err() {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// Serializes times with nanoseconds and a Z, exactly like Docker's json-file driver.
+struct EntryRef<'a>(&'a Entry);
+
+impl Serialize for EntryRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Entry", 3)?;
+        s.serialize_field("log", &self.0.log)?;
+        s.serialize_field("stream", &self.0.stream)?;
+        s.serialize_field(
+            "time",
+            &self.0.time.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        )?;
+        s.end()
+    }
+}
+
+/// What `husk logs` asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    pub tail: Option<usize>,
+    pub since: Option<DateTime<Utc>>,
+    pub timestamps: bool,
+}
+
+/// Format one entry for the terminal.
+pub fn render(entry: &Entry, timestamps: bool) -> String {
+    if timestamps {
+        format!(
+            "{} {}",
+            entry.time.to_rfc3339_opts(SecondsFormat::Nanos, true),
+            entry.log
+        )
+    } else {
+        entry.log.clone()
+    }
+}
+
+/// Read the entries currently in the log. Corrupt lines (a write cut short by a crash or a full
+/// disk) are skipped rather than failing the whole read.
+pub fn read(container_dir: &Path, opts: &ReadOptions) -> Result<(Vec<Entry>, u64), LogError> {
+    let path = container_dir.join(LOG_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(source) => return Err(LogError::Read { path, source }),
+    };
+    let mut reader = BufReader::new(file);
+    let mut entries = Vec::new();
+    let mut offset = 0u64;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|source| LogError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        if n == 0 || !line.ends_with('\n') {
+            break;
+        }
+        offset += n as u64;
+        if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
+            if opts.since.is_none_or(|since| entry.time >= since) {
+                entries.push(entry);
+            }
+        }
+    }
+    if let Some(tail) = opts.tail {
+        let skip = entries.len().saturating_sub(tail);
+        entries.drain(..skip);
+    }
+    Ok((entries, offset))
+}
+
+/// Follow the log from `offset`, calling `emit` for each new entry, until `keep_going` says
+/// stop (checked whenever no new data arrived).
+pub fn follow(
+    container_dir: &Path,
+    mut offset: u64,
+    mut emit: impl FnMut(&Entry),
+    mut keep_going: impl FnMut() -> bool,
+) -> Result<(), LogError> {
+    let path = container_dir.join(LOG_FILE);
+    loop {
+        let mut progressed = false;
+        if let Ok(mut file) = File::open(&path) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < offset {
+                offset = 0; // the log was replaced
+            }
+            if file.seek(SeekFrom::Start(offset)).is_ok() {
+                let mut reader = BufReader::new(file);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
+                    offset += line.len() as u64;
+                    if let Ok(entry) = serde_json::from_str::<Entry>(&line) {
+                        emit(&entry);
+                    }
+                    line.clear();
+                    progressed = true;
+                }
+            }
+        }
+        if !progressed {
+            if !keep_going() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_in_docker_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::open(dir.path()).unwrap();
+        writer.write(Stream::Stdout, b"one\ntwo\n");
+        writer.write(Stream::Stderr, b"oops\n");
+        let raw = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+        let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+        assert_eq!(first["log"], "one\n");
+        assert_eq!(first["stream"], "stdout");
+        let time = first["time"].as_str().unwrap();
+        assert!(time.ends_with('Z') && time.len() == 30, "{time}");
+        let (entries, _) = read(dir.path(), &ReadOptions::default()).unwrap();
+        let texts: Vec<&str> = entries.iter().map(|e| e.log.as_str()).collect();
+        assert_eq!(texts, ["one\n", "two\n", "oops\n"]);
+        assert_eq!(entries[2].stream, Stream::Stderr);
+    }
+
+    #[test]
+    fn tail_and_corrupt_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::open(dir.path()).unwrap();
+        writer.write(Stream::Stdout, b"a\nb\nc\n");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG_FILE))
+            .unwrap()
+            .write_all(b"{not json}\n{\"log\":\"cut")
+            .unwrap();
+        let opts = ReadOptions {
+            tail: Some(2),
+            ..Default::default()
+        };
+        let (entries, _) = read(dir.path(), &opts).unwrap();
+        let texts: Vec<&str> = entries.iter().map(|e| e.log.as_str()).collect();
+        assert_eq!(texts, ["b\n", "c\n"]);
+    }
+
+    #[test]
+    fn follow_sees_appended_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::open(dir.path()).unwrap();
+        writer.write(Stream::Stdout, b"first\n");
+        let (_, offset) = read(dir.path(), &ReadOptions::default()).unwrap();
+        writer.write(Stream::Stdout, b"second\n");
+        let mut seen = Vec::new();
+        let mut polls = 0;
+        follow(dir.path(), offset, |e| seen.push(e.log.clone()), || {
+            polls += 1;
+            polls < 2
+        })
+        .unwrap();
+        assert_eq!(seen, ["second\n"]);
+    }
+}
