@@ -35,6 +35,14 @@ pub enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove one or more containers.
     Rm(commands::ps::RmArgs),
+    /// Fetch the logs of a container.
+    Logs(commands::lifecycle::LogsArgs),
+    /// Stop one or more running containers (SIGTERM, then SIGKILL after the grace period).
+    Stop(commands::lifecycle::StopArgs),
+    /// Kill one or more running containers.
+    Kill(commands::lifecycle::KillArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(commands::lifecycle::WaitArgs),
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),

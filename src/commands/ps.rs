@@ -1,7 +1,7 @@
 //! `husk ps`, `husk rm` and `husk container prune`: reading and removing container records.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -222,19 +222,6 @@ fn render_format(format: &str, record: &Record, truncate: bool) -> String {
     out
 }
 
-/// Wait until the container's supervisor has recorded its exit (or died), so removal never
-/// races the process that is tearing the container down.
-fn wait_for_stop(store: &Containers, id: &str, timeout: Duration) -> Result<Record> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let record = store.load(id)?;
-        if record.effective_status() != Status::Running || Instant::now() > deadline {
-            return Ok(record);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 pub fn rm(root: &Path, args: RmArgs) -> Result<i32> {
     let store = Containers::open(root)?;
     let mut failed = false;
@@ -263,7 +250,8 @@ fn remove_one(store: &Containers, key: &str, force: bool) -> Result<()> {
             // The supervisor notices the exit, records it and tears the sandbox down.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        wait_for_stop(store, &record.id, Duration::from_secs(10))?;
+        // The supervisor notices the exit, records it and tears the sandbox down.
+        super::lifecycle::wait_until_stopped(store, &record.id, Some(Duration::from_secs(10)))?;
     }
     release_leftovers(&store.dir_of(&record.id), &record.id)?;
     store.remove(&record.id)?;

@@ -1,0 +1,231 @@
+//! Verbs on an existing container: logs, stop, kill, wait, inspect.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use husk::container::logs::{self, ReadOptions, Stream};
+use husk::container::{Containers, Record, Status};
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow log output.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Show logs since a timestamp (RFC 3339) or relative (e.g. 42m, 10s, 2h).
+    #[arg(long)]
+    pub since: Option<String>,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send to the container.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+/// Parse a signal as Docker does: a name with or without SIG, or a number.
+pub fn parse_signal(text: &str) -> Result<Signal> {
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).with_context(|| format!("Invalid signal: {text}"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow::anyhow!("Invalid signal: {text}"))
+}
+
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let (number, unit) = text.split_at(text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let number: i64 = number
+        .parse()
+        .with_context(|| format!("invalid value for --since: {text}"))?;
+    let seconds = match unit {
+        "s" | "" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => bail!("invalid value for --since: {text}"),
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(seconds))
+}
+
+pub fn logs(root: &Path, args: LogsArgs) -> Result<i32> {
+    let store = Containers::open(root)?;
+    let record = store.find(&args.container)?;
+    let dir = store.dir_of(&record.id);
+    let tail = match args.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(n.parse().with_context(|| format!("invalid --tail value: {n}"))?),
+    };
+    let opts = ReadOptions {
+        tail,
+        since: args.since.as_deref().map(parse_since).transpose()?,
+        timestamps: args.timestamps,
+    };
+    let (entries, offset) = logs::read(&dir, &opts)?;
+    let emit = |entry: &logs::Entry| {
+        let text = logs::render(entry, opts.timestamps);
+        let _ = match entry.stream {
+            Stream::Stdout => std::io::stdout().write_all(text.as_bytes()),
+            Stream::Stderr => std::io::stderr().write_all(text.as_bytes()),
+        };
+    };
+    entries.iter().for_each(emit);
+    if args.follow {
+        // Follow until the container stops for good; a restart policy keeps it running.
+        logs::follow(&dir, offset, emit, || {
+            store
+                .load(&record.id)
+                .map(|r| r.effective_status() == Status::Running)
+                .unwrap_or(false)
+        })?;
+    }
+    Ok(0)
+}
+
+/// Wait until the container is no longer running, up to `timeout`.
+pub fn wait_until_stopped(store: &Containers, id: &str, timeout: Option<Duration>) -> Result<Record> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let record = store.load(id)?;
+        if record.effective_status() != Status::Running
+            || deadline.is_some_and(|d| Instant::now() > d)
+        {
+            return Ok(record);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal_container(record: &Record, signal: Signal) -> Result<()> {
+    if record.effective_status() != Status::Running {
+        bail!("Container {} is not running", record.id);
+    }
+    let pid = record
+        .state
+        .pid
+        .with_context(|| format!("container {} has no recorded process", record.id))?;
+    kill(Pid::from_raw(pid), signal)
+        .with_context(|| format!("cannot signal container {}", record.id))
+}
+
+pub fn stop(root: &Path, args: StopArgs) -> Result<i32> {
+    let store = Containers::open(root)?;
+    let mut failed = false;
+    for key in &args.containers {
+        let result = (|| -> Result<()> {
+            let record = store.find(key)?;
+            if record.effective_status() != Status::Running {
+                return Ok(()); // Docker: stopping a stopped container succeeds
+            }
+            signal_container(&record, Signal::SIGTERM)?;
+            let record =
+                wait_until_stopped(&store, &record.id, Some(Duration::from_secs(args.time)))?;
+            if record.effective_status() == Status::Running {
+                signal_container(&record, Signal::SIGKILL)?;
+                wait_until_stopped(&store, &record.id, Some(Duration::from_secs(10)))?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => println!("{key}"),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+pub fn kill_cmd(root: &Path, args: KillArgs) -> Result<i32> {
+    let signal = parse_signal(&args.signal)?;
+    let store = Containers::open(root)?;
+    let mut failed = false;
+    for key in &args.containers {
+        match store
+            .find(key)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| signal_container(&r, signal))
+        {
+            Ok(()) => println!("{key}"),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+pub fn wait(root: &Path, args: WaitArgs) -> Result<i32> {
+    let store = Containers::open(root)?;
+    let mut failed = false;
+    for key in &args.containers {
+        match store.find(key) {
+            Ok(record) => {
+                let record = wait_until_stopped(&store, &record.id, None)?;
+                println!("{}", record.state.exit_code.unwrap_or(-1));
+            }
+            Err(err) => {
+                eprintln!("Error response from daemon: {err}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn since_accepts_relative_and_absolute() {
+        let now = chrono::Utc::now();
+        let ten_min = parse_since("10m").unwrap();
+        assert!((now - ten_min).num_seconds() >= 599);
+        assert!(parse_since("2026-01-01T00:00:00Z").is_ok());
+        assert!(parse_since("yesterday").is_err());
+    }
+}
