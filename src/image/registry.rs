@@ -405,7 +405,7 @@ fn status_reason(code: u16, response: ureq::Response) -> String {
 pub fn is_insecure(host: &str, insecure: &[String]) -> bool {
     if insecure
         .iter()
-        .any(|i| i == host || i.split(':').next() == Some(host))
+        .any(|i| i == host || host.split(':').next() == Some(i.as_str()))
     {
         return true;
     }
