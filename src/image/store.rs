@@ -834,6 +834,10 @@ fn sync_filesystem(path: &Path) -> io::Result<()> {
 
 /// Best-effort removal of a tree we created; read-only directories are made writable first.
 pub fn remove_tree(path: &Path) {
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+        let _ = fs::remove_file(path);
+        return;
+    }
     if fs::remove_dir_all(path).is_ok() || !path.exists() {
         return;
     }
