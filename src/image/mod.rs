@@ -50,7 +50,7 @@ pub enum ImageError {
     #[error("unsafe layer archive: {0}")]
     UnsafeArchive(String),
 
-    #[error("bad layer archive: {0}")]
+    #[error("bad archive: {0}")]
     BadArchive(String),
 
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
