@@ -18,7 +18,12 @@ use crate::commands;
 )]
 pub struct Cli {
     /// Directory holding images, containers and volumes.
-    #[arg(long, global = true, env = "HUSK_ROOT", default_value = "/var/lib/husk")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUSK_ROOT",
+        default_value = "/var/lib/husk"
+    )]
     pub root: PathBuf,
 
     /// Print debug logging to stderr.
@@ -46,6 +51,8 @@ pub enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
+    #[command(flatten)]
+    Images(crate::commands::image::ImageCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,7 @@
 //! One thin function per verb. Each returns the process exit code (Docker's conventions).
 
+pub mod image;
+
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, ContainerCommand};
@@ -17,5 +19,6 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stop(args) => lifecycle::stop(root, args),
         Command::Kill(args) => lifecycle::kill_cmd(root, args),
         Command::Wait(args) => lifecycle::wait(root, args),
+        Command::Images(command) => image::run(root, command),
     }
 }

@@ -1,0 +1,308 @@
+//! Process tier: Docker's getting-started walkthrough, verbatim, through the husk binary with
+//! `--isolation process`, on a local busybox image imported from the host's busybox-static.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Husk {
+    root: tempfile::TempDir,
+}
+
+impl Husk {
+    fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
+        cmd.arg("--root").arg(self.root.path());
+        cmd.env("HUSK_ISOLATION", "process");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
+        eprintln!(
+            "husk {:?} -> {:?}\nstdout: {}\nstderr: {}",
+            args,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "husk {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `husk import` a busybox rootfs as busybox:latest with CMD ["sh"].
+    fn import_busybox(&self) {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        common::make_busybox_rootfs(&rootfs).unwrap();
+        let tar = dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .args(["--numeric-owner", "-C"])
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.stdout(&[
+            "import",
+            "--change",
+            "CMD [\"sh\"]",
+            tar.to_str().unwrap(),
+            "busybox:latest",
+        ]);
+    }
+
+    fn ids(&self, args: &[&str]) -> Vec<String> {
+        self.stdout(args).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Husk {
+    fn drop(&mut self) {
+        // Remove whatever a failed test left, so no mounts or cgroups outlive the suite.
+        let ids = self.cmd().args(["ps", "-a", "-q"]).output().map(|o| o.stdout);
+        if let Ok(ids) = ids {
+            for id in String::from_utf8_lossy(&ids).lines() {
+                let _ = self.cmd().args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+fn ready() -> Option<Husk> {
+    if !common::is_root() {
+        eprintln!("SKIP: process isolation needs root");
+        return None;
+    }
+    if common::host_busybox().is_none() {
+        eprintln!("SKIP: busybox-static is not installed (scripts/setup.sh installs it)");
+        return None;
+    }
+    let husk = Husk::new();
+    husk.import_busybox();
+    Some(husk)
+}
+
+fn mounts_under(path: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(path.to_str().unwrap()))
+        .count()
+}
+
+#[test]
+fn docker_walkthrough_with_process_isolation() {
+    let Some(husk) = ready() else { return };
+
+    // `docker run busybox`: sh with no terminal and no stdin exits at once, printing nothing.
+    let out = husk.run(&["run", "busybox"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+
+    let out = husk.run(&["run", "busybox", "echo", "hello from busybox"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from busybox\n");
+
+    // `ps` shows running containers only: none.
+    let ps = husk.stdout(&["ps"]);
+    assert_eq!(ps.lines().count(), 1, "{ps}");
+    assert!(ps.starts_with("CONTAINER ID   IMAGE"), "{ps}");
+    for column in ["COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"] {
+        assert!(ps.lines().next().unwrap().contains(column));
+    }
+
+    // `ps -a` shows both, newest first, exited with code 0.
+    let ps = husk.stdout(&["ps", "-a"]);
+    let rows: Vec<&str> = ps.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{ps}");
+    assert!(rows[0].contains("\"echo 'hello from bu…\"") || rows[0].contains("\"echo hello from bu…\""), "{ps}");
+    assert!(rows[0].contains("Exited (0)"), "{ps}");
+    assert!(rows[1].contains("\"sh\""), "{ps}");
+
+    // `run -it busybox sh` through a pty: type a command, read its output, exit.
+    let transcript = interactive_shell(&husk, b"echo $((6*7)); exit 3\n");
+    assert!(transcript.output.contains("42"), "{}", transcript.output);
+    assert_eq!(transcript.code, Some(3));
+
+    // rm by ID prefix, then rm of all exited containers.
+    let ids = husk.ids(&["ps", "-a", "-q"]);
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| id.len() == 12));
+    husk.stdout(&["rm", &ids[0][..6]]);
+    let exited = husk.ids(&["ps", "-a", "-q", "-f", "status=exited"]);
+    assert_eq!(exited.len(), 2);
+    let mut args = vec!["rm"];
+    args.extend(exited.iter().map(String::as_str));
+    husk.stdout(&args);
+    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+    assert_eq!(mounts_under(husk.root.path()), 0);
+
+    // rmi busybox: untagged and deleted.
+    let out = husk.stdout(&["rmi", "busybox"]);
+    assert!(out.contains("Untagged: busybox:latest"), "{out}");
+    assert!(husk.stdout(&["images", "-q"]).trim().is_empty());
+}
+
+struct Transcript {
+    output: String,
+    code: Option<i32>,
+}
+
+/// Drive `husk run -it busybox sh` through a real pty (via `script`, which gives husk a
+/// terminal on stdin and stdout), type `input`, and collect the screen.
+fn interactive_shell(husk: &Husk, input: &[u8]) -> Transcript {
+    let command = format!(
+        "{} --root {} run -it busybox sh",
+        env!("CARGO_BIN_EXE_husk"),
+        husk.root.path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("HUSK_ISOLATION", "process")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Give the shell time to start and print its prompt before typing, as a person would.
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(input).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "interactive shell did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    let mut output = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
+    Transcript {
+        output,
+        code: status.code(),
+    }
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    let Some(husk) = ready() else { return };
+    let code = |args: &[&str]| husk.run(args).status.code();
+    assert_eq!(code(&["run", "--rm", "busybox", "sh", "-c", "exit 3"]), Some(3));
+    assert_eq!(code(&["run", "--rm", "busybox", "no-such-command"]), Some(127));
+    assert_eq!(code(&["run", "--rm", "busybox", "/etc/passwd"]), Some(126));
+    assert_eq!(code(&["run", "--rm", "busybox", "sh", "-c", "kill -9 $$"]), Some(137));
+    assert_eq!(code(&["run", "--rm", "no-such-image"]), Some(125));
+    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty(), "--rm left records");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_leaves_nothing() {
+    let Some(husk) = ready() else { return };
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "no-such-image"], "no-such-image"),
+        (&["run", "--memory", "lots", "busybox", "true"], "invalid size"),
+        (&["run", "-u", "nobody-here", "busybox", "true"], "nobody-here"),
+        (&["run", "-w", "/no/such/dir", "busybox", "true"], "/no/such/dir"),
+        (&["run", "--cap-add", "NOT_A_CAP", "busybox", "true"], "NOT_A_CAP"),
+    ];
+    for (args, needle) in cases {
+        let out = husk.run(args);
+        assert_ne!(out.status.code(), Some(0), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(stderr.trim().lines().count() <= 2, "{args:?} is not short: {stderr}");
+    }
+    // Failed runs leave created records as Docker does, but no mounts or cgroups.
+    assert_eq!(mounts_under(husk.root.path()), 0);
+    husk.stdout(&["container", "prune", "-f"]);
+    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+
+    // A name in use.
+    husk.stdout(&["create", "--name", "taken", "busybox", "true"]);
+    let out = husk.run(&["run", "--name", "taken", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use"));
+}
+
+#[test]
+fn rm_of_a_running_container_needs_force() {
+    let Some(husk) = ready() else { return };
+    let mut child = husk
+        .cmd()
+        .args(["run", "--name", "sleeper", "busybox", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while husk.ids(&["ps", "-q", "-f", "name=sleeper"]).is_empty() {
+        assert!(Instant::now() < deadline, "container never showed as running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = husk.run(&["rm", "sleeper"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot remove a running container"));
+    husk.stdout(&["rm", "-f", "sleeper"]);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+    assert_eq!(mounts_under(husk.root.path()), 0);
+}
+
+#[test]
+fn killed_supervisor_leaves_a_truthful_removable_record() {
+    let Some(husk) = ready() else { return };
+    let mut child = husk
+        .cmd()
+        .args(["run", "--name", "orphan", "busybox", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while husk.ids(&["ps", "-q", "-f", "name=orphan"]).is_empty() {
+        assert!(Instant::now() < deadline, "container never showed as running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL to husk itself, mid-run
+    child.wait().unwrap();
+    let ps = husk.stdout(&["ps", "-a", "-f", "name=orphan"]);
+    assert!(ps.contains("Dead"), "{ps}");
+    husk.stdout(&["rm", "orphan"]);
+    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+    assert_eq!(mounts_under(husk.root.path()), 0);
+    let leftover: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("husk"))
+        .filter(|p| p.is_dir())
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    let ids = husk.ids(&["ps", "-a", "-q", "--no-trunc"]);
+    assert!(
+        leftover
+            .iter()
+            .all(|p| !ids.iter().any(|id| p.ends_with(id))),
+        "cgroups left: {leftover:?}"
+    );
+}

@@ -1,0 +1,282 @@
+//! Registry faults from a small fault-injecting registry (std::net on 127.0.0.1): the bearer
+//! token flow, 5xx and dropped connections mid-layer, digest mismatches, truncated layers and
+//! indexes without linux/amd64. After every failure nothing of the image is stored.
+
+mod common;
+mod image_support;
+
+use std::collections::HashMap;
+
+use husk::image::{ImageError, PullOptions, Store};
+use image_support::*;
+
+const REPO: &str = "test/busybox";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// A small three-layer image (no busybox needed: these tests are about transport).
+fn small_image() -> BuiltImage {
+    let layers = vec![
+        (
+            TarBuilder::new()
+                .dir("bin/", 0o755)
+                .file("bin/tool", &vec![1u8; 300_000], 0o755)
+                .finish(),
+            Comp::Gzip,
+        ),
+        (
+            TarBuilder::new()
+                .dir("etc/", 0o755)
+                .file("etc/os-release", b"ID=husk\n", 0o644)
+                .finish(),
+            Comp::None,
+        ),
+        (
+            TarBuilder::new().file("etc/hello", b"hi\n", 0o644).finish(),
+            Comp::Zstd,
+        ),
+    ];
+    build_image(&layers, &["/bin/tool"])
+}
+
+fn manifests_for(image: &BuiltImage) -> HashMap<String, (String, Vec<u8>)> {
+    let entry = (OCI_MANIFEST.to_string(), image.manifest.clone());
+    HashMap::from([
+        ("1.0".to_string(), entry.clone()),
+        (image.manifest_digest.clone(), entry),
+    ])
+}
+
+fn pull(
+    root: &std::path::Path,
+    registry: &FakeRegistry,
+    tag: &str,
+    config_dir: Option<&std::path::Path>,
+) -> Result<husk::image::StoredImage, ImageError> {
+    let store = Store::open(root).unwrap();
+    let opts = PullOptions {
+        quiet: true,
+        docker_config_dir: config_dir.map(Into::into),
+        ..Default::default()
+    };
+    husk::image::pull(&store, &format!("{}/{REPO}:{tag}", registry.host()), &opts)
+}
+
+#[test]
+fn anonymous_bearer_token_flow() {
+    let image = small_image();
+    let faults = Faults {
+        bearer: Some(None),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let pulled = pull(work.path(), &registry, "1.0", None).unwrap();
+    assert_eq!(pulled.id, image.config_digest);
+    let requests = registry.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("GET /token?")
+            && r.contains("scope=repository%3Atest%2Fbusybox%3Apull")),
+        "{requests:?}"
+    );
+    // One challenge, then the token is reused for every blob.
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("GET /token"))
+            .count(),
+        1,
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn bearer_token_with_credentials_and_wrong_credentials() {
+    let image = small_image();
+    let faults = Faults {
+        bearer: Some(Some(("bob".into(), "hunter2".into()))),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let config_dir = work.path().join("docker");
+    let creds = |password: &str| husk::image::auth::Credentials {
+        username: "bob".into(),
+        password: password.into(),
+    };
+
+    husk::image::auth::store(&config_dir, &registry.host(), &creds("wrong")).unwrap();
+    let root = work.path().join("bad");
+    let err = pull(&root, &registry, "1.0", Some(&config_dir)).unwrap_err();
+    assert!(matches!(err, ImageError::Unauthorized(_)), "{err}");
+    assert!(
+        err.to_string().contains("wrong username or password"),
+        "{err}"
+    );
+    assert_store_empty(&root);
+
+    husk::image::auth::store(&config_dir, &registry.host(), &creds("hunter2")).unwrap();
+    let root = work.path().join("good");
+    assert_eq!(
+        pull(&root, &registry, "1.0", Some(&config_dir)).unwrap().id,
+        image.config_digest
+    );
+}
+
+#[test]
+fn a_second_pull_fetches_only_the_manifest() {
+    let image = small_image();
+    let registry = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    pull(work.path(), &registry, "1.0", None).unwrap();
+    let first = registry.requests().len();
+    pull(work.path(), &registry, "1.0", None).unwrap();
+    let second: Vec<String> = registry.requests()[first..].to_vec();
+    assert_eq!(second, vec![format!("GET /v2/{REPO}/manifests/1.0")]);
+}
+
+fn assert_fails_cleanly(fault: BlobFault, layer: usize, expect: &str) -> Vec<String> {
+    let image = small_image();
+    let target = image.layer_digests[layer].clone();
+    let faults = Faults {
+        blob_faults: HashMap::from([(target.clone(), fault)]),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let err = pull(work.path(), &registry, "1.0", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(expect), "{fault:?}: {err}");
+    assert_store_empty(work.path());
+    registry
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains(&target))
+        .collect()
+}
+
+#[test]
+fn server_error_in_the_middle_of_a_layer() {
+    let tries = assert_fails_cleanly(BlobFault::ServerError, 1, "500");
+    assert_eq!(tries.len(), 3, "5xx is retried, then reported: {tries:?}");
+}
+
+#[test]
+fn connection_dropped_in_the_middle_of_a_layer() {
+    let tries = assert_fails_cleanly(BlobFault::DieMidway, 0, "blob");
+    assert_eq!(tries.len(), 3, "{tries:?}");
+}
+
+#[test]
+fn blob_bytes_that_do_not_match_their_digest() {
+    assert_fails_cleanly(BlobFault::Corrupt, 2, "digest mismatch");
+}
+
+#[test]
+fn a_truncated_layer_with_a_matching_digest_fails_at_unpack() {
+    let mut image = small_image();
+    // The registry serves exactly what the manifest says; the layer itself is cut short.
+    let layer = image.layer_digests[0].clone();
+    let truncated = image.blobs[&layer][..image.blobs[&layer].len() / 3].to_vec();
+    let manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    let mut manifest = manifest;
+    let new_digest = sha256(&truncated);
+    manifest["layers"][0]["digest"] = serde_json::json!(new_digest);
+    manifest["layers"][0]["size"] = serde_json::json!(truncated.len());
+    image.manifest = serde_json::to_vec(&manifest).unwrap();
+    image.manifest_digest = sha256(&image.manifest);
+    image.blobs.insert(new_digest, truncated);
+    let registry = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let err = pull(work.path(), &registry, "1.0", None).unwrap_err();
+    assert!(matches!(err, ImageError::BadArchive(_)), "{err}");
+    assert_store_empty(work.path());
+}
+
+fn index(entries: &[(&str, &BuiltImage)]) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(arch, image)| {
+            serde_json::json!({
+                "mediaType": OCI_MANIFEST,
+                "digest": image.manifest_digest,
+                "size": image.manifest.len(),
+                "platform": {"architecture": arch, "os": "linux"},
+            })
+        })
+        .collect();
+    serde_json::to_vec(
+        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_index_resolves_to_linux_amd64_or_fails_without_it() {
+    let amd64 = small_image();
+    let arm64 = build_image(
+        &[(
+            TarBuilder::new().file("arm", b"arm64", 0o644).finish(),
+            Comp::Gzip,
+        )],
+        &["/arm"],
+    );
+    let mut blobs = amd64.blobs.clone();
+    blobs.extend(arm64.blobs.clone());
+    let multi = index(&[("arm64", &arm64), ("amd64", &amd64)]);
+    let arm_only = index(&[("arm64", &arm64)]);
+    let mut manifests = HashMap::new();
+    manifests.insert("multi".to_string(), (OCI_INDEX.to_string(), multi.clone()));
+    manifests.insert("armonly".to_string(), (OCI_INDEX.to_string(), arm_only));
+    for image in [&amd64, &arm64] {
+        manifests.insert(
+            image.manifest_digest.clone(),
+            (OCI_MANIFEST.to_string(), image.manifest.clone()),
+        );
+    }
+    let registry = FakeRegistry::start(REPO, manifests, blobs, Faults::default());
+
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("a");
+    let err = pull(&root, &registry, "armonly", None).unwrap_err();
+    assert!(matches!(err, ImageError::NoMatchingPlatform(_)), "{err}");
+    assert!(err.to_string().contains("linux/amd64"));
+    assert_store_empty(&root);
+
+    let root = work.path().join("b");
+    let image = pull(&root, &registry, "multi", None).unwrap();
+    assert_eq!(image.id, amd64.config_digest);
+    assert_eq!(image.manifest_digest, amd64.manifest_digest);
+    // Docker records the index digest as the repo digest.
+    assert!(
+        image.repo_digests[0].ends_with(&sha256(&multi)),
+        "{:?}",
+        image.repo_digests
+    );
+}
+
+#[test]
+fn unknown_tag_from_the_fake_registry() {
+    let image = small_image();
+    let registry = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let err = pull(work.path(), &registry, "nope", None).unwrap_err();
+    assert!(matches!(err, ImageError::ManifestUnknown(_)), "{err}");
+    assert_store_empty(work.path());
+}
