@@ -640,18 +640,20 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn default_profile_blocks_in_a_real_process() {
         let programs = compile(&docker_default()).unwrap();
-        let probe = |call: fn() -> libc::c_long| -> i32 {
+        let probe = |nr: libc::c_long, args: [libc::c_ulong; 2]| -> i32 {
             // SAFETY: the child only makes raw syscalls and _exits; it allocates nothing, so
             // forking a multithreaded test process is sound.
             match unsafe { libc::fork() } {
                 0 => {
-                    // SAFETY: plain prctl/syscall/_exit calls in the freshly forked child.
+                    // SAFETY: prctl, the probed syscall (harmless or invalid arguments: the
+                    // filter answers first, and a child it lets through exits at once) and
+                    // _exit, in the freshly forked child.
                     unsafe {
                         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
                         if install(&programs).is_err() {
                             libc::_exit(200);
                         }
-                        let rc = call();
+                        let rc = libc::syscall(nr, args[0], args[1], 0, 0, 0);
                         let errno = *libc::__errno_location();
                         libc::_exit(if rc == -1 { errno } else { 0 });
                     }
@@ -665,31 +667,15 @@ mod tests {
                 }
             }
         };
-        // SAFETY (all probes): raw syscalls with harmless or invalid arguments; the filter
-        // answers before the kernel looks at them.
-        let unshare: fn() -> libc::c_long =
-            || unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS) };
-        let mount: fn() -> libc::c_long =
-            || unsafe { libc::syscall(libc::SYS_mount, 0, 0, 0, 0, 0) };
-        let clone3: fn() -> libc::c_long = || unsafe { libc::syscall(libc::SYS_clone3, 0, 0) };
-        let keyctl: fn() -> libc::c_long =
-            || unsafe { libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0) };
-        let clone_ns: fn() -> libc::c_long = || unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                libc::CLONE_NEWNET as libc::c_ulong | libc::SIGCHLD as libc::c_ulong,
-                0,
-                0,
-                0,
-                0,
-            )
-        };
-        let getpid: fn() -> libc::c_long = || unsafe { libc::syscall(libc::SYS_getpid) };
-        assert_eq!(probe(unshare), libc::EPERM);
-        assert_eq!(probe(mount), libc::EPERM);
-        assert_eq!(probe(keyctl), libc::EPERM);
-        assert_eq!(probe(clone3), libc::ENOSYS);
-        assert_eq!(probe(clone_ns), libc::EPERM);
-        assert_eq!(probe(getpid), 0);
+        let clone_newnet = libc::CLONE_NEWNET as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+        assert_eq!(
+            probe(libc::SYS_unshare, [libc::CLONE_NEWUTS as libc::c_ulong, 0]),
+            libc::EPERM
+        );
+        assert_eq!(probe(libc::SYS_mount, [0, 0]), libc::EPERM);
+        assert_eq!(probe(libc::SYS_keyctl, [0, 0]), libc::EPERM);
+        assert_eq!(probe(libc::SYS_clone3, [0, 0]), libc::ENOSYS);
+        assert_eq!(probe(libc::SYS_clone, [clone_newnet, 0]), libc::EPERM);
+        assert_eq!(probe(libc::SYS_getpid, [0, 0]), 0);
     }
 }
