@@ -3,6 +3,7 @@
 pub mod logs;
 pub mod names;
 pub mod record;
+pub mod spec;
 pub mod teardown;
 
 use std::collections::HashSet;

@@ -1,1 +1,414 @@
-//! Process isolation: namespaces, rootfs, cgroups, capabilities, seccomp and pty.
+//! Process isolation: turns an OCI runtime spec plus image layer directories into a running,
+//! namespaced, cgroup-limited process (like runc/crun/youki), and reports its exit code the way
+//! Docker does.
+//!
+//! Process shape: husk forks a short-lived helper (a fork, so the possibly multithreaded
+//! caller's libc locks are reset), the helper clones the container init with
+//! CLONE_PARENT and the new namespaces, so the init is husk's own child and pid 1 of its pid
+//! namespace, and exits. husk moves the init into the cgroup, releases it over a sync pipe, and
+//! learns about setup or exec failures through a close-on-exec error pipe.
+
+pub mod cgroup;
+mod foreground;
+mod init;
+pub mod rootfs;
+pub mod seccomp;
+pub mod user;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+pub use cgroup::{Cgroup, CgroupError, CgroupLayout, CgroupStats};
+pub use foreground::run_foreground;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+pub use rootfs::RootfsError;
+pub use seccomp::SeccompError;
+
+use crate::container::spec::ANNOTATION_INTERACTIVE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The command does not exist in the container (Docker: 127).
+    #[error("{0}")]
+    ExecNotFound(String),
+    /// The command exists but cannot be run (Docker: 126).
+    #[error("{0}")]
+    NotExecutable(String),
+    /// Container setup failed inside the new namespaces (message from the init).
+    #[error("{0}")]
+    Setup(String),
+    #[error("invalid spec: {0}")]
+    Spec(&'static str),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    #[error("{op}: {source}")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ProcessError {
+    /// Docker's exit code for a container that could not be started.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::ExecNotFound(_) => 127,
+            Self::NotExecutable(_) => 126,
+            _ => 125,
+        }
+    }
+}
+
+fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> ProcessError {
+    move |source| ProcessError::Sys { op, source }
+}
+
+fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> ProcessError {
+    move |source| ProcessError::Io { op, source }
+}
+
+/// What to run and where.
+pub struct LaunchConfig<'a> {
+    pub spec: &'a Spec,
+    /// Image layers, bottom first.
+    pub lower_dirs: &'a [PathBuf],
+    /// Holds upper/, work/, rootfs/ (the mountpoint) and etc/; kept until `rm`.
+    pub container_dir: &'a Path,
+    /// Cgroup path below each hierarchy's root, e.g. "husk/<id>".
+    pub cgroup_name: &'a str,
+    /// stdin, stdout, stderr for a container without a terminal; None inherits husk's.
+    /// stdin is /dev/null unless the spec is interactive (`-i`).
+    pub stdio: Option<[BorrowedFd<'a>; 3]>,
+}
+
+/// A started container: its init process and the cgroup it runs in.
+#[derive(Debug)]
+pub struct Container {
+    pid: Pid,
+    cgroup: Option<Cgroup>,
+    pty_master: Option<OwnedFd>,
+    exit_code: Option<i32>,
+}
+
+/// Create namespaces, cgroup and rootfs and start the process. Returns once the command has
+/// been exec'd, or with an error (see [`ProcessError::exit_code`]) after cleaning up
+/// everything it set up.
+pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
+    let spec = cfg.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or(ProcessError::Spec("no process section"))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(ProcessError::Spec("process.args is empty"));
+    }
+    let terminal = process.terminal().unwrap_or(false);
+    let interactive = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_INTERACTIVE))
+        .is_some_and(|v| v == "true");
+    let linux = spec.linux().as_ref();
+    let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => seccomp::compile(profile)?,
+        None => Vec::new(),
+    };
+
+    let dirs = rootfs::ContainerDirs::new(cfg.container_dir);
+    dirs.create()?;
+    let hostname = spec.hostname().clone().unwrap_or_default();
+    let plan = rootfs::RootfsPlan {
+        spec,
+        lower_dirs: cfg.lower_dirs,
+        dirs: &dirs,
+        hostname,
+    };
+    rootfs::write_etc_files(&plan)?;
+
+    let layout = CgroupLayout::detect()?;
+    let resources = linux.and_then(|l| l.resources().as_ref());
+    let cgroup = Cgroup::create(layout, cfg.cgroup_name, resources)?;
+    // From here on, dropping `container` kills and reaps the init and removes the cgroup.
+    let mut container = Container {
+        pid: Pid::from_raw(0),
+        cgroup: Some(cgroup),
+        pty_master: None,
+        exit_code: None,
+    };
+
+    let (sync_read, sync_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let (pid_read, pid_write) = pipe()?;
+    let console = if terminal {
+        Some(UnixStream::pair().map_err(io("creating the console socket"))?)
+    } else {
+        None
+    };
+    let (console_parent, console_child) = match console {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let clone_flags = namespace_clone_flags(spec);
+    let init_cfg = init::InitConfig {
+        spec,
+        plan,
+        seccomp,
+        sync: sync_read,
+        errors: err_write,
+        console: console_child,
+        stdio: cfg.stdio.map(|fds| fds.map(|fd| fd.as_raw_fd())),
+        interactive,
+    };
+
+    // SAFETY: the helper child is single-threaded after fork; glibc's fork resets its
+    // allocator locks, so the helper and the init it clones may allocate freely.
+    let helper = match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(pid_read);
+            run_helper(clone_flags, pid_write, init_cfg)
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(init_cfg);
+    drop(pid_write);
+
+    let mut pid_bytes = [0u8; 4];
+    let got = std::fs::File::from(pid_read)
+        .read(&mut pid_bytes)
+        .map_err(io("reading init pid"));
+    let _ = waitpid(helper, None);
+    let raw = i32::from_ne_bytes(pid_bytes);
+    match got? {
+        4 if raw > 0 => container.pid = Pid::from_raw(raw),
+        4 => {
+            let errno = nix::Error::from_raw(-raw);
+            return Err(ProcessError::Sys {
+                op: "creating the container namespaces",
+                source: errno,
+            });
+        }
+        _ => return Err(ProcessError::Setup("the namespace helper failed".into())),
+    }
+
+    if let Some(cgroup) = &container.cgroup {
+        cgroup.add_process(container.pid.as_raw())?;
+    }
+    std::fs::File::from(sync_write)
+        .write_all_once(&[1])
+        .map_err(io("releasing the container init"))?;
+
+    if let Some(socket) = console_parent {
+        container.pty_master = receive_fd(&socket)?;
+    }
+
+    let mut report = Vec::new();
+    std::fs::File::from(err_read)
+        .take(64 * 1024)
+        .read_to_end(&mut report)
+        .map_err(io("reading the container's start report"))?;
+    if let Some((&code, message)) = report.split_first() {
+        let message = String::from_utf8_lossy(message).into_owned();
+        return Err(match code {
+            init::CODE_NOT_FOUND => ProcessError::ExecNotFound(message),
+            init::CODE_NOT_EXECUTABLE => ProcessError::NotExecutable(message),
+            _ => ProcessError::Setup(message),
+        });
+    }
+    if terminal && container.pty_master.is_none() {
+        return Err(ProcessError::Setup(
+            "the container did not hand over its terminal".into(),
+        ));
+    }
+    Ok(container)
+}
+
+trait WriteOnce {
+    fn write_all_once(self, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+impl WriteOnce for std::fs::File {
+    fn write_all_once(mut self, bytes: &[u8]) -> std::io::Result<()> {
+        std::io::Write::write_all(&mut self, bytes)
+    }
+}
+
+/// The helper: clone the init into its namespaces as husk's child, report its pid, exit.
+fn run_helper(flags: libc::c_ulong, pid_pipe: OwnedFd, init_cfg: init::InitConfig) -> ! {
+    let flags = flags | libc::CLONE_PARENT as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: a raw clone without CLONE_VM and with no new stack behaves like fork: the child
+    // continues on its own copy of this (single-threaded) process's memory.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if rc == 0 {
+        drop(pid_pipe);
+        init::run(init_cfg);
+    }
+    let value: i32 = if rc < 0 {
+        -nix::Error::last_raw()
+    } else {
+        rc as i32
+    };
+    let mut pipe = std::fs::File::from(pid_pipe);
+    let _ = std::io::Write::write_all(&mut pipe, &value.to_ne_bytes());
+    // SAFETY: _exit ends the helper without running the parent's atexit handlers.
+    unsafe { libc::_exit(0) }
+}
+
+fn namespace_clone_flags(spec: &Spec) -> libc::c_ulong {
+    let mut flags = 0;
+    for (typ, flag) in [
+        (LinuxNamespaceType::Pid, libc::CLONE_NEWPID),
+        (LinuxNamespaceType::Mount, libc::CLONE_NEWNS),
+        (LinuxNamespaceType::Uts, libc::CLONE_NEWUTS),
+        (LinuxNamespaceType::Ipc, libc::CLONE_NEWIPC),
+        (LinuxNamespaceType::Network, libc::CLONE_NEWNET),
+    ] {
+        if rootfs::has_namespace(spec, typ) {
+            flags |= flag as libc::c_ulong;
+        }
+    }
+    flags
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ProcessError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))
+}
+
+fn receive_fd(socket: &UnixStream) -> Result<Option<OwnedFd>, ProcessError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(sys("receiving the container's pty"))?;
+    for cmsg in msg.cmsgs().map_err(sys("receiving the container's pty"))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just installed this descriptor in our table; nothing
+                // else owns it.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Docker's exit code for a wait status: the code, or 128+N when killed by signal N.
+fn exit_code_of(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+impl Container {
+    /// The init's pid in husk's pid namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// The pty master when the spec asked for a terminal (a new descriptor each call).
+    pub fn pty_master(&self) -> Option<OwnedFd> {
+        self.pty_master.as_ref().and_then(|fd| fd.try_clone().ok())
+    }
+
+    /// Accounting from the container's cgroup.
+    pub fn stats(&self) -> Result<CgroupStats, ProcessError> {
+        match &self.cgroup {
+            Some(cgroup) => Ok(cgroup.stats()?),
+            None => Ok(CgroupStats::default()),
+        }
+    }
+
+    pub fn signal(&self, sig: i32) -> Result<(), ProcessError> {
+        if self.exit_code.is_some() {
+            return Ok(());
+        }
+        let signal = Signal::try_from(sig).map_err(sys("invalid signal"))?;
+        nix::sys::signal::kill(self.pid, signal).map_err(sys("signalling the container"))
+    }
+
+    /// Non-blocking: the exit code if the init has exited (the container is then torn down).
+    pub fn try_wait(&mut self) -> Result<Option<i32>, ProcessError> {
+        if let Some(code) = self.exit_code {
+            return Ok(Some(code));
+        }
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(status) => match exit_code_of(status) {
+                Some(code) => self.finish(code).map(Some),
+                None => Ok(None),
+            },
+            Err(nix::Error::EINTR) => Ok(None),
+            Err(e) => Err(ProcessError::Sys {
+                op: "waiting for the container",
+                source: e,
+            }),
+        }
+    }
+
+    /// Wait for exit; returns Docker's exit code, then removes the cgroup. The overlay mount
+    /// lived in the container's mount namespace and is gone with it; the upper dir stays.
+    pub fn wait(mut self) -> Result<i32, ProcessError> {
+        loop {
+            if let Some(code) = self.exit_code {
+                return Ok(code);
+            }
+            match waitpid(self.pid, None) {
+                Ok(status) => {
+                    if let Some(code) = exit_code_of(status) {
+                        return self.finish(code);
+                    }
+                }
+                Err(nix::Error::EINTR) => {}
+                Err(e) => {
+                    return Err(ProcessError::Sys {
+                        op: "waiting for the container",
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, code: i32) -> Result<i32, ProcessError> {
+        self.exit_code = Some(code);
+        if let Some(cgroup) = self.cgroup.take() {
+            // The pid namespace died with its init; this catches anything still exiting.
+            cgroup.destroy()?;
+        }
+        Ok(code)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.exit_code.is_none() && self.pid.as_raw() > 0 {
+            let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+            while let Err(nix::Error::EINTR) = waitpid(self.pid, None) {}
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.destroy();
+        }
+    }
+}

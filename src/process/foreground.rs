@@ -1,0 +1,239 @@
+//! `husk run` in the foreground: start the container, relay signals, and for `-t` bridge the
+//! host terminal (raw mode, window size) to the container's pty until it exits.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::termios::{self, SetArg, Termios};
+
+use super::{io, spawn, sys, Container, LaunchConfig, ProcessError};
+use crate::container::spec::ANNOTATION_INTERACTIVE;
+
+/// Signals a user sends to `husk run` that belong to the container.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Restores the calling thread's signal mask.
+struct MaskGuard(SigSet);
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+/// Restores the host terminal's settings.
+struct RawModeGuard {
+    fd: OwnedFd,
+    saved: Termios,
+}
+
+impl Drop for RawModeGuard {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(&self.fd, SetArg::TCSANOW, &self.saved);
+    }
+}
+
+fn stdin() -> BorrowedFd<'static> {
+    // SAFETY: fd 0 stays open for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(0) }
+}
+
+fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: fd 1 stays open for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(1) }
+}
+
+/// Spawn, forward SIGINT/TERM/HUP/QUIT/USR1/USR2 to the container, bridge the terminal for
+/// `-t` (raw mode, SIGWINCH -> TIOCSWINSZ), wait, clean up. Returns Docker's exit code.
+pub fn run_foreground(cfg: &LaunchConfig) -> Result<i32, ProcessError> {
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED {
+        mask.add(signal);
+    }
+    mask.add(Signal::SIGWINCH);
+    // Blocked before the spawn so nothing sent meanwhile is lost; the init unblocks its own.
+    let mut old = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
+        .map_err(sys("blocking signals"))?;
+    let _mask_guard = MaskGuard(old);
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(sys("creating a signalfd"))?;
+
+    let mut container = spawn(cfg)?;
+    let exited = pidfd(&container)?;
+    let master = container.pty_master.take();
+    let interactive = cfg
+        .spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_INTERACTIVE))
+        .is_some_and(|v| v == "true");
+
+    let _raw = match &master {
+        Some(master) => {
+            copy_window_size(master);
+            enter_raw_mode()
+        }
+        None => None,
+    };
+    let mut stdin_open = master.is_some() && interactive;
+    let mut master_open = master.is_some();
+    let mut buf = vec![0u8; 32 * 1024];
+
+    loop {
+        let mut fds = vec![
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(exited.as_fd(), PollFlags::POLLIN),
+        ];
+        if let (Some(m), true) = (&master, master_open) {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+        }
+        let stdin_index = fds.len();
+        if stdin_open {
+            fds.push(PollFd::new(stdin(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                return Err(ProcessError::Sys {
+                    op: "poll",
+                    source: e,
+                })
+            }
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (sig_ready, exit_ready, master_ready, stdin_ready) = (
+            ready(0),
+            ready(1),
+            master_open && ready(2),
+            stdin_open && ready(stdin_index),
+        );
+        drop(fds);
+
+        if sig_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGWINCH) => {
+                        if let Some(m) = &master {
+                            copy_window_size(m);
+                        }
+                    }
+                    Ok(signal) => {
+                        let _ = container.signal(signal as i32);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        if master_ready {
+            if let Some(m) = &master {
+                master_open = copy_once(m.as_fd(), stdout(), &mut buf);
+            }
+        }
+        if stdin_ready {
+            if let Some(m) = &master {
+                stdin_open = copy_once(stdin(), m.as_fd(), &mut buf);
+            }
+        }
+        if exit_ready {
+            if let Some(m) = &master {
+                drain(m, &mut buf);
+            }
+            return wait_exited(container);
+        }
+    }
+}
+
+fn wait_exited(container: Container) -> Result<i32, ProcessError> {
+    container.wait()
+}
+
+/// A pidfd becomes readable when the process exits, independent of SIGCHLD delivery.
+fn pidfd(container: &Container) -> Result<OwnedFd, ProcessError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, container.pid(), 0) };
+    if fd < 0 {
+        return Err(io("pidfd_open")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// One read and a full write; false once the source reports EOF or an error (EIO on a pty
+/// master means the container side closed).
+fn copy_once(from: BorrowedFd, to: BorrowedFd, buf: &mut [u8]) -> bool {
+    match nix::unistd::read(from.as_raw_fd(), buf) {
+        Ok(0) => false,
+        Ok(n) => write_all(to, &buf[..n]),
+        Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => true,
+        Err(_) => false,
+    }
+}
+
+fn write_all(to: BorrowedFd, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match nix::unistd::write(to, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Output the container wrote right before exiting is still buffered in the pty.
+fn drain(master: &OwnedFd, buf: &mut [u8]) {
+    let flags = nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .map(nix::fcntl::OFlag::from_bits_truncate)
+        .unwrap_or(nix::fcntl::OFlag::empty());
+    let _ = nix::fcntl::fcntl(
+        master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    loop {
+        match nix::unistd::read(master.as_raw_fd(), buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !write_all(stdout(), &buf[..n]) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn enter_raw_mode() -> Option<RawModeGuard> {
+    if !nix::unistd::isatty(0).unwrap_or(false) {
+        return None;
+    }
+    let fd = stdin().try_clone_to_owned().ok()?;
+    let saved = termios::tcgetattr(&fd).ok()?;
+    let mut raw = saved.clone();
+    termios::cfmakeraw(&mut raw);
+    termios::tcsetattr(&fd, SetArg::TCSANOW, &raw).ok()?;
+    Some(RawModeGuard { fd, saved })
+}
+
+fn copy_window_size(master: &OwnedFd) {
+    // SAFETY: winsize is plain data; all-zero is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into the winsize we own; it fails harmlessly on a non-tty.
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0 {
+        // SAFETY: TIOCSWINSZ reads the winsize we own from a pty master we hold.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    }
+}

@@ -1,0 +1,445 @@
+//! The container's init process (pid 1 of its pid namespace), from the moment it is cloned
+//! until it execs the container command. It runs single-threaded in a forked copy of husk, so
+//! it may allocate; every failure is reported to husk over the error pipe.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+use seccompiler::BpfProgram;
+
+use super::rootfs::{self, RootfsPlan};
+use super::user;
+
+/// Exit codes the parent maps to Docker's: the command is missing, or cannot be run.
+pub const CODE_NOT_FOUND: u8 = 127;
+pub const CODE_NOT_EXECUTABLE: u8 = 126;
+pub const CODE_SETUP: u8 = 125;
+
+/// A setup failure: Docker-style code and one line of text for the user.
+pub struct InitFailure {
+    pub code: u8,
+    pub message: String,
+}
+
+fn fail(message: impl std::fmt::Display) -> InitFailure {
+    InitFailure {
+        code: CODE_SETUP,
+        message: message.to_string(),
+    }
+}
+
+/// Everything the init needs, prepared by husk before forking.
+pub struct InitConfig<'a> {
+    pub spec: &'a Spec,
+    pub plan: RootfsPlan<'a>,
+    pub seccomp: Vec<BpfProgram>,
+    pub sync: OwnedFd,
+    pub errors: OwnedFd,
+    /// The init sends the pty master over this when the spec asks for a terminal.
+    pub console: Option<UnixStream>,
+    /// Stdio to install as 0, 1, 2 when there is no terminal; None keeps husk's.
+    pub stdio: Option<[RawFd; 3]>,
+    pub interactive: bool,
+}
+
+/// Run the init: returns only by exec'ing the command; on failure it reports and exits.
+pub fn run(cfg: InitConfig) -> ! {
+    let result = prepare_and_exec(&cfg);
+    let failure = match result {
+        Err(failure) => failure,
+        Ok(never) => match never {},
+    };
+    let mut pipe = std::fs::File::from(cfg.errors);
+    let _ = pipe.write_all(&[failure.code]);
+    let _ = pipe.write_all(failure.message.as_bytes());
+    drop(pipe);
+    // SAFETY: _exit ends this forked child without running husk's atexit handlers or
+    // flushing buffers that belong to the parent.
+    unsafe { libc::_exit(1) }
+}
+
+fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFailure> {
+    let spec = cfg.spec;
+    // Wait until husk has put us into the container's cgroup (EOF: husk died, give up).
+    let mut byte = [0u8; 1];
+    let mut sync = std::fs::File::from(cfg.sync.try_clone().map_err(fail)?);
+    if sync.read(&mut byte).map_err(fail)? != 1 {
+        return Err(fail("husk went away before the container started"));
+    }
+    if rootfs::has_namespace(spec, LinuxNamespaceType::Cgroup) {
+        // After joining the cgroup, so that it becomes the namespace's root.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| fail(format!("creating cgroup namespace: {e}")))?;
+    }
+    if rootfs::has_namespace(spec, LinuxNamespaceType::Uts) {
+        nix::unistd::sethostname(&cfg.plan.hostname)
+            .map_err(|e| fail(format!("setting hostname {:?}: {e}", cfg.plan.hostname)))?;
+    }
+    rootfs::setup(&cfg.plan).map_err(fail)?;
+    if rootfs::has_namespace(spec, LinuxNamespaceType::Network) {
+        rootfs::loopback_up().map_err(fail)?;
+    }
+    nix::unistd::setsid().map_err(|e| fail(format!("setsid: {e}")))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| fail("the spec has no process"))?;
+    setup_stdio(cfg, process.terminal().unwrap_or(false))?;
+
+    for rlimit in process.rlimits().iter().flatten() {
+        set_rlimit(rlimit.typ(), rlimit.soft(), rlimit.hard())?;
+    }
+
+    let spec_user = process.user();
+    let (uid, gid, mut groups, home) = match spec_user.username() {
+        Some(name) => {
+            let resolved = user::resolve(name, Path::new("/")).map_err(fail)?;
+            (
+                resolved.uid,
+                resolved.gid,
+                resolved.additional_gids,
+                resolved.home,
+            )
+        }
+        None => (spec_user.uid(), spec_user.gid(), Vec::new(), None),
+    };
+    groups.extend(spec_user.additional_gids().iter().flatten().copied());
+
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!(
+            "HOME={}",
+            home.filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into())
+        ));
+    }
+    let cwd = process.cwd();
+    match std::fs::metadata(cwd) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(fail(format!(
+                "bad workdir {}: not a directory",
+                cwd.display()
+            )))
+        }
+        Err(e) => return Err(fail(format!("bad workdir {}: {e}", cwd.display()))),
+    }
+    nix::unistd::chdir(cwd).map_err(|e| fail(format!("bad workdir {}: {e}", cwd.display())))?;
+
+    let args = process.args().clone().unwrap_or_default();
+    let program = args
+        .first()
+        .ok_or_else(|| fail("the spec has no command"))?;
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let executable = find_executable(program, path_var)?;
+    let c_path = cstr(executable.to_string_lossy().as_ref())?;
+    let c_args = args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c_env = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
+
+    // SAFETY: marks every descriptor from 3 up close-on-exec; nothing is closed now, so no
+    // Rust-owned descriptor is invalidated.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    reset_signals();
+
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    if !no_new_privs {
+        // Without no_new_privs the filter must go in while we still hold CAP_SYS_ADMIN; it
+        // allows the identity and capability calls that follow.
+        super::seccomp::install(&cfg.seccomp).map_err(fail)?;
+    }
+    set_identity(process, uid, gid, &groups)?;
+    if no_new_privs {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(fail(format!(
+                "no_new_privs: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        super::seccomp::install(&cfg.seccomp).map_err(fail)?;
+    }
+
+    let err = nix::unistd::execve(&c_path, &c_args, &c_env).unwrap_err();
+    let code = if err == nix::Error::ENOENT {
+        CODE_NOT_FOUND
+    } else {
+        CODE_NOT_EXECUTABLE
+    };
+    Err(InitFailure {
+        code,
+        message: format!("exec {program:?}: {}", err.desc()),
+    })
+}
+
+fn cstr(text: &str) -> Result<CString, InitFailure> {
+    rootfs::cstring(text).map_err(fail)
+}
+
+fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
+    if terminal {
+        let console = cfg
+            .console
+            .as_ref()
+            .ok_or_else(|| fail("terminal requested without console"))?;
+        let (master, slave_path) = rootfs::open_pty().map_err(fail)?;
+        send_fd(console, master.as_raw_fd())
+            .map_err(|e| fail(format!("sending the pty to husk: {e}")))?;
+        drop(master);
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&slave_path)
+            .map_err(|e| fail(format!("opening {}: {e}", slave_path.display())))?;
+        // SAFETY: TIOCSCTTY on a terminal descriptor we own, with an integer argument.
+        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+            return Err(fail(format!(
+                "making the pty our terminal: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        for target in 0..3 {
+            dup_onto(slave.as_raw_fd(), target)?;
+        }
+        return Ok(());
+    }
+    if let Some(fds) = cfg.stdio {
+        // Move the sources out of the way first: one of them may already sit on 0..2.
+        let mut moved = Vec::new();
+        for fd in fds {
+            // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor the caller keeps open.
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+            if copy < 0 {
+                return Err(fail(format!(
+                    "duplicating stdio: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            moved.push(copy);
+        }
+        for (target, fd) in moved.into_iter().enumerate() {
+            dup_onto(fd, target as RawFd)?;
+        }
+    }
+    if !cfg.interactive {
+        let null = std::fs::File::open("/dev/null")
+            .map_err(|e| fail(format!("opening /dev/null: {e}")))?;
+        dup_onto(null.as_raw_fd(), 0)?;
+    }
+    Ok(())
+}
+
+fn dup_onto(fd: RawFd, target: RawFd) -> Result<(), InitFailure> {
+    // SAFETY: dup2 onto a standard descriptor number; both are plain integers here and the
+    // target is meant to be replaced.
+    if unsafe { libc::dup2(fd, target) } < 0 {
+        return Err(fail(format!(
+            "setting up stdio: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn send_fd(socket: &UnixStream, fd: RawFd) -> nix::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd];
+    let iov = [std::io::IoSlice::new(b"p")];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+}
+
+/// Docker's rules: a name with a slash is used as is, otherwise the container's PATH is
+/// searched; a file that exists but cannot be executed is 126, nothing found is 127.
+fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, InitFailure> {
+    let check = |path: &Path| -> Result<(), InitFailure> {
+        let meta = std::fs::metadata(path).map_err(|e| InitFailure {
+            code: if e.kind() == std::io::ErrorKind::NotFound {
+                CODE_NOT_FOUND
+            } else {
+                CODE_NOT_EXECUTABLE
+            },
+            message: format!("exec {program:?}: stat {}: {e}", path.display()),
+        })?;
+        if meta.is_dir() {
+            return Err(InitFailure {
+                code: CODE_NOT_EXECUTABLE,
+                message: format!("exec {program:?}: {} is a directory", path.display()),
+            });
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(InitFailure {
+                code: CODE_NOT_EXECUTABLE,
+                message: format!("exec {program:?}: permission denied"),
+            });
+        }
+        Ok(())
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        check(&path)?;
+        return Ok(path);
+    }
+    let mut not_executable = None;
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        match check(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(failure) if failure.code == CODE_NOT_EXECUTABLE && candidate.exists() => {
+                not_executable.get_or_insert(failure);
+            }
+            Err(_) => {}
+        }
+    }
+    Err(not_executable.unwrap_or_else(|| InitFailure {
+        code: CODE_NOT_FOUND,
+        message: format!("exec: {program:?}: executable file not found in $PATH"),
+    }))
+}
+
+/// husk blocks and handles signals for forwarding; the command must start with defaults.
+fn reset_signals() {
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: restoring the default disposition installs no Rust handler.
+        let _ = unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Raising a hard limit needs CAP_SYS_RESOURCE, which some hosts (sandboxes, nested
+/// containers) withhold even from root; like Podman, husk then clamps to the current maximum
+/// rather than refusing to start.
+fn set_rlimit(typ: PosixRlimitType, soft: u64, hard: u64) -> Result<(), InitFailure> {
+    let resource = rlimit_resource(typ);
+    let apply = |soft: u64, hard: u64| {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads a valid rlimit struct that outlives the call.
+        unsafe { libc::setrlimit(resource, &limit) }
+    };
+    if apply(soft, hard) == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    // SAFETY: rlimit is plain data; getrlimit fills it in.
+    let mut current: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes into the struct we own.
+    let got = unsafe { libc::getrlimit(resource, &mut current) } == 0;
+    if err.raw_os_error() == Some(libc::EPERM) && got && hard > current.rlim_max {
+        let max = current.rlim_max;
+        if apply(soft.min(max), max) == 0 {
+            return Ok(());
+        }
+    }
+    Err(fail(format!("setting {typ:?}: {err}")))
+}
+
+fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
+    match typ {
+        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+/// The spec's set limited to what husk itself holds: a host (or sandbox) that withholds a
+/// capability from husk cannot grant it to containers.
+fn to_caps(set: &Option<oci_spec::runtime::Capabilities>) -> caps::CapsHashSet {
+    let held = caps::read(None, caps::CapSet::Bounding)
+        .unwrap_or_else(|_| caps::runtime::thread_all_supported());
+    set.iter()
+        .flatten()
+        .filter_map(|c| format!("CAP_{c}").parse::<caps::Capability>().ok())
+        .filter(|c| held.contains(c))
+        .collect()
+}
+
+/// Drop the bounding set, switch uid/gid/groups keeping capabilities across setuid, then set
+/// the spec's permitted, effective, inheritable and ambient sets.
+fn set_identity(
+    process: &oci_spec::runtime::Process,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+) -> Result<(), InitFailure> {
+    use caps::CapSet;
+    let capfail =
+        |what: &str, e: caps::errors::CapsError| fail(format!("setting {what} capabilities: {e}"));
+    let spec_caps = process.capabilities().as_ref();
+    let bounding = spec_caps.map(|c| to_caps(c.bounding()));
+    if let Some(keep) = &bounding {
+        for cap in caps::runtime::thread_all_supported() {
+            if !keep.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap).map_err(|e| capfail("bounding", e))?;
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let gids: Vec<nix::unistd::Gid> = groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&gids).map_err(|e| fail(format!("setgroups: {e}")))?;
+    let gid = nix::unistd::Gid::from_raw(gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| fail(format!("setgid {gid}: {e}")))?;
+    let uid = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| fail(format!("setuid {uid}: {e}")))?;
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    if let Some(c) = spec_caps {
+        // Effective first: the kernel refuses a permitted set that leaves effective outside.
+        caps::set(None, CapSet::Effective, &to_caps(c.effective()))
+            .map_err(|e| capfail("effective", e))?;
+        caps::set(None, CapSet::Permitted, &to_caps(c.permitted()))
+            .map_err(|e| capfail("permitted", e))?;
+        caps::set(None, CapSet::Inheritable, &to_caps(c.inheritable()))
+            .map_err(|e| capfail("inheritable", e))?;
+        caps::clear(None, CapSet::Ambient).map_err(|e| capfail("ambient", e))?;
+        for cap in to_caps(c.ambient()) {
+            caps::raise(None, CapSet::Ambient, cap).map_err(|e| capfail("ambient", e))?;
+        }
+    }
+    Ok(())
+}
