@@ -36,6 +36,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create and run a new container from an image.
+    Run(commands::run::RunArgs),
+    /// Create a new container.
+    Create(commands::run::CreateArgs),
+    /// Start one or more stopped containers.
+    Start(commands::run::StartArgs),
     /// List containers.
     Ps(commands::ps::PsArgs),
     /// Remove one or more containers.
@@ -53,10 +59,27 @@ pub enum Command {
     Container(ContainerCommand),
     #[command(flatten)]
     Images(crate::commands::image::ImageCommand),
+    /// Supervise a detached container (started by husk itself, not by users).
+    #[command(hide = true)]
+    ContainerMonitor { id: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
+    /// Create and run a new container from an image.
+    Run(commands::run::RunArgs),
+    /// Create a new container.
+    Create(commands::run::CreateArgs),
+    /// Start one or more stopped containers.
+    Start(commands::run::StartArgs),
+    /// Fetch the logs of a container.
+    Logs(commands::lifecycle::LogsArgs),
+    /// Stop one or more running containers.
+    Stop(commands::lifecycle::StopArgs),
+    /// Kill one or more running containers.
+    Kill(commands::lifecycle::KillArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(commands::lifecycle::WaitArgs),
     /// List containers.
     #[command(alias = "list")]
     Ls(commands::ps::PsArgs),

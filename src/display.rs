@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn durations_read_like_docker() {
-        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(Duration::from_secs(1)), "1 second");
         assert_eq!(human_duration(Duration::from_secs(45)), "45 seconds");
         assert_eq!(human_duration(Duration::from_secs(90)), "About a minute");
@@ -145,7 +148,10 @@ mod tests {
 
     #[test]
     fn ellipsis_keeps_the_limit() {
-        assert_eq!(ellipsize("echo 'hello from busybox'", 20), "echo 'hello from bu…");
+        assert_eq!(
+            ellipsize("echo 'hello from busybox'", 20),
+            "echo 'hello from bu…"
+        );
         assert_eq!(ellipsize("true", 20), "true");
     }
 }

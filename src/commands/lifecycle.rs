@@ -59,7 +59,11 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
         return Signal::try_from(number).with_context(|| format!("Invalid signal: {text}"));
     }
     let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse::<Signal>()
         .map_err(|_| anyhow::anyhow!("Invalid signal: {text}"))
 }
@@ -68,7 +72,10 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
-    let (number, unit) = text.split_at(text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len());
+    let (number, unit) = text.split_at(
+        text.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .len(),
+    );
     let number: i64 = number
         .parse()
         .with_context(|| format!("invalid value for --since: {text}"))?;
@@ -87,7 +94,10 @@ pub fn logs(root: &Path, args: LogsArgs) -> Result<i32> {
     let dir = store.dir_of(&record.id);
     let tail = match args.tail.as_str() {
         "all" | "-1" => None,
-        n => Some(n.parse().with_context(|| format!("invalid --tail value: {n}"))?),
+        n => Some(
+            n.parse()
+                .with_context(|| format!("invalid --tail value: {n}"))?,
+        ),
     };
     let opts = ReadOptions {
         tail,
@@ -116,7 +126,11 @@ pub fn logs(root: &Path, args: LogsArgs) -> Result<i32> {
 }
 
 /// Wait until the container is no longer running, up to `timeout`.
-pub fn wait_until_stopped(store: &Containers, id: &str, timeout: Option<Duration>) -> Result<Record> {
+pub fn wait_until_stopped(
+    store: &Containers,
+    id: &str,
+    timeout: Option<Duration>,
+) -> Result<Record> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let record = store.load(id)?;
@@ -127,6 +141,12 @@ pub fn wait_until_stopped(store: &Containers, id: &str, timeout: Option<Duration
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Ask the container to stop: the flag keeps restart policies from starting it again.
+fn request_stop(store: &Containers, record: &Record, signal: Signal) -> Result<()> {
+    store.update(&record.id, |r| r.state.stop_requested = true)?;
+    signal_container(record, signal)
 }
 
 fn signal_container(record: &Record, signal: Signal) -> Result<()> {
@@ -150,7 +170,7 @@ pub fn stop(root: &Path, args: StopArgs) -> Result<i32> {
             if record.effective_status() != Status::Running {
                 return Ok(()); // Docker: stopping a stopped container succeeds
             }
-            signal_container(&record, Signal::SIGTERM)?;
+            request_stop(&store, &record, Signal::SIGTERM)?;
             let record =
                 wait_until_stopped(&store, &record.id, Some(Duration::from_secs(args.time)))?;
             if record.effective_status() == Status::Running {
@@ -178,7 +198,7 @@ pub fn kill_cmd(root: &Path, args: KillArgs) -> Result<i32> {
         match store
             .find(key)
             .map_err(anyhow::Error::from)
-            .and_then(|r| signal_container(&r, signal))
+            .and_then(|r| request_stop(&store, &r, signal))
         {
             Ok(()) => println!("{key}"),
             Err(err) => {

@@ -7,7 +7,9 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, ContainerCommand};
 
 pub mod lifecycle;
+pub mod monitor;
 pub mod ps;
+pub mod run;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     let root = cli.root.as_path();
@@ -15,10 +17,28 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Ps(args) | Command::Container(ContainerCommand::Ls(args)) => ps::ps(root, args),
         Command::Rm(args) | Command::Container(ContainerCommand::Rm(args)) => ps::rm(root, args),
         Command::Container(ContainerCommand::Prune(args)) => ps::prune(root, args),
-        Command::Logs(args) => lifecycle::logs(root, args),
-        Command::Stop(args) => lifecycle::stop(root, args),
-        Command::Kill(args) => lifecycle::kill_cmd(root, args),
-        Command::Wait(args) => lifecycle::wait(root, args),
+        Command::Run(args) | Command::Container(ContainerCommand::Run(args)) => {
+            run::run(root, args)
+        }
+        Command::Create(args) | Command::Container(ContainerCommand::Create(args)) => {
+            run::create(root, args)
+        }
+        Command::Start(args) | Command::Container(ContainerCommand::Start(args)) => {
+            run::start(root, args)
+        }
+        Command::Logs(args) | Command::Container(ContainerCommand::Logs(args)) => {
+            lifecycle::logs(root, args)
+        }
+        Command::Stop(args) | Command::Container(ContainerCommand::Stop(args)) => {
+            lifecycle::stop(root, args)
+        }
+        Command::Kill(args) | Command::Container(ContainerCommand::Kill(args)) => {
+            lifecycle::kill_cmd(root, args)
+        }
+        Command::Wait(args) | Command::Container(ContainerCommand::Wait(args)) => {
+            lifecycle::wait(root, args)
+        }
+        Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),
     }
 }

@@ -8,8 +8,8 @@ use clap::Args;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use husk::container::{Containers, Record, Status};
 use husk::container::teardown::{dir_size, release_leftovers};
+use husk::container::{Containers, Record, Status};
 use husk::display::{ago, ellipsize, human_duration, human_size, Table};
 
 #[derive(Debug, Args)]
@@ -90,8 +90,16 @@ fn matches(record: &Record, filters: &[Filter]) -> Result<bool> {
             let value = filter.value.as_str();
             any |= match key {
                 "status" => {
-                    if !["created", "running", "exited", "dead", "paused", "restarting", "removing"]
-                        .contains(&value)
+                    if ![
+                        "created",
+                        "running",
+                        "exited",
+                        "dead",
+                        "paused",
+                        "restarting",
+                        "removing",
+                    ]
+                    .contains(&value)
                     {
                         bail!("invalid filter 'status={value}'");
                     }
@@ -102,7 +110,10 @@ fn matches(record: &Record, filters: &[Filter]) -> Result<bool> {
                 "ancestor" => {
                     record.image == value
                         || record.image_id == value
-                        || record.image_id.trim_start_matches("sha256:").starts_with(value)
+                        || record
+                            .image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(value)
                         || record.image.split(':').next() == Some(value)
                 }
                 "exited" => {
@@ -172,7 +183,14 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<i32> {
 
     if args.quiet {
         for record in &shown {
-            println!("{}", if args.no_trunc { &record.id } else { record.short_id() });
+            println!(
+                "{}",
+                if args.no_trunc {
+                    &record.id
+                } else {
+                    record.short_id()
+                }
+            );
         }
         return Ok(0);
     }
@@ -183,11 +201,22 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<i32> {
         return Ok(0);
     }
     let mut table = Table::new(&[
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "ISOLATION",
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+        "ISOLATION",
     ]);
     for record in &shown {
         table.row(vec![
-            if args.no_trunc { record.id.clone() } else { record.short_id().to_string() },
+            if args.no_trunc {
+                record.id.clone()
+            } else {
+                record.short_id().to_string()
+            },
             record.image.clone(),
             command_text(record, !args.no_trunc),
             ago(record.created),
@@ -204,10 +233,23 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<i32> {
 fn render_format(format: &str, record: &Record, truncate: bool) -> String {
     let format = format.strip_prefix("table ").unwrap_or(format);
     let fields = [
-        ("{{.ID}}", if truncate { record.short_id().to_string() } else { record.id.clone() }),
+        (
+            "{{.ID}}",
+            if truncate {
+                record.short_id().to_string()
+            } else {
+                record.id.clone()
+            },
+        ),
         ("{{.Image}}", record.image.clone()),
         ("{{.Command}}", command_text(record, truncate)),
-        ("{{.CreatedAt}}", record.created.format("%Y-%m-%d %H:%M:%S %z UTC").to_string()),
+        (
+            "{{.CreatedAt}}",
+            record
+                .created
+                .format("%Y-%m-%d %H:%M:%S %z UTC")
+                .to_string(),
+        ),
         ("{{.RunningFor}}", ago(record.created)),
         ("{{.Status}}", status_text(record)),
         ("{{.State}}", record.effective_status().to_string()),
@@ -246,8 +288,8 @@ fn remove_one(store: &Containers, key: &str, force: bool) -> Result<()> {
                 record.id
             );
         }
+        store.update(&record.id, |r| r.state.stop_requested = true)?;
         if let Some(pid) = record.state.pid {
-            // The supervisor notices the exit, records it and tears the sandbox down.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         // The supervisor notices the exit, records it and tears the sandbox down.

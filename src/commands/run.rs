@@ -5,8 +5,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use husk::container::spec::{build_spec, NetworkMode, SpecOptions};
+use husk::container::teardown::{cgroup_name, release_leftovers};
+use husk::container::{
+    Containers, Isolation, NewContainer, ProcessIdentity, Record, RestartPolicy, Status,
+};
+use husk::image::{self, ImageError, PullOptions};
+use husk::process::{self, LaunchConfig};
+use oci_spec::runtime::Spec;
 
-use husk::container::{Containers, Isolation, NewContainer, Record};
+/// The OCI runtime spec of a container, next to its record.
+pub const SPEC_FILE: &str = "config.json";
 
 /// Flags shared by `run` and `create` (Docker's names).
 #[derive(Debug, Args)]
@@ -72,6 +81,10 @@ pub struct CreateArgs {
     /// Automatically remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy for detached containers: no, on-failure[:max-retries], always,
+    /// unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// Bind mount a volume (not yet supported: refused with a clear error).
     #[arg(short, long = "volume")]
     pub volumes: Vec<String>,
@@ -84,7 +97,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Run container in background and print container ID (not yet supported).
+    /// Run container in background and print container ID.
     #[arg(short, long)]
     pub detach: bool,
     #[command(flatten)]
@@ -105,7 +118,11 @@ pub struct StartArgs {
 
 /// Docker's `units.RAMInBytes`: a number with an optional binary unit (b, k, m, g, t, p).
 pub fn parse_memory(text: &str) -> Result<i64> {
-    let invalid = || anyhow::anyhow!("invalid argument {text:?} for \"-m, --memory\" flag: invalid size: '{text}'");
+    let invalid = || {
+        anyhow::anyhow!(
+            "invalid argument {text:?} for \"-m, --memory\" flag: invalid size: '{text}'"
+        )
+    };
     let lower = text.trim().to_ascii_lowercase();
     let lower = lower.strip_suffix('b').unwrap_or(&lower);
     let lower = lower.strip_suffix('i').unwrap_or(lower);
@@ -140,12 +157,14 @@ pub fn parse_cpus(text: &str) -> Result<i64> {
         .parse()
         .ok()
         .filter(|c: &f64| c.is_finite() && *c > 0.0)
-        .with_context(|| format!("invalid argument {text:?} for \"--cpus\" flag: not a positive number"))?;
-    let host = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        .with_context(|| {
+            format!("invalid argument {text:?} for \"--cpus\" flag: not a positive number")
+        })?;
+    let host = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if cpus < 0.01 || cpus > host as f64 {
-        bail!(
-            "Range of CPUs is from 0.01 to {host}.00, as there are only {host} CPUs available"
-        );
+        bail!("Range of CPUs is from 0.01 to {host}.00, as there are only {host} CPUs available");
     }
     Ok((cpus * 1e9).round() as i64)
 }
@@ -188,6 +207,274 @@ fn parse_isolation(value: &str) -> Result<Isolation> {
     }
 }
 
+impl CreateArgs {
+    /// Turn the flags into spec options, refusing bad values before anything is created.
+    fn spec_options(&self) -> Result<SpecOptions> {
+        let mut env = Vec::new();
+        for file in &self.env_file {
+            env.extend(read_env_file(file)?);
+        }
+        env.extend(self.env.iter().cloned());
+        let network = match self.network.as_str() {
+            "none" | "default" | "bridge" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            other => bail!("network {other} not found: husk supports --network none and host"),
+        };
+        let mut seccomp_unconfined = false;
+        let mut no_new_privileges = false;
+        for opt in &self.security_opt {
+            match opt.replace('=', ":").as_str() {
+                "seccomp:unconfined" => seccomp_unconfined = true,
+                "no-new-privileges" | "no-new-privileges:true" => no_new_privileges = true,
+                "no-new-privileges:false" => no_new_privileges = false,
+                _ => bail!(
+                    "invalid --security-opt {opt:?}: husk supports seccomp=unconfined and no-new-privileges"
+                ),
+            }
+        }
+        Ok(SpecOptions {
+            cmd: self.command.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env,
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            tty: self.tty,
+            interactive: self.interactive,
+            read_only: self.read_only,
+            memory_bytes: self.memory.as_deref().map(parse_memory).transpose()?,
+            nano_cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
+            pids_limit: self.pids_limit.filter(|&n| n > 0),
+            network,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            privileged: self.privileged,
+            seccomp_unconfined,
+            no_new_privileges,
+        })
+    }
+}
+
+/// Find the image locally, pulling it the way `docker run` does when it is missing.
+fn image_for_run(root: &Path, reference: &str) -> Result<image::StoredImage> {
+    let store = image::Store::open(root)?;
+    match store.lookup(reference) {
+        Ok(found) => Ok(found),
+        Err(ImageError::NotFoundLocally(name)) => {
+            eprintln!("Unable to find image '{name}' locally");
+            let opts = PullOptions {
+                progress_to_stderr: true,
+                ..PullOptions::default()
+            };
+            Ok(image::pull(&store, reference, &opts)?)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// `create`: the record, the spec (config.json) and nothing running yet.
+fn create_container(root: &Path, args: &CreateArgs) -> Result<Record> {
+    let options = args.spec_options()?;
+    let restart = RestartPolicy::parse(&args.restart)?;
+    if args.rm && restart != RestartPolicy::No {
+        bail!("conflicting options: cannot specify both --restart and --rm");
+    }
+    if !args.volumes.is_empty() {
+        bail!("volumes (-v) are not supported by husk yet");
+    }
+    let isolation = match args.isolation {
+        Some(isolation) => isolation,
+        None => default_isolation(root)?,
+    };
+    let image = image_for_run(root, &args.image)?;
+    let store = Containers::open(root)?;
+    let record = store.create(NewContainer {
+        name: args.name.clone(),
+        image: args.image.clone(),
+        image_id: image.id.clone(),
+        isolation,
+        command: Vec::new(),
+        auto_remove: args.rm,
+        options: options.clone(),
+        restart,
+    })?;
+    // From here on a failure must not leave a half-made container behind.
+    let finish = || -> Result<Record> {
+        let spec = build_spec(&image.config, &options, &record.id)?;
+        let command = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
+        if command.is_empty() {
+            bail!("no command specified: the image has no Cmd or Entrypoint and none was given");
+        }
+        let bytes = serde_json::to_vec_pretty(&spec).context("serializing the runtime spec")?;
+        std::fs::write(store.dir_of(&record.id).join(SPEC_FILE), bytes)
+            .context("writing the container's config.json")?;
+        Ok(store.update(&record.id, |r| r.command = command)?)
+    };
+    finish().inspect_err(|_| {
+        let _ = store.remove(&record.id);
+    })
+}
+
+pub fn load_spec(store: &Containers, id: &str) -> Result<Spec> {
+    let path = store.dir_of(id).join(SPEC_FILE);
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("container {id} has no runtime spec ({})", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
+}
+
+/// The image layers of a container, bottom first.
+pub fn layer_dirs(root: &Path, record: &Record) -> Result<Vec<PathBuf>> {
+    let images = image::Store::open(root)?;
+    let stored = images.lookup(&record.image_id).with_context(|| {
+        format!(
+            "the image of container {} ({}) is gone",
+            record.short_id(),
+            record.image
+        )
+    })?;
+    Ok(images.layer_dirs(&stored)?)
+}
+
+/// Reason VM isolation cannot run here, if it cannot.
+pub fn refuse_vm(record: &Record) -> Result<()> {
+    if record.isolation == Isolation::Vm {
+        bail!(
+            "--isolation vm is not available yet: husk's VM backend is not built into this binary"
+        );
+    }
+    Ok(())
+}
+
+/// Run the container in the foreground: the CLI supervises it, forwards signals and the
+/// terminal, records the exit and honours --rm. Returns Docker's exit code.
+pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result<i32> {
+    refuse_vm(&record)?;
+    let dir = store.dir_of(&record.id);
+    let spec = load_spec(store, &record.id)?;
+    let layers = layer_dirs(root, &record)?;
+    let cgroup = cgroup_name(&record.id);
+    let cfg = LaunchConfig {
+        spec: &spec,
+        lower_dirs: &layers,
+        container_dir: &dir,
+        cgroup_name: &cgroup,
+        stdio: None,
+    };
+    mark_starting(store, &record.id)?;
+    let result = process::run_foreground(&cfg, |container| {
+        let pid = container.pid();
+        let _ = store.update(&record.id, |r| r.state.pid = Some(pid));
+    });
+    let code = record_exit(store, &record.id, result);
+    if record.auto_remove {
+        release_leftovers(&dir, &record.id)?;
+        store.remove(&record.id)?;
+    }
+    Ok(code)
+}
+
+/// The record says running, supervised by this process, before the sandbox starts: if husk
+/// dies at any point after this, `ps` shows the container as dead rather than created.
+pub fn mark_starting(store: &Containers, id: &str) -> Result<()> {
+    let supervisor = ProcessIdentity::current();
+    store.update(id, |r| {
+        r.state.status = Status::Running;
+        r.state.supervisor = Some(supervisor);
+        r.state.started_at = Some(chrono::Utc::now());
+        r.state.finished_at = None;
+        r.state.exit_code = None;
+        r.state.pid = None;
+        r.state.error = None;
+        r.state.stop_requested = false;
+        r.state.oom_killed = false;
+    })?;
+    Ok(())
+}
+
+/// Record how a start ended and return Docker's exit code. A start that failed before the
+/// command ran leaves the container "created" with the failure recorded, as Docker does.
+pub fn record_exit(
+    store: &Containers,
+    id: &str,
+    result: Result<i32, process::ProcessError>,
+) -> i32 {
+    let now = chrono::Utc::now();
+    let (code, error) = match result {
+        Ok(code) => (code, None),
+        Err(err) => {
+            eprintln!("husk: {err}");
+            (err.exit_code(), Some(err.to_string()))
+        }
+    };
+    let _ = store.update(id, |r| {
+        r.state.status = if error.is_some() && r.restart_count == 0 {
+            Status::Created
+        } else {
+            Status::Exited
+        };
+        r.state.exit_code = Some(code);
+        r.state.finished_at = Some(now);
+        r.state.pid = None;
+        r.state.error = error;
+    });
+    code
+}
+
+pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
+    let record = create_container(root, &args.create)?;
+    let store = Containers::open(root)?;
+    if args.detach {
+        super::monitor::start_detached(root, &store, &record)?;
+        println!("{}", record.id);
+        return Ok(0);
+    }
+    start_attached(root, &store, record)
+}
+
+pub fn create(root: &Path, args: CreateArgs) -> Result<i32> {
+    let record = create_container(root, &args)?;
+    println!("{}", record.id);
+    Ok(0)
+}
+
+pub fn start(root: &Path, args: StartArgs) -> Result<i32> {
+    let store = Containers::open(root)?;
+    if args.attach || args.interactive {
+        if args.containers.len() > 1 {
+            bail!("you cannot start and attach multiple containers at once");
+        }
+        let record = store.find(&args.containers[0])?;
+        if record.effective_status() == Status::Running {
+            bail!("container {} is already running", record.short_id());
+        }
+        return start_attached(root, &store, record);
+    }
+    let mut failed = false;
+    for key in &args.containers {
+        let result = store
+            .find(key)
+            .map_err(anyhow::Error::from)
+            .and_then(|record| {
+                if record.effective_status() == Status::Running {
+                    return Ok(()); // Docker: starting a running container is a no-op
+                }
+                super::monitor::start_detached(root, &store, &record)
+            });
+        match result {
+            Ok(()) => println!("{key}"),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,16 +486,25 @@ mod tests {
         assert_eq!(parse_memory("1GB").unwrap(), 1 << 30);
         assert_eq!(parse_memory("1.5g").unwrap(), 3 << 29);
         assert_eq!(parse_memory("10485760").unwrap(), 10 << 20);
-        assert!(parse_memory("abc").unwrap_err().to_string().contains("invalid size"));
+        assert!(parse_memory("abc")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid size"));
         assert!(parse_memory("12x").is_err());
-        assert!(parse_memory("1k").unwrap_err().to_string().contains("Minimum memory"));
+        assert!(parse_memory("1k")
+            .unwrap_err()
+            .to_string()
+            .contains("Minimum memory"));
     }
 
     #[test]
     fn cpus_are_bounded_by_the_host() {
         assert_eq!(parse_cpus("0.5").unwrap(), 500_000_000);
         assert!(parse_cpus("0").is_err());
-        assert!(parse_cpus("100000").unwrap_err().to_string().contains("Range of CPUs"));
+        assert!(parse_cpus("100000")
+            .unwrap_err()
+            .to_string()
+            .contains("Range of CPUs"));
         assert!(parse_cpus("x").is_err());
     }
 }

@@ -245,10 +245,15 @@ mod tests {
         writer.write(Stream::Stdout, b"second\n");
         let mut seen = Vec::new();
         let mut polls = 0;
-        follow(dir.path(), offset, |e| seen.push(e.log.clone()), || {
-            polls += 1;
-            polls < 2
-        })
+        follow(
+            dir.path(),
+            offset,
+            |e| seen.push(e.log.clone()),
+            || {
+                polls += 1;
+                polls < 2
+            },
+        )
         .unwrap();
         assert_eq!(seen, ["second\n"]);
     }

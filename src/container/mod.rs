@@ -9,7 +9,10 @@ pub mod teardown;
 use std::collections::HashSet;
 use std::path::Path;
 
-pub use record::{Containers, Isolation, NewContainer, Record, RecordError, Status};
+pub use record::{
+    Containers, Isolation, NewContainer, ProcessIdentity, Record, RecordError, RestartPolicy,
+    Status,
+};
 
 /// Image IDs ("sha256:<hex>") used by any container record under `root`, so that `rmi` can
 /// refuse to delete an image a container still needs. A record that cannot be read counts as

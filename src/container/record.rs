@@ -14,6 +14,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::names;
+use super::spec::SpecOptions;
 
 const RECORD_FILE: &str = "record.json";
 const LOCK_FILE: &str = ".lock";
@@ -26,6 +27,10 @@ pub enum RecordError {
     Ambiguous(String),
     #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
     NameInUse { name: String, id: String },
+    #[error(
+        "invalid restart policy '{0}': use no, on-failure[:max-retries], always or unless-stopped"
+    )]
+    InvalidRestartPolicy(String),
     #[error("invalid container name '{0}': only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     InvalidName(String),
     #[error("container store at {path}: {source}")]
@@ -138,6 +143,12 @@ pub struct State {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub oom_killed: bool,
+    /// Set by `stop`/`kill`/`rm -f` before signalling, so restart policies do not undo them.
+    #[serde(default)]
+    pub stop_requested: bool,
+    /// Why the last start failed, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,7 +166,72 @@ pub struct Record {
     /// Remove the container when it exits (`run --rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// The `run`/`create` flags, kept for `inspect` and for the VM backend.
+    #[serde(default)]
+    pub options: SpecOptions,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub restart_count: u32,
     pub state: State,
+}
+
+/// Docker's `--restart` policies, applied by the detached monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    OnFailure {
+        /// 0 means no limit.
+        maximum_retry_count: u32,
+    },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(text: &str) -> Result<Self, RecordError> {
+        let bad = || RecordError::InvalidRestartPolicy(text.to_string());
+        match text.split_once(':') {
+            None => match text {
+                "no" | "" => Ok(Self::No),
+                "on-failure" => Ok(Self::OnFailure {
+                    maximum_retry_count: 0,
+                }),
+                "always" => Ok(Self::Always),
+                "unless-stopped" => Ok(Self::UnlessStopped),
+                _ => Err(bad()),
+            },
+            Some(("on-failure", count)) => Ok(Self::OnFailure {
+                maximum_retry_count: count.parse().map_err(|_| bad())?,
+            }),
+            Some(_) => Err(bad()),
+        }
+    }
+
+    /// Whether the monitor starts the container again after it exited with `code`.
+    pub fn should_restart(&self, code: i32, restarts_so_far: u32, stop_requested: bool) -> bool {
+        if stop_requested {
+            return false;
+        }
+        match *self {
+            Self::No => false,
+            Self::OnFailure {
+                maximum_retry_count,
+            } => code != 0 && (maximum_retry_count == 0 || restarts_so_far < maximum_retry_count),
+            Self::Always | Self::UnlessStopped => true,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::OnFailure { .. } => "on-failure",
+            Self::Always => "always",
+            Self::UnlessStopped => "unless-stopped",
+        }
+    }
 }
 
 impl Record {
@@ -182,6 +258,8 @@ pub struct NewContainer {
     pub isolation: Isolation,
     pub command: Vec<String>,
     pub auto_remove: bool,
+    pub options: SpecOptions,
+    pub restart: RestartPolicy,
 }
 
 pub struct Containers {
@@ -244,6 +322,9 @@ impl Containers {
             command: new.command,
             created: Utc::now(),
             auto_remove: new.auto_remove,
+            options: new.options,
+            restart: new.restart,
+            restart_count: 0,
             state: State {
                 status: Status::Created,
                 exit_code: None,
@@ -252,6 +333,8 @@ impl Containers {
                 started_at: None,
                 finished_at: None,
                 oom_killed: false,
+                stop_requested: false,
+                error: None,
             },
         };
         let dir = self.dir_of(&record.id);
@@ -268,6 +351,20 @@ impl Containers {
         let dir = self.dir_of(&record.id);
         let bytes = serde_json::to_vec_pretty(record).expect("records always serialize");
         write_atomic(&dir.join(RECORD_FILE), &bytes)
+    }
+
+    /// Read-modify-write of one record under the store lock, so a monitor recording an exit
+    /// and a CLI call asking for a stop never overwrite each other's fields.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<Record, RecordError> {
+        let _lock = self.lock()?;
+        let mut record = self.load(id)?;
+        change(&mut record);
+        self.save(&record)?;
+        Ok(record)
     }
 
     pub fn load(&self, id: &str) -> Result<Record, RecordError> {
@@ -310,7 +407,9 @@ impl Containers {
         if let Some(record) = records.iter().find(|r| r.id == key || r.name == key) {
             return Ok(record.clone());
         }
-        let mut matches = records.iter().filter(|r| !key.is_empty() && r.id.starts_with(key));
+        let mut matches = records
+            .iter()
+            .filter(|r| !key.is_empty() && r.id.starts_with(key));
         match (matches.next(), matches.next()) {
             (Some(record), None) => Ok(record.clone()),
             (Some(_), Some(_)) => Err(RecordError::Ambiguous(key.to_string())),
@@ -369,6 +468,8 @@ mod tests {
             isolation: Isolation::Process,
             command: vec!["true".into()],
             auto_remove: false,
+            options: SpecOptions::default(),
+            restart: RestartPolicy::No,
         }
     }
 
@@ -445,6 +546,22 @@ mod tests {
         assert_eq!(record.effective_status(), Status::Dead);
         record.state.supervisor = Some(ProcessIdentity::current());
         assert_eq!(record.effective_status(), Status::Running);
+    }
+
+    #[test]
+    fn restart_policies_follow_docker() {
+        let on_failure = RestartPolicy::parse("on-failure:2").unwrap();
+        assert!(on_failure.should_restart(1, 0, false));
+        assert!(on_failure.should_restart(1, 1, false));
+        assert!(!on_failure.should_restart(1, 2, false));
+        assert!(!on_failure.should_restart(0, 0, false));
+        assert!(RestartPolicy::Always.should_restart(0, 100, false));
+        assert!(!RestartPolicy::Always.should_restart(0, 0, true));
+        assert!(!RestartPolicy::parse("no")
+            .unwrap()
+            .should_restart(1, 0, false));
+        assert!(RestartPolicy::parse("sometimes").is_err());
+        assert!(RestartPolicy::parse("on-failure:x").is_err());
     }
 
     #[test]

@@ -91,7 +91,8 @@ pub enum SpecError {
 }
 
 /// How the container is attached to the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A new network namespace with only loopback up.
     #[default]
@@ -101,7 +102,8 @@ pub enum NetworkMode {
 }
 
 /// The `run`/`create` flags that shape the spec.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SpecOptions {
     /// CMD args after IMAGE (empty = the image's Cmd).
     pub cmd: Vec<String>,

@@ -15,9 +15,15 @@ pub enum TeardownError {
     #[error("cannot unmount {path}: {source}")]
     Unmount { path: PathBuf, source: nix::Error },
     #[error("cannot remove cgroup {path}: {source} (processes still inside?)")]
-    Cgroup { path: PathBuf, source: std::io::Error },
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The cgroup path (relative to each hierarchy's mount point) husk gives a container.
@@ -118,7 +124,9 @@ fn remove_cgroup(dir: &Path) -> Result<(), TeardownError> {
 
 /// Bytes used by regular files below `dir` (for prune's reclaimed-space line).
 pub fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|entry| match entry.file_type() {

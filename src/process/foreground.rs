@@ -54,7 +54,12 @@ fn stdout() -> BorrowedFd<'static> {
 
 /// Spawn, forward SIGINT/TERM/HUP/QUIT/USR1/USR2 to the container, bridge the terminal for
 /// `-t` (raw mode, SIGWINCH -> TIOCSWINSZ), wait, clean up. Returns Docker's exit code.
-pub fn run_foreground(cfg: &LaunchConfig) -> Result<i32, ProcessError> {
+///
+/// `on_started` sees the container right after it exec'd (husk records its pid there).
+pub fn run_foreground(
+    cfg: &LaunchConfig,
+    on_started: impl FnOnce(&Container),
+) -> Result<i32, ProcessError> {
     let mut mask = SigSet::empty();
     for signal in FORWARDED {
         mask.add(signal);
@@ -69,6 +74,7 @@ pub fn run_foreground(cfg: &LaunchConfig) -> Result<i32, ProcessError> {
         .map_err(sys("creating a signalfd"))?;
 
     let mut container = spawn(cfg)?;
+    on_started(&container);
     let exited = pidfd(&container)?;
     let master = container.pty_master.take();
     let interactive = cfg

@@ -1,0 +1,167 @@
+//! The per-container monitor for detached containers (`run -d`, `start`): husk re-executed
+//! in its own session, no daemon. It starts the container, writes its output to the json-file
+//! log, records every exit and applies the restart policy. It survives the CLI exiting.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use husk::container::logs::{LogWriter, Stream};
+use husk::container::teardown::{cgroup_name, release_leftovers};
+use husk::container::{Containers, Record, Status};
+use husk::process::{self, LaunchConfig};
+
+use super::run::{layer_dirs, load_spec, mark_starting, record_exit, refuse_vm};
+
+/// The monitor's own diagnostics (not the container's output).
+const MONITOR_LOG: &str = "monitor.log";
+
+/// Hand the container to a new monitor process and wait until it has started the container
+/// (or failed to).
+pub fn start_detached(root: &Path, store: &Containers, record: &Record) -> Result<()> {
+    refuse_vm(record)?;
+    let dir = store.dir_of(&record.id);
+    let diagnostics = File::create(dir.join(MONITOR_LOG)).context("creating monitor.log")?;
+    let exe = std::env::current_exe().context("locating the husk binary")?;
+    let before = store.load(&record.id)?;
+    let mut command = Command::new(exe);
+    command
+        .arg("--root")
+        .arg(root)
+        .arg("container-monitor")
+        .arg(&record.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(diagnostics);
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid, which is
+    // async-signal-safe; a new session detaches the monitor from the caller's terminal and
+    // process group, so Ctrl-C in the CLI's shell does not reach it.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut monitor = command.spawn().context("starting the container monitor")?;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = store.load(&record.id)?;
+        if now.state.pid.is_some() && now.state.status == Status::Running {
+            return Ok(());
+        }
+        let finished =
+            now.state.finished_at.is_some() && now.state.finished_at != before.state.finished_at;
+        if finished {
+            if let Some(error) = now.state.error {
+                bail!("{error}");
+            }
+            return Ok(()); // it ran and already exited
+        }
+        if let Some(status) = monitor.try_wait()? {
+            let text = std::fs::read_to_string(dir.join(MONITOR_LOG)).unwrap_or_default();
+            bail!(
+                "the container monitor exited ({status}) before starting the container: {}",
+                text.trim()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("the container monitor did not start the container within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Copy one output stream into the log until the container side closes it.
+fn pump(mut from: File, stream: Stream, log: Arc<Mutex<LogWriter>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => log.lock().expect("log lock").write(stream, &buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                // EIO on a pty master: the container side is gone.
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+/// Body of the `container-monitor` process.
+pub fn monitor(root: &Path, id: &str) -> Result<i32> {
+    let store = Containers::open(root)?;
+    let record = store.load(id)?;
+    let dir = store.dir_of(id);
+    let spec = load_spec(&store, id)?;
+    let layers = layer_dirs(root, &record)?;
+    let cgroup = cgroup_name(id);
+    let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
+    let dev_null = File::open("/dev/null").context("opening /dev/null")?;
+    let mut backoff = Duration::from_millis(100);
+
+    let code = loop {
+        let (out_read, out_write) = nix::unistd::pipe().context("creating a pipe")?;
+        let (err_read, err_write) = nix::unistd::pipe().context("creating a pipe")?;
+        let cfg = LaunchConfig {
+            spec: &spec,
+            lower_dirs: &layers,
+            container_dir: &dir,
+            cgroup_name: &cgroup,
+            stdio: Some([dev_null.as_fd(), out_write.as_fd(), err_write.as_fd()]),
+        };
+        mark_starting(&store, id)?;
+        let spawned = process::spawn(&cfg);
+        // Our copies of the write ends must close so the pumps see EOF when the container ends.
+        drop((out_write, err_write));
+        let container = match spawned {
+            Ok(container) => container,
+            Err(err) => break record_exit(&store, id, Err(err)),
+        };
+        let pid = container.pid();
+        store.update(id, |r| r.state.pid = Some(pid))?;
+        let pumps = match container.pty_master() {
+            Some(master) => vec![pump(File::from(master), Stream::Stdout, log.clone())],
+            None => vec![
+                pump(
+                    File::from(out_read),
+                    Stream::Stdout,
+                    log.clone(),
+                ),
+                pump(
+                    File::from(err_read),
+                    Stream::Stderr,
+                    log.clone(),
+                ),
+            ],
+        };
+        let result = container.wait();
+        for pump in pumps {
+            let _ = pump.join();
+        }
+        let code = record_exit(&store, id, result);
+        let record = store.load(id)?;
+        if !record
+            .restart
+            .should_restart(code, record.restart_count, record.state.stop_requested)
+        {
+            break code;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+        store.update(id, |r| r.restart_count += 1)?;
+    };
+    let record = store.load(id)?;
+    if record.auto_remove {
+        release_leftovers(&dir, id)?;
+        store.remove(id)?;
+    }
+    Ok(code)
+}
