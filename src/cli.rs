@@ -16,7 +16,12 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Directory holding images, containers and volumes.
-    #[arg(long, global = true, env = "HUSK_ROOT", default_value = "/var/lib/husk")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUSK_ROOT",
+        default_value = "/var/lib/husk"
+    )]
     pub root: PathBuf,
 
     /// Print debug logging to stderr.
@@ -28,4 +33,9 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show the host's virtualization support and whether VM isolation can run.
+    Info(crate::commands::vm::InfoArgs),
+    /// Run husk's microVM monitor directly (developer entry point).
+    Vm(crate::commands::vm::VmArgs),
+}

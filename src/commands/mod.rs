@@ -4,6 +4,11 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 
+pub mod vm;
+
 pub fn dispatch(cli: Cli) -> Result<i32> {
-    match cli.command {}
+    match cli.command {
+        Command::Info(args) => vm::info(args),
+        Command::Vm(args) => vm::vm(args, cli.debug),
+    }
 }
