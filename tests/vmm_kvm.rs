@@ -73,6 +73,34 @@ fn serial_mmio_reset_program(msg: &[u8]) -> Vec<u8> {
     c
 }
 
+/// A guest that prints `msg` on COM1 and then runs `tail`.
+fn print_then(msg: &[u8], tail: &[u8]) -> Vec<u8> {
+    let disp = 8 + tail.len() as u8; // msg sits right after the tail
+    let mut c = vec![
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0x48, 0x8d, 0x35, disp, 0x00, 0x00, 0x00, // lea rsi, [rip + disp] -> msg
+        0xac, // lodsb
+        0x84, 0xc0, // test al, al
+        0x74, 0x03, // jz +3
+        0xee, // out dx, al
+        0xeb, 0xf8, // jmp lodsb
+    ];
+    c.extend_from_slice(tail);
+    c.extend_from_slice(msg);
+    c.push(0);
+    c
+}
+
+/// cli; hlt; jmp hlt: waits forever.
+const HALT_FOREVER: &[u8] = &[0xfa, 0xf4, 0xeb, 0xfd];
+/// ud2 with no IDT: #UD -> #GP -> #DF -> triple fault.
+const TRIPLE_FAULT: &[u8] = &[0x0f, 0x0b];
+/// mov al, 0xfe; out 0x64, al: i8042 CPU reset.
+const I8042_RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xf4];
+
+/// The VM tests share the process's SIGTERM handling: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn kvm_or_skip() -> bool {
     std::fs::OpenOptions::new()
         .read(true)
@@ -86,6 +114,7 @@ fn tiny_guest_writes_serial_reads_virtio_magic_and_resets() {
     if !kvm_or_skip() {
         skip!("/dev/kvm is missing or not accessible");
     }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("guest.elf");
     write_elf(
@@ -118,4 +147,111 @@ fn tiny_guest_writes_serial_reads_virtio_magic_and_resets() {
     // 0x74726976 little endian is "virt".
     assert_eq!(out, b"hello from the guest\nvirt");
     let _ = std::io::stderr().flush();
+}
+
+/// Boot `code` with a serial log; returns the exit and what the guest printed.
+fn boot(code: &[u8], vcpus: u8) -> (husk::vmm::VmExit, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, code);
+    let log = dir.path().join("serial.log");
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.vcpus = vcpus;
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm(cfg).expect("run_vm");
+    (exit, std::fs::read(&log).unwrap_or_default())
+}
+
+#[test]
+fn smp_guest_boots_with_application_processors_parked() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (exit, out) = boot(&print_then(b"bsp\n", I8042_RESET), 4);
+    assert_eq!(exit.reason, ExitReason::Reset);
+    assert_eq!(out, b"bsp\n", "only the BSP runs until it starts the others");
+}
+
+#[test]
+fn kernel_panic_banner_then_reset_is_reported_as_panic() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (exit, _) = boot(&print_then(b"Kernel panic - not syncing: test\n", I8042_RESET), 1);
+    assert_eq!(exit.reason, ExitReason::Panic);
+    assert_eq!(exit.status(), 1);
+}
+
+#[test]
+fn triple_fault_stops_the_vm() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (exit, out) = boot(&print_then(b"faulting\n", TRIPLE_FAULT), 1);
+    assert_eq!(out, b"faulting\n");
+    assert_eq!(exit.reason, ExitReason::Shutdown);
+}
+
+#[test]
+fn sigterm_stops_a_halted_guest() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serial.log");
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, &print_then(b"up\n", HALT_FOREVER));
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.serial = SerialOutput::File(log.clone());
+    let vm = std::thread::spawn(move || run_vm(cfg));
+    // Wait until the guest is running (it printed), so the monitor's handler is installed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read(&log).unwrap_or_default() != b"up\n" {
+        assert!(std::time::Instant::now() < deadline, "guest never printed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: signalling our own process; run_vm's handler turns it into a VM stop.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    let exit = vm.join().unwrap().expect("run_vm");
+    assert_eq!(exit.reason, ExitReason::Signal(libc::SIGTERM));
+    assert_eq!(exit.status(), 128 + libc::SIGTERM);
+}
+
+#[test]
+fn console_socket_is_accepted_and_vm_still_boots() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, &serial_mmio_reset_program(b"con\n"));
+    let log = dir.path().join("serial.log");
+    let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.console = Some(guest);
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm(cfg).expect("run_vm");
+    assert_eq!(exit.reason, ExitReason::Reset);
+    // The first (and only) virtio device is the console: magic still "virt".
+    assert_eq!(std::fs::read(&log).unwrap(), b"con\nvirt");
+    drop(host);
+}
+
+#[test]
+fn absurd_memory_is_rejected_with_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, &print_then(b"", I8042_RESET));
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = u32::MAX;
+    let err = run_vm(cfg).unwrap_err().to_string();
+    assert!(err.starts_with("invalid VM configuration: memory"), "{err}");
 }
