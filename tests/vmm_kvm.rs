@@ -171,7 +171,10 @@ fn smp_guest_boots_with_application_processors_parked() {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (exit, out) = boot(&print_then(b"bsp\n", I8042_RESET), 4);
     assert_eq!(exit.reason, ExitReason::Reset);
-    assert_eq!(out, b"bsp\n", "only the BSP runs until it starts the others");
+    assert_eq!(
+        out, b"bsp\n",
+        "only the BSP runs until it starts the others"
+    );
 }
 
 #[test]
@@ -180,7 +183,10 @@ fn kernel_panic_banner_then_reset_is_reported_as_panic() {
         skip!("/dev/kvm is missing or not accessible");
     }
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let (exit, _) = boot(&print_then(b"Kernel panic - not syncing: test\n", I8042_RESET), 1);
+    let (exit, _) = boot(
+        &print_then(b"Kernel panic - not syncing: test\n", I8042_RESET),
+        1,
+    );
     assert_eq!(exit.reason, ExitReason::Panic);
     assert_eq!(exit.status(), 1);
 }
@@ -254,4 +260,106 @@ fn absurd_memory_is_rejected_with_one_clear_error() {
     cfg.memory_mib = u32::MAX;
     let err = run_vm(cfg).unwrap_err().to_string();
     assert!(err.starts_with("invalid VM configuration: memory"), "{err}");
+}
+
+/// Guest-physical layout of the virtio-blk driver program below.
+const DESC: u64 = 0x10_1000;
+const AVAIL: u64 = 0x10_1100;
+const USED: u64 = 0x10_1200;
+const REQ_HDR: u64 = 0x10_1400;
+const REQ_DATA: u64 = 0x10_2000;
+const REQ_STATUS: u64 = 0x10_2400;
+
+/// A minimal virtio-blk driver: negotiate, set up queue 0 with one prepared read request for
+/// sector 0, notify (through the ioeventfd), poll the used ring, print the sector as a string
+/// and the status byte as a digit, then reset. Descriptors and rings are part of the image.
+fn virtio_blk_reader_program() -> Vec<u8> {
+    let mut c: Vec<u8> = vec![0x48, 0xbf];
+    c.extend_from_slice(&0xd000_0000u64.to_le_bytes()); // mov rdi, first virtio-mmio window
+    let mut mmio = |off: u32, val: u32| {
+        c.extend_from_slice(&[0xc7, 0x87]); // mov dword [rdi + disp32], imm32
+        c.extend_from_slice(&off.to_le_bytes());
+        c.extend_from_slice(&val.to_le_bytes());
+    };
+    mmio(0x70, 1); // ACKNOWLEDGE
+    mmio(0x70, 3); // DRIVER
+    mmio(0x24, 1);
+    mmio(0x20, 1); // VIRTIO_F_VERSION_1 (bit 32)
+    mmio(0x24, 0);
+    mmio(0x20, 0);
+    mmio(0x70, 0xb); // FEATURES_OK
+    mmio(0x30, 0);
+    mmio(0x38, 16);
+    mmio(0x80, DESC as u32);
+    mmio(0x90, AVAIL as u32);
+    mmio(0xa0, USED as u32);
+    mmio(0x44, 1); // QUEUE_READY
+    mmio(0x70, 0xf); // DRIVER_OK
+    mmio(0x50, 0); // QUEUE_NOTIFY queue 0
+                   // Poll used->idx until the device returned the chain.
+    c.extend_from_slice(&[0x0f, 0xb7, 0x04, 0x25]);
+    c.extend_from_slice(&(USED as u32 + 2).to_le_bytes()); // movzx eax, word [used.idx]
+    c.extend_from_slice(&[0x66, 0x83, 0xf8, 0x01, 0x75, 0xf2]); // cmp ax, 1; jne poll
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0x48, 0xbe]); // mov dx, 0x3f8; mov rsi, imm64
+    c.extend_from_slice(&REQ_DATA.to_le_bytes());
+    c.extend_from_slice(&[0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8]); // print string
+    c.extend_from_slice(&[0x8a, 0x04, 0x25]); // mov al, [status]
+    c.extend_from_slice(&(REQ_STATUS as u32).to_le_bytes());
+    c.extend_from_slice(&[0x04, 0x30, 0xee]); // add al, '0'; out dx, al
+    c.extend_from_slice(I8042_RESET);
+
+    let base = LOAD_ADDR as usize;
+    let mut image = vec![0u8; (REQ_STATUS + 1) as usize - base];
+    assert!(c.len() < (DESC as usize - base));
+    image[..c.len()].copy_from_slice(&c);
+    let mut put = |addr: u64, bytes: &[u8]| {
+        let off = addr as usize - base;
+        image[off..off + bytes.len()].copy_from_slice(bytes);
+    };
+    let desc = |addr: u64, len: u32, flags: u16, next: u16| {
+        let mut d = addr.to_le_bytes().to_vec();
+        d.extend_from_slice(&len.to_le_bytes());
+        d.extend_from_slice(&flags.to_le_bytes());
+        d.extend_from_slice(&next.to_le_bytes());
+        d
+    };
+    put(DESC, &desc(REQ_HDR, 16, 1, 1));
+    put(DESC + 16, &desc(REQ_DATA, 512, 1 | 2, 2));
+    put(DESC + 32, &desc(REQ_STATUS, 1, 2, 0));
+    put(AVAIL, &[0, 0, 1, 0, 0, 0]); // flags 0, idx 1, ring[0] = 0
+    put(REQ_HDR, &[0; 16]); // VIRTIO_BLK_T_IN, sector 0
+    put(REQ_STATUS, &[0xcc]);
+    image
+}
+
+#[test]
+fn tiny_guest_driver_reads_a_disk_through_ioeventfd_and_virtio_blk() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, &virtio_blk_reader_program());
+    let disk = dir.path().join("disk.img");
+    let mut sector = b"disk says hi\n".to_vec();
+    sector.resize(4096, 0);
+    std::fs::write(&disk, &sector).unwrap();
+    let log = dir.path().join("serial.log");
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.disks = vec![DiskConfig {
+        path: disk,
+        read_only: true,
+    }];
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm(cfg).expect("run_vm");
+    let out = std::fs::read(&log).unwrap();
+    assert_eq!(
+        exit.reason,
+        ExitReason::Reset,
+        "serial: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(out, b"disk says hi\n0", "sector 0 then VIRTIO_BLK_S_OK");
 }
