@@ -62,6 +62,10 @@ pub enum Command {
     /// Supervise a detached container (started by husk itself, not by users).
     #[command(hide = true)]
     ContainerMonitor { id: String },
+    /// Show the host's virtualization support and whether VM isolation can run.
+    Info(crate::commands::vm::InfoArgs),
+    /// Run husk's microVM monitor directly (developer entry point).
+    Vm(crate::commands::vm::VmArgs),
 }
 
 #[derive(Debug, Subcommand)]

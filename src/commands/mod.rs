@@ -11,6 +11,8 @@ pub mod monitor;
 pub mod ps;
 pub mod run;
 
+pub mod vm;
+
 pub fn dispatch(cli: Cli) -> Result<i32> {
     let root = cli.root.as_path();
     match cli.command {
@@ -40,5 +42,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),
+        Command::Info(args) => vm::info(args),
+        Command::Vm(args) => vm::vm(args, cli.debug),
     }
 }

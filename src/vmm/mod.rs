@@ -1,1 +1,153 @@
 //! The microVM monitor: KVM, guest memory, boot, vCPUs and virtio-mmio devices.
+//!
+//! [`run_vm`] is the single entry point: it builds the VM straight-line (memory, kernel,
+//! devices, vCPUs; see builder.rs), runs it, and reports why it stopped.
+
+pub mod boot;
+mod builder;
+pub mod bus;
+pub mod cpu;
+pub mod devices;
+pub mod event_loop;
+pub mod host;
+pub mod host_signals;
+pub mod layout;
+pub mod mptable;
+pub mod seccomp;
+pub mod vcpu;
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use builder::{check_host_for, max_memory_mib, run_vm, validate};
+pub use host::{probe_host, HostVirt, KvmKind, PVM_NOTICE};
+
+/// The default kernel arguments: quiet, no probing of hardware we do not emulate, reboot
+/// through the i8042 (which stops the VM), and reboot at once on panic.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet reboot=k panic=-1 pci=off nomodule \
+i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable";
+
+/// Largest vCPU count (the MP table lives in the 1 KiB EBDA).
+pub const MAX_VCPUS: u8 = mptable::MAX_VCPUS;
+
+/// One virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SerialOutput {
+    /// Discarded (the default: fastest boot, nothing to clean up).
+    #[default]
+    None,
+    /// Appended to a file.
+    File(PathBuf),
+    /// The monitor's stdout (`husk vm boot --debug`).
+    Stdout,
+}
+
+#[derive(Debug)]
+pub struct VmConfig {
+    /// ELF vmlinux or bzImage.
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// The full kernel command line (see [`DEFAULT_CMDLINE`]); virtio_mmio entries are appended.
+    pub cmdline: String,
+    pub memory_mib: u32,
+    pub vcpus: u8,
+    pub disks: Vec<DiskConfig>,
+    /// Host end of the virtio-console port, when the guest should have one.
+    pub console: Option<UnixStream>,
+    pub serial: SerialOutput,
+}
+
+impl VmConfig {
+    /// A 1-vCPU, 128 MiB VM with the default command line and no devices.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        VmConfig {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.to_string(),
+            memory_mib: 128,
+            vcpus: 1,
+            disks: Vec::new(),
+            console: None,
+            serial: SerialOutput::None,
+        }
+    }
+}
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest asked for a reset (i8042 0xFE, Linux `reboot`): the normal way out.
+    Reset,
+    /// The guest kernel panicked (seen on the console) and rebooted (`panic=-1`).
+    Panic,
+    /// A host signal (SIGTERM/SIGINT) stopped the monitor.
+    Signal(i32),
+    /// Triple fault or a KVM shutdown event.
+    Shutdown,
+    /// A vCPU executed HLT with nothing to wake it (no in-kernel irqchip exit).
+    Halt,
+    /// The monitor could not continue running the guest.
+    Fault(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmExit {
+    pub reason: ExitReason,
+    /// Wall time from `run_vm` entry to the stop.
+    pub runtime: Duration,
+}
+
+impl VmExit {
+    /// A process-style exit status: 0 for a clean reset, 128+N for signal N, 1 otherwise.
+    pub fn status(&self) -> i32 {
+        match self.reason {
+            ExitReason::Reset => 0,
+            ExitReason::Signal(n) => 128 + n,
+            _ => 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("invalid VM configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    PvmHost(&'static str),
+    #[error("/dev/kvm: {0} (is KVM available and accessible?)")]
+    KvmOpen(kvm_ioctls::Error),
+    #[error("KVM {op}: {source}")]
+    Kvm {
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot allocate {mib} MiB of guest memory: {source}")]
+    Memory { mib: u32, source: vm_memory::Error },
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuError),
+    #[error(transparent)]
+    MpTable(#[from] mptable::MpTableError),
+    #[error(transparent)]
+    Block(#[from] devices::virtio_block::BlockError),
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error(transparent)]
+    Signals(#[from] host_signals::SignalError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("spawning the {0} thread failed")]
+    Thread(&'static str),
+}

@@ -1,0 +1,166 @@
+//! The device thread: one epoll loop over queue notifications (ioeventfds), device host fds
+//! (the console socket), the i8042 reset line, host stop signals and the vCPUs' stop event.
+
+use std::sync::{Arc, Mutex};
+
+use seccompiler::SeccompAction;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::bus::lock;
+use super::devices::virtio_mmio::MmioTransport;
+use super::devices::HostInterest;
+use super::host_signals::SignalGuard;
+use super::seccomp::{self, ThreadRole};
+use super::vcpu::StopState;
+use super::ExitReason;
+
+const TOKEN_STOP: u64 = 1;
+const TOKEN_RESET: u64 = 2;
+const TOKEN_SIGNAL: u64 = 3;
+/// Queue notification tokens: QUEUE_BASE + device << 8 | queue.
+const TOKEN_QUEUE_BASE: u64 = 1 << 16;
+/// Host fd tokens: HOST_BASE + device.
+const TOKEN_HOST_BASE: u64 = 1 << 32;
+
+pub struct VirtioSlot {
+    pub transport: Arc<Mutex<MmioTransport>>,
+    /// One ioeventfd per queue, registered with KVM on the QUEUE_NOTIFY address.
+    pub queue_evts: Vec<EventFd>,
+}
+
+pub struct EventLoop {
+    pub devices: Vec<VirtioSlot>,
+    pub reset_evt: EventFd,
+    pub signal_evt: EventFd,
+    pub stop: Arc<StopState>,
+    pub seccomp: Option<SeccompAction>,
+}
+
+impl EventLoop {
+    /// Runs until the VM stops; the reason is recorded in `stop`.
+    pub fn run(self) {
+        if let Err(reason) = self.run_inner() {
+            self.stop.stop(reason);
+        }
+    }
+
+    fn run_inner(&self) -> Result<(), ExitReason> {
+        let fault =
+            |what: &str, e: std::io::Error| ExitReason::Fault(format!("event loop: {what}: {e}"));
+        let epoll = Epoll::new().map_err(|e| fault("epoll_create", e))?;
+        let add = |fd, token| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        use std::os::fd::AsRawFd;
+        add(self.stop.eventfd().as_raw_fd(), TOKEN_STOP).map_err(|e| fault("epoll_ctl", e))?;
+        add(self.reset_evt.as_raw_fd(), TOKEN_RESET).map_err(|e| fault("epoll_ctl", e))?;
+        add(self.signal_evt.as_raw_fd(), TOKEN_SIGNAL).map_err(|e| fault("epoll_ctl", e))?;
+        let mut host_regs: Vec<Option<HostInterest>> = vec![None; self.devices.len()];
+        for (d, slot) in self.devices.iter().enumerate() {
+            for (q, evt) in slot.queue_evts.iter().enumerate() {
+                add(
+                    evt.as_raw_fd(),
+                    TOKEN_QUEUE_BASE + ((d as u64) << 8) + q as u64,
+                )
+                .map_err(|e| fault("epoll_ctl", e))?;
+            }
+            if let Some(fd) = lock(&slot.transport).host_fd() {
+                epoll
+                    .ctl(
+                        ControlOperation::Add,
+                        fd,
+                        EpollEvent::new(EventSet::empty(), TOKEN_HOST_BASE + d as u64),
+                    )
+                    .map_err(|e| fault("epoll_ctl", e))?;
+                host_regs[d] = Some(HostInterest::default());
+            }
+        }
+
+        if let Some(action) = self.seccomp.clone() {
+            seccomp::apply(ThreadRole::EventLoop, action)
+                .map_err(|e| ExitReason::Fault(format!("event loop: {e}")))?;
+        }
+
+        let mut events = vec![EpollEvent::default(); 32];
+        loop {
+            self.update_host_interest(&epoll, &mut host_regs)
+                .map_err(|e| fault("epoll_ctl", e))?;
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(fault("epoll_wait", e)),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_STOP => return Ok(()),
+                    TOKEN_RESET => {
+                        let _ = self.reset_evt.read();
+                        self.stop.stop(ExitReason::Reset);
+                        return Ok(());
+                    }
+                    TOKEN_SIGNAL => {
+                        let _ = self.signal_evt.read();
+                        let sig = SignalGuard::received().unwrap_or(libc::SIGTERM);
+                        self.stop.stop(ExitReason::Signal(sig));
+                        return Ok(());
+                    }
+                    t if t >= TOKEN_HOST_BASE => {
+                        if let Some(slot) = self.devices.get((t - TOKEN_HOST_BASE) as usize) {
+                            lock(&slot.transport).host_event();
+                        }
+                    }
+                    t if t >= TOKEN_QUEUE_BASE => {
+                        let d = ((t - TOKEN_QUEUE_BASE) >> 8) as usize;
+                        let q = ((t - TOKEN_QUEUE_BASE) & 0xff) as usize;
+                        if let Some(slot) = self.devices.get(d) {
+                            if let Some(evt) = slot.queue_evts.get(q) {
+                                let _ = evt.read();
+                            }
+                            lock(&slot.transport).notify_queue(q);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Re-arm each device's host fd for exactly the readiness it can use now (back-pressure:
+    /// a console with no guest receive buffers stops watching its socket for input).
+    fn update_host_interest(
+        &self,
+        epoll: &Epoll,
+        regs: &mut [Option<HostInterest>],
+    ) -> std::io::Result<()> {
+        for (d, slot) in self.devices.iter().enumerate() {
+            let Some(current) = regs[d] else { continue };
+            let transport = lock(&slot.transport);
+            let wanted = transport.host_interest();
+            if wanted == current {
+                continue;
+            }
+            let Some(fd) = transport.host_fd() else {
+                continue;
+            };
+            let mut set = EventSet::empty();
+            if wanted.readable {
+                set |= EventSet::IN;
+            }
+            if wanted.writable {
+                set |= EventSet::OUT;
+            }
+            epoll.ctl(
+                ControlOperation::Modify,
+                fd,
+                EpollEvent::new(set, TOKEN_HOST_BASE + d as u64),
+            )?;
+            regs[d] = Some(wanted);
+        }
+        Ok(())
+    }
+}

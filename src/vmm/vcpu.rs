@@ -1,0 +1,167 @@
+//! The vCPU threads: run KVM_RUN and dispatch port I/O and MMIO exits through the buses.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use seccompiler::SeccompAction;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::bus::{lock, Bus};
+use super::devices::i8042::I8042_PIO_BASE;
+use super::seccomp::{self, ThreadRole};
+use super::ExitReason;
+
+/// KVM_SYSTEM_EVENT types (linux/kvm.h).
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+
+/// Port 0x64 of the i8042, where 0xFE means "pulse the CPU reset line".
+const I8042_COMMAND_PORT: u16 = I8042_PIO_BASE as u16 + 4;
+const I8042_CMD_RESET_CPU: u8 = 0xfe;
+
+/// Shared "the VM is stopping" state: the first reason wins; `evt` wakes the event loop.
+pub struct StopState {
+    stopping: AtomicBool,
+    reason: Mutex<Option<ExitReason>>,
+    evt: EventFd,
+}
+
+impl StopState {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(StopState {
+            stopping: AtomicBool::new(false),
+            reason: Mutex::new(None),
+            evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
+        })
+    }
+
+    pub fn stop(&self, reason: ExitReason) {
+        let mut slot = lock(&self.reason);
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+        // A full eventfd counter still leaves it readable, which is all the loop needs.
+        let _ = self.evt.write(1);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    pub fn reason(&self) -> Option<ExitReason> {
+        lock(&self.reason).clone()
+    }
+
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+}
+
+/// The signal used to knock a vCPU thread out of KVM_RUN when the VM stops.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Install the (empty) kick handler once per process: its only job is to make KVM_RUN return
+/// EINTR instead of the default action killing the process.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
+    });
+    result
+}
+
+pub struct Vcpu {
+    pub fd: VcpuFd,
+    pub id: u8,
+    pub pio: Bus,
+    pub mmio: Bus,
+    pub stop: Arc<StopState>,
+    pub seccomp: Option<SeccompAction>,
+}
+
+impl Vcpu {
+    /// Thread body: returns when the VM stops (for any reason, recorded in `stop`).
+    pub fn run(mut self) {
+        if let Some(action) = self.seccomp.clone() {
+            if let Err(err) = seccomp::apply(ThreadRole::Vcpu, action) {
+                self.stop
+                    .stop(ExitReason::Fault(format!("vCPU {}: {err}", self.id)));
+                return;
+            }
+        }
+        while !self.stop.is_stopping() {
+            if let Some(reason) = self.run_once() {
+                self.stop.stop(reason);
+                break;
+            }
+        }
+    }
+
+    /// One KVM_RUN; Some(reason) when the VM must stop.
+    fn run_once(&mut self) -> Option<ExitReason> {
+        let exit = match self.fd.run() {
+            Ok(exit) => exit,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.fd.set_kvm_immediate_exit(0);
+                return None;
+            }
+            Err(e) => return Some(ExitReason::Fault(format!("vCPU {}: KVM_RUN: {e}", self.id))),
+        };
+        match exit {
+            VcpuExit::IoOut(port, data) => {
+                self.pio.write(u64::from(port), data);
+                if port == I8042_COMMAND_PORT && data == [I8042_CMD_RESET_CPU] {
+                    return Some(ExitReason::Reset);
+                }
+                None
+            }
+            VcpuExit::IoIn(port, data) => {
+                // Unmapped ports float high, as on real hardware (probes then see "absent").
+                if !self.pio.read(u64::from(port), data) {
+                    data.fill(0xff);
+                }
+                None
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                if !self.mmio.read(addr, data) {
+                    data.fill(0);
+                }
+                None
+            }
+            VcpuExit::MmioWrite(addr, data) => {
+                self.mmio.write(addr, data);
+                None
+            }
+            VcpuExit::Hlt => Some(ExitReason::Halt),
+            VcpuExit::Shutdown => Some(ExitReason::Shutdown),
+            VcpuExit::SystemEvent(kind, _) => match kind {
+                KVM_SYSTEM_EVENT_RESET => Some(ExitReason::Reset),
+                KVM_SYSTEM_EVENT_SHUTDOWN => Some(ExitReason::Shutdown),
+                KVM_SYSTEM_EVENT_CRASH => Some(ExitReason::Panic),
+                other => Some(ExitReason::Fault(format!(
+                    "unknown KVM system event {other}"
+                ))),
+            },
+            VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::Fault(format!(
+                "KVM entry failed on cpu {cpu}: hardware reason {reason:#x}"
+            ))),
+            VcpuExit::InternalError => Some(ExitReason::Fault(format!(
+                "vCPU {}: KVM internal error",
+                self.id
+            ))),
+            VcpuExit::Intr => None,
+            other => Some(ExitReason::Fault(format!(
+                "vCPU {}: unhandled exit {other:?}",
+                self.id
+            ))),
+        }
+    }
+}
