@@ -6,4 +6,5 @@
 pub mod container;
 pub mod image;
 pub mod process;
+pub mod vm;
 pub mod vmm;
