@@ -16,12 +16,7 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Directory holding images, containers and volumes.
-    #[arg(
-        long,
-        global = true,
-        env = "HUSK_ROOT",
-        default_value = "/var/lib/husk"
-    )]
+    #[arg(long, global = true, env = "HUSK_ROOT", default_value = "/var/lib/husk")]
     pub root: PathBuf,
 
     /// Print debug logging to stderr.

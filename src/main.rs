@@ -12,11 +12,7 @@ fn main() {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            let code = if err.use_stderr() {
-                EXIT_RUNTIME_FAILED
-            } else {
-                0
-            };
+            let code = if err.use_stderr() { EXIT_RUNTIME_FAILED } else { 0 };
             let _ = err.print();
             std::process::exit(code);
         }

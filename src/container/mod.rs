@@ -16,12 +16,8 @@ pub fn images_in_use(root: &Path) -> std::io::Result<HashSet<String>> {
     };
     for entry in entries {
         let path = entry?.path().join("record.json");
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
         if let Some(id) = value.get("image_id").and_then(|v| v.as_str()) {
             used.insert(id.to_string());
         }
