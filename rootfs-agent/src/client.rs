@@ -326,7 +326,10 @@ fn deliver(shared: &Shared, frame: Frame) -> Result<()> {
                 // A sink that fails (closed pipe) drops output, like a closed terminal would.
                 let _ = w.write_all(&frame.payload).and_then(|_| w.flush());
             }
-            shared.send(&Frame::credit(id, frame.payload.len() as u32))?;
+            // The agent may already be gone after its last output (its Exit is still queued in
+            // our receive buffer), so a failed credit is not an error; a dead connection shows
+            // up on the next read.
+            let _ = shared.send(&Frame::credit(id, frame.payload.len() as u32));
         }
         FrameKind::Credit => {
             let more = frame.credit_value()?;

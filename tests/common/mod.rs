@@ -40,9 +40,14 @@ fn is_static(path: &Path) -> bool {
 /// directories a container expects.
 pub fn make_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
     let busybox = host_busybox().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "busybox-static is not installed")
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "busybox-static is not installed",
+        )
     })?;
-    for sub in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "home"] {
+    for sub in [
+        "bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "home",
+    ] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     std::fs::copy(&busybox, dir.join("bin/busybox"))?;
@@ -53,7 +58,10 @@ pub fn make_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
             std::os::unix::fs::symlink("busybox", link)?;
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n")?;
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+    )?;
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }
