@@ -6,7 +6,7 @@
 //! the container process is gone, sync and reboot, which ends the VM.
 
 use std::fs::{self, OpenOptions};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::thread;
@@ -22,6 +22,8 @@ use rootfs_agent::agent::{serve, ServeOptions, SessionEnd};
 use rootfs_agent::protocol::{ReadyInfo, PROTOCOL_VERSION};
 
 const CONSOLE: &str = "/dev/hvc0";
+/// Name of the virtio serial port the host may offer instead of a console port.
+const AGENT_PORT_NAME: &str = "husk.agent";
 const IMAGE_DISK: &str = "/dev/vda";
 const WRITABLE_DISK: &str = "/dev/vdb";
 
@@ -59,14 +61,14 @@ fn run() -> Result<()> {
         Some("mode=0755"),
     )?;
 
-    let console = open_console()?;
+    let (console, console_path) = open_console()?;
     let mut ready = ReadyInfo {
         protocol: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         kernel_release: kernel_release(),
         image_fs: None,
         writable_disk: false,
-        console: CONSOLE.to_string(),
+        console: console_path,
     };
     enter_container_root(&mut ready)?;
 
@@ -103,23 +105,48 @@ fn wait_for(path: &str, limit: Duration) -> bool {
     true
 }
 
-/// The virtio console port appears once the driver has talked to the device (multiport
-/// consoles add ports asynchronously), so wait a little for it. It is switched to raw mode:
-/// the protocol is binary and a line discipline would rewrite it.
-fn open_console() -> Result<OwnedFd> {
-    if !wait_for(CONSOLE, Duration::from_secs(10)) {
-        bail!("{CONSOLE} did not appear: the VM needs a virtio-console device");
-    }
+/// Where the agent finds the host: a virtio serial port named [`AGENT_PORT_NAME`] (a plain
+/// port is flow controlled end to end; QEMU drops console-port output the host does not take at
+/// once) or else the first console port, /dev/hvc0. Ports show up once the driver has talked to
+/// the device (multiport devices add them asynchronously), so wait a little.
+fn open_console() -> Result<(OwnedFd, String)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let path = loop {
+        if let Some(path) = find_console() {
+            break path;
+        }
+        if Instant::now() >= deadline {
+            bail!("neither a virtio port named {AGENT_PORT_NAME} nor {CONSOLE} appeared: the VM needs a virtio-console device");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(CONSOLE)
-        .with_context(|| format!("opening {CONSOLE}"))?;
-    let mut termios = tcgetattr(&file).context("reading console attributes")?;
-    cfmakeraw(&mut termios);
-    tcsetattr(&file, SetArg::TCSANOW, &termios).context("setting console to raw mode")?;
-    Ok(file.into())
+        .open(&path)
+        .with_context(|| format!("opening {path}"))?;
+    // A console port is a tty: raw mode, since the protocol is binary and a line discipline
+    // would echo and rewrite it.
+    if nix::unistd::isatty(file.as_raw_fd()).unwrap_or(false) {
+        let mut termios = tcgetattr(&file).context("reading console attributes")?;
+        cfmakeraw(&mut termios);
+        tcsetattr(&file, SetArg::TCSANOW, &termios).context("setting console to raw mode")?;
+    }
+    Ok((file.into(), path))
+}
+
+fn find_console() -> Option<String> {
+    if let Ok(ports) = fs::read_dir("/sys/class/virtio-ports") {
+        for port in ports.flatten() {
+            let name = fs::read_to_string(port.path().join("name")).unwrap_or_default();
+            let dev = Path::new("/dev").join(port.file_name());
+            if name.trim() == AGENT_PORT_NAME && dev.exists() {
+                return Some(dev.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Path::new(CONSOLE).exists().then(|| CONSOLE.to_string())
 }
 
 /// Overlay the image disk (lower) and the writable disk (upper) and make the result the root.

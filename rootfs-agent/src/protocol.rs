@@ -708,6 +708,70 @@ mod tests {
         );
     }
 
+    /// Deterministic randomized decoding (runs in every `cargo test`; the cargo-fuzz target in
+    /// fuzz/ explores further): mutated valid streams and pure noise, fed in random chunk sizes,
+    /// must never panic, never hold more than one bounded frame, and keep failing once failed.
+    #[test]
+    fn randomized_streams_never_panic_or_overallocate() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let valid: Vec<u8> = sample().iter().flat_map(|f| f.encode()).collect();
+        for round in 0..20_000 {
+            let mut input = if round % 4 == 0 {
+                (0..(next() % 200) as usize).map(|_| next() as u8).collect()
+            } else {
+                valid.clone()
+            };
+            for _ in 0..(next() % 6) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % input.len();
+                match next() % 3 {
+                    0 => input[at] = next() as u8,
+                    1 => input.truncate(at),
+                    _ => input.insert(at, next() as u8),
+                }
+            }
+            let mut dec = Decoder::new();
+            let mut rest: &[u8] = &input;
+            while !rest.is_empty() {
+                let take = 1 + (next() as usize) % 40;
+                let piece = &rest[..take.min(rest.len())];
+                match dec.decode(piece) {
+                    Ok((used, frame)) => {
+                        assert!(used <= piece.len());
+                        if let Some(f) = frame {
+                            assert!(f.payload.len() <= f.kind.max_payload());
+                            let _ = f
+                                .parse_json::<StartRequest>(FrameKind::Start)
+                                .map(|s| s.validate());
+                            let _ = f
+                                .parse_json::<ProcessSpec>(FrameKind::Exec)
+                                .map(|s| s.validate());
+                            let _ = f.credit_value();
+                        }
+                        assert!(dec.payload.capacity() <= MAX_PAYLOAD);
+                        rest = &rest[used..];
+                        if used == 0 {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        assert!(dec.decode(b"HUSK").is_err());
+                        break;
+                    }
+                }
+            }
+            let _ = read_frame(&mut io::Cursor::new(&input));
+        }
+    }
+
     #[test]
     fn process_spec_validation() {
         let ok = ProcessSpec::new(["/bin/true"]);
