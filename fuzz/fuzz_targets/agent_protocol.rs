@@ -5,12 +5,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use rootfs_agent::protocol::{
-    read_frame, Decoder, ErrorReport, ExitStatus, FrameKind, ProcessSpec, ReadyInfo, ResizeRequest, SignalRequest,
-    StartRequest, Started, MAX_PAYLOAD,
+    read_frame, Decoder, ErrorReport, ExitStatus, FrameKind, ProcessSpec, ReadyInfo, ResizeRequest,
+    SignalRequest, StartRequest, Started, MAX_PAYLOAD,
 };
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&chunk, stream)) = data.split_first() else { return };
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(chunk).max(1);
     let mut decoder = Decoder::new();
     let mut rest = stream;
@@ -25,8 +27,12 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(frame) = frame {
                         assert!(frame.payload.len() <= MAX_PAYLOAD.min(frame.kind.max_payload()));
                         let _ = frame.parse_json::<ReadyInfo>(FrameKind::Ready);
-                        let _ = frame.parse_json::<StartRequest>(FrameKind::Start).map(|s| s.validate());
-                        let _ = frame.parse_json::<ProcessSpec>(FrameKind::Exec).map(|s| s.validate());
+                        let _ = frame
+                            .parse_json::<StartRequest>(FrameKind::Start)
+                            .map(|s| s.validate());
+                        let _ = frame
+                            .parse_json::<ProcessSpec>(FrameKind::Exec)
+                            .map(|s| s.validate());
                         let _ = frame.parse_json::<Started>(FrameKind::Started);
                         let _ = frame.parse_json::<SignalRequest>(FrameKind::Signal);
                         let _ = frame.parse_json::<ResizeRequest>(FrameKind::Resize);

@@ -4,6 +4,7 @@
 pub mod agent_client;
 pub mod disk;
 pub mod initramfs;
+pub mod kernel;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 pub use agent_client::{connect_agent, run_in_guest};
 pub use disk::{image_disk, writable_disk, DEFAULT_WRITABLE_DISK_BYTES};
 pub use initramfs::initramfs;
+pub use kernel::{locate_agent, GuestKernel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
