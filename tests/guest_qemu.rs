@@ -412,6 +412,13 @@ fn exec_into_a_running_guest_and_kill() {
     assert_eq!(exec(ProcessSpec::new(["missing-binary"])).0, 127);
     assert_eq!(exec(sh("kill -9 $$")).0, 137);
 
+    // A background child keeps the exec's stdout open: its Exit must not wait for that, and
+    // once orphaned the child is reaped by the agent as PID 1 (no zombie left behind).
+    assert_eq!(exec(sh("sleep 0.3 & exit 0")).0, 0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, zombies) = exec(sh("cat /proc/[0-9]*/stat | grep -c ') Z '"));
+    assert_eq!(zombies, "0\n");
+
     main.signal(9).unwrap();
     assert_eq!(main.wait().unwrap(), 137);
     assert_eq!(main_out.text(), "up\n");
