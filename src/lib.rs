@@ -7,4 +7,5 @@ pub mod container;
 pub mod display;
 pub mod image;
 pub mod process;
+pub mod vm;
 pub mod vmm;
