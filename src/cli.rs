@@ -46,6 +46,8 @@ pub enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove one or more containers.
     Rm(commands::ps::RmArgs),
+    /// Return low-level information on containers or images.
+    Inspect(commands::inspect::InspectArgs),
     /// Fetch the logs of a container.
     Logs(commands::lifecycle::LogsArgs),
     /// Stop one or more running containers (SIGTERM, then SIGKILL after the grace period).
@@ -66,6 +68,22 @@ pub enum Command {
     Info(crate::commands::vm::InfoArgs),
     /// Run husk's microVM monitor directly (developer entry point).
     Vm(crate::commands::vm::VmArgs),
+}
+
+impl Command {
+    /// Whether this process will supervise a container (and must survive a closed stdout to
+    /// record the container's exit).
+    pub fn supervises_a_container(&self) -> bool {
+        matches!(
+            self,
+            Command::Run(_)
+                | Command::Start(_)
+                | Command::ContainerMonitor { .. }
+                | Command::Container(
+                    ContainerCommand::Run(_) | ContainerCommand::Start(_)
+                )
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,4 +109,6 @@ pub enum ContainerCommand {
     Rm(commands::ps::RmArgs),
     /// Remove all stopped containers.
     Prune(commands::ps::PruneArgs),
+    /// Display detailed information on one or more containers.
+    Inspect(commands::inspect::InspectArgs),
 }

@@ -21,6 +21,12 @@ fn main() {
             std::process::exit(code);
         }
     };
+    if !cli.command.supervises_a_container() {
+        // Listing commands die quietly when their reader goes away (`husk ps | head`), as
+        // C programs do, instead of panicking on a failed print.
+        // SAFETY: setting a signal disposition to SIG_DFL before any threads exist.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -429,7 +429,7 @@ pub fn human_size(bytes: u64) -> String {
 
 // ---- inspect --------------------------------------------------------------------------
 
-fn inspect_value(store: &Store, image: &StoredImage) -> Result<Value> {
+pub fn inspect_value(store: &Store, image: &StoredImage) -> Result<Value> {
     let config = serde_json::to_value(&image.config)?;
     let lower_dirs: Vec<String> = image
         .layers
@@ -491,7 +491,7 @@ fn inspect(root: &Path, args: InspectArgs) -> Result<i32> {
 }
 
 /// The small part of Go templates people use with inspect: `{{.A.B}}` and `{{json .A}}`.
-fn render_template(template: &str, value: &Value) -> Result<String> {
+pub fn render_template(template: &str, value: &Value) -> Result<String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {

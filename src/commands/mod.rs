@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command, ContainerCommand};
 
+pub mod inspect;
 pub mod lifecycle;
 pub mod monitor;
 pub mod ps;
@@ -40,6 +41,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Wait(args) | Command::Container(ContainerCommand::Wait(args)) => {
             lifecycle::wait(root, args)
         }
+        Command::Inspect(args) => inspect::inspect(root, args, false),
+        Command::Container(ContainerCommand::Inspect(args)) => inspect::inspect(root, args, true),
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),
         Command::Info(args) => vm::info(args),
