@@ -79,9 +79,7 @@ impl Command {
             Command::Run(_)
                 | Command::Start(_)
                 | Command::ContainerMonitor { .. }
-                | Command::Container(
-                    ContainerCommand::Run(_) | ContainerCommand::Start(_)
-                )
+                | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Start(_))
         )
     }
 }

@@ -153,6 +153,11 @@ fn signal_container(record: &Record, signal: Signal) -> Result<()> {
     if record.effective_status() != Status::Running {
         bail!("Container {} is not running", record.id);
     }
+    if record.isolation == husk::container::Isolation::Vm
+        && super::vm_container::send_signal(&record.id, signal)
+    {
+        return Ok(());
+    }
     let pid = record
         .state
         .pid

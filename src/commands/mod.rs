@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod monitor;
 pub mod ps;
 pub mod run;
+pub mod vm_container;
 
 pub mod vm;
 

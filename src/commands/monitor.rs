@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use husk::container::logs::{LogWriter, Stream};
 use husk::container::teardown::{cgroup_name, release_leftovers};
-use husk::container::{Containers, Record, Status};
+use husk::container::{Containers, Isolation, Record, Status};
 use husk::process::{self, LaunchConfig};
+use rootfs_agent::client::ProcessIo;
 
-use super::run::{layer_dirs, load_spec, mark_starting, record_exit, refuse_vm};
+use super::run::{layer_dirs, load_spec, mark_starting, record_exit, StartFailure};
+use super::vm_container::{self, VmStdio};
 
 /// The monitor's own diagnostics (not the container's output).
 const MONITOR_LOG: &str = "monitor.log";
@@ -25,7 +27,6 @@ const MONITOR_LOG: &str = "monitor.log";
 /// Hand the container to a new monitor process and wait until it has started the container
 /// (or failed to).
 pub fn start_detached(root: &Path, store: &Containers, record: &Record) -> Result<()> {
-    refuse_vm(record)?;
     let dir = store.dir_of(&record.id);
     let diagnostics = File::create(dir.join(MONITOR_LOG)).context("creating monitor.log")?;
     let exe = std::env::current_exe().context("locating the husk binary")?;
@@ -95,62 +96,56 @@ fn pump(mut from: File, stream: Stream, log: Arc<Mutex<LogWriter>>) -> std::thre
     })
 }
 
+/// The container's output into the json-file log, as a writer for the VM agent client.
+struct LogSink {
+    log: Arc<Mutex<LogWriter>>,
+    stream: Stream,
+}
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.log.lock().expect("log lock").write(self.stream, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Body of the `container-monitor` process.
 pub fn monitor(root: &Path, id: &str) -> Result<i32> {
     let store = Containers::open(root)?;
     let record = store.load(id)?;
     let dir = store.dir_of(id);
-    let spec = load_spec(&store, id)?;
-    let layers = layer_dirs(root, &record)?;
-    let cgroup = cgroup_name(id);
     let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
-    let dev_null = File::open("/dev/null").context("opening /dev/null")?;
     let mut backoff = Duration::from_millis(100);
-
     let code = loop {
-        let (out_read, out_write) = nix::unistd::pipe().context("creating a pipe")?;
-        let (err_read, err_write) = nix::unistd::pipe().context("creating a pipe")?;
-        let cfg = LaunchConfig {
-            spec: &spec,
-            lower_dirs: &layers,
-            container_dir: &dir,
-            cgroup_name: &cgroup,
-            stdio: Some([dev_null.as_fd(), out_write.as_fd(), err_write.as_fd()]),
+        let run = match record.isolation {
+            Isolation::Process => run_process_once(root, &store, &record, &log)?,
+            Isolation::Vm => {
+                let io = ProcessIo {
+                    stdin: None,
+                    stdout: Box::new(LogSink {
+                        log: log.clone(),
+                        stream: Stream::Stdout,
+                    }),
+                    stderr: Box::new(LogSink {
+                        log: log.clone(),
+                        stream: Stream::Stderr,
+                    }),
+                };
+                vm_container::run(root, &store, &record, VmStdio::Writers(io))?
+            }
         };
-        mark_starting(&store, id)?;
-        let spawned = process::spawn(&cfg);
-        // Our copies of the write ends must close so the pumps see EOF when the container ends.
-        drop((out_write, err_write));
-        let container = match spawned {
-            Ok(container) => container,
-            Err(err) => break record_exit(&store, id, Err(err)),
+        let code = match run {
+            Ok(code) => code,
+            Err(code) => break code, // the command could not start: restarting will not help
         };
-        let pid = container.pid();
-        store.update(id, |r| r.state.pid = Some(pid))?;
-        let pumps = match container.pty_master() {
-            Some(master) => vec![pump(File::from(master), Stream::Stdout, log.clone())],
-            None => vec![
-                pump(
-                    File::from(out_read),
-                    Stream::Stdout,
-                    log.clone(),
-                ),
-                pump(
-                    File::from(err_read),
-                    Stream::Stderr,
-                    log.clone(),
-                ),
-            ],
-        };
-        let result = container.wait();
-        for pump in pumps {
-            let _ = pump.join();
-        }
-        let code = record_exit(&store, id, result);
-        let record = store.load(id)?;
-        if !record
+        let now = store.load(id)?;
+        if !now
             .restart
-            .should_restart(code, record.restart_count, record.state.stop_requested)
+            .should_restart(code, now.restart_count, now.state.stop_requested)
         {
             break code;
         }
@@ -164,4 +159,55 @@ pub fn monitor(root: &Path, id: &str) -> Result<i32> {
         store.remove(id)?;
     }
     Ok(code)
+}
+
+/// One run of a process-isolated container with its output in the log: Ok(exit code), or
+/// Err(code) when it could not start.
+fn run_process_once(
+    root: &Path,
+    store: &Containers,
+    record: &Record,
+    log: &Arc<Mutex<LogWriter>>,
+) -> Result<Result<i32, i32>> {
+    let id = &record.id;
+    let dir = store.dir_of(id);
+    let spec = load_spec(store, id)?;
+    let layers = layer_dirs(root, record)?;
+    let cgroup = cgroup_name(id);
+    let dev_null = File::open("/dev/null").context("opening /dev/null")?;
+    let (out_read, out_write) = nix::unistd::pipe().context("creating a pipe")?;
+    let (err_read, err_write) = nix::unistd::pipe().context("creating a pipe")?;
+    let cfg = LaunchConfig {
+        spec: &spec,
+        lower_dirs: &layers,
+        container_dir: &dir,
+        cgroup_name: &cgroup,
+        stdio: Some([dev_null.as_fd(), out_write.as_fd(), err_write.as_fd()]),
+    };
+    mark_starting(store, id)?;
+    let spawned = process::spawn(&cfg);
+    // Our copies of the write ends must close so the pumps see EOF when the container ends.
+    drop((out_write, err_write));
+    let container = match spawned {
+        Ok(container) => container,
+        Err(err) => return Ok(Err(record_exit(store, id, Err(StartFailure::from(err))))),
+    };
+    let pid = container.pid();
+    store.update(id, |r| r.state.pid = Some(pid))?;
+    let pumps = match container.pty_master() {
+        Some(master) => vec![pump(File::from(master), Stream::Stdout, log.clone())],
+        None => vec![
+            pump(File::from(out_read), Stream::Stdout, log.clone()),
+            pump(File::from(err_read), Stream::Stderr, log.clone()),
+        ],
+    };
+    let result = container.wait();
+    for pump in pumps {
+        let _ = pump.join();
+    }
+    Ok(Ok(record_exit(
+        store,
+        id,
+        result.map_err(StartFailure::from),
+    )))
 }

@@ -289,7 +289,9 @@ fn remove_one(store: &Containers, key: &str, force: bool) -> Result<()> {
             );
         }
         store.update(&record.id, |r| r.state.stop_requested = true)?;
-        if let Some(pid) = record.state.pid {
+        let relayed = record.isolation == husk::container::Isolation::Vm
+            && super::vm_container::send_signal(&record.id, Signal::SIGKILL);
+        if let (false, Some(pid)) = (relayed, record.state.pid) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         // The supervisor notices the exit, records it and tears the sandbox down.

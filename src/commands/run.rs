@@ -339,20 +339,20 @@ pub fn layer_dirs(root: &Path, record: &Record) -> Result<Vec<PathBuf>> {
     Ok(images.layer_dirs(&stored)?)
 }
 
-/// Reason VM isolation cannot run here, if it cannot.
-pub fn refuse_vm(record: &Record) -> Result<()> {
-    if record.isolation == Isolation::Vm {
-        bail!(
-            "--isolation vm is not available yet: husk's VM backend is not built into this binary"
-        );
-    }
-    Ok(())
-}
-
 /// Run the container in the foreground: the CLI supervises it, forwards signals and the
 /// terminal, records the exit and honours --rm. Returns Docker's exit code.
 pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result<i32> {
-    refuse_vm(&record)?;
+    if record.isolation == Isolation::Vm {
+        let stdio = super::vm_container::VmStdio::Terminal {
+            interactive: record.options.interactive,
+        };
+        let code = super::vm_container::run(root, store, &record, stdio)?.unwrap_or_else(|c| c);
+        if record.auto_remove {
+            release_leftovers(&store.dir_of(&record.id), &record.id)?;
+            store.remove(&record.id)?;
+        }
+        return Ok(code);
+    }
     let dir = store.dir_of(&record.id);
     let spec = load_spec(store, &record.id)?;
     let layers = layer_dirs(root, &record)?;
@@ -369,7 +369,7 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
         let pid = container.pid();
         let _ = store.update(&record.id, |r| r.state.pid = Some(pid));
     });
-    let code = record_exit(store, &record.id, result);
+    let code = record_exit(store, &record.id, result.map_err(StartFailure::from));
     if record.auto_remove {
         release_leftovers(&dir, &record.id)?;
         store.remove(&record.id)?;
@@ -395,19 +395,30 @@ pub fn mark_starting(store: &Containers, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why a container's command never ran, with Docker's exit code for it.
+pub struct StartFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<process::ProcessError> for StartFailure {
+    fn from(err: process::ProcessError) -> Self {
+        Self {
+            code: err.exit_code(),
+            message: err.to_string(),
+        }
+    }
+}
+
 /// Record how a start ended and return Docker's exit code. A start that failed before the
 /// command ran leaves the container "created" with the failure recorded, as Docker does.
-pub fn record_exit(
-    store: &Containers,
-    id: &str,
-    result: Result<i32, process::ProcessError>,
-) -> i32 {
+pub fn record_exit(store: &Containers, id: &str, result: Result<i32, StartFailure>) -> i32 {
     let now = chrono::Utc::now();
     let (code, error) = match result {
         Ok(code) => (code, None),
-        Err(err) => {
-            eprintln!("husk: {err}");
-            (err.exit_code(), Some(err.to_string()))
+        Err(failure) => {
+            eprintln!("husk: {}", failure.message);
+            (failure.code, Some(failure.message))
         }
     };
     let _ = store.update(id, |r| {

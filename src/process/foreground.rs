@@ -31,7 +31,7 @@ impl Drop for MaskGuard {
 }
 
 /// Restores the host terminal's settings.
-struct RawModeGuard {
+pub struct RawModeGuard {
     fd: OwnedFd,
     saved: Termios,
 }
@@ -222,7 +222,9 @@ fn drain(master: &OwnedFd, buf: &mut [u8]) {
     }
 }
 
-fn enter_raw_mode() -> Option<RawModeGuard> {
+/// Put the host terminal (stdin) in raw mode until the guard drops; None when stdin is not a
+/// terminal.
+pub fn enter_raw_mode() -> Option<RawModeGuard> {
     if !nix::unistd::isatty(0).unwrap_or(false) {
         return None;
     }

@@ -2,6 +2,7 @@
 //! the guest agent, and the client that drives the agent over the virtio console.
 
 pub mod agent_client;
+pub mod backend;
 pub mod disk;
 pub mod initramfs;
 pub mod kernel;

@@ -1,0 +1,198 @@
+//! Running a container with `--isolation vm`: the same record, spec and stdio handling as
+//! process isolation, with the process inside a microVM under the guest agent.
+//!
+//! The supervising husk process (the foreground CLI or the detached monitor) holds the VM. It
+//! relays signals to the guest process: those sent to itself (Ctrl-C, `kill` of the CLI) and
+//! those that `husk kill`/`stop`/`rm -f` send through the container's control socket, so that
+//! even SIGKILL reaches the guest process and the exit is recorded as Docker records it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use husk::container::{Containers, Record};
+use husk::vm::backend::{self, Guest};
+use husk::vm::VmError;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use rootfs_agent::client::{Process, ProcessIo};
+
+use super::run::{layer_dirs, load_spec, mark_starting, record_exit, StartFailure};
+
+/// Signals a user sends to the supervising husk that belong to the container.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Where `husk kill` reaches the supervisor of a VM container.
+pub fn control_socket(id: &str) -> PathBuf {
+    PathBuf::from("/run/husk/control").join(format!("{}.sock", &id[..12.min(id.len())]))
+}
+
+/// Ask the supervisor of a running VM container to deliver `signal` to the guest process.
+/// Returns false when no supervisor answers (it is gone; the caller falls back to the pid).
+pub fn send_signal(id: &str, signal: Signal) -> bool {
+    let Ok(mut conn) = UnixStream::connect(control_socket(id)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    if writeln!(conn, "signal {}", signal as i32).is_err() {
+        return false;
+    }
+    let mut reply = String::new();
+    BufReader::new(conn).read_line(&mut reply).is_ok() && reply.trim() == "ok"
+}
+
+/// Where the container's stdio goes.
+pub enum VmStdio {
+    /// The CLI's own stdin/stdout/stderr (stdin only with -i).
+    Terminal { interactive: bool },
+    /// Writers supplied by the detached monitor (its json-file log).
+    Writers(ProcessIo),
+}
+
+/// Boot the container's VM, run its process, record the exit. Returns Ok(exit code) when the
+/// process ran, Err(Docker's code) when the VM or the process could not start.
+pub fn run(
+    root: &Path,
+    store: &Containers,
+    record: &Record,
+    stdio: VmStdio,
+) -> Result<Result<i32, i32>> {
+    let dir = store.dir_of(&record.id);
+    let spec = load_spec(store, &record.id)?;
+    let layers = layer_dirs(root, record)?;
+    let tty = record.options.tty;
+
+    // Blocked in every thread (the monitor's threads inherit the mask) and taken by the relay.
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED {
+        mask.add(signal);
+    }
+    mask.add(Signal::SIGWINCH);
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))?;
+
+    mark_starting(store, &record.id)?;
+    let result = (|| -> Result<i32, VmError> {
+        let plan = backend::plan(
+            root,
+            &dir,
+            &record.id,
+            &record.image_id,
+            &layers,
+            &record.options,
+        )?;
+        let request = backend::start_request(&spec, &layers)?;
+        let guest = Guest::boot(&plan)?;
+        let supervisor = std::process::id() as i32;
+        let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
+        let io = match stdio {
+            VmStdio::Terminal { interactive } => ProcessIo {
+                stdin: interactive
+                    .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),
+                stdout: Box::new(std::io::stdout()),
+                stderr: Box::new(std::io::stderr()),
+            },
+            VmStdio::Writers(io) => io,
+        };
+        let _raw = tty.then(husk::process::enter_raw_mode).flatten();
+        let process = Arc::new(guest.start(&request, io)?);
+        let done = Arc::new(AtomicBool::new(false));
+        let relay = relay_signals(mask, Arc::clone(&process), Arc::clone(&done));
+        let control = serve_control(&record.id, Arc::clone(&process), Arc::clone(&done));
+        let code = process.wait();
+        done.store(true, Ordering::SeqCst);
+        // Wake the relay (blocked in sigwait) and the control listener so they end.
+        let _ = nix::sys::pthread::pthread_kill(relay, Signal::SIGWINCH);
+        let _ = UnixStream::connect(control_socket(&record.id));
+        let _ = control.map(|handle| handle.join());
+        let _ = std::fs::remove_file(control_socket(&record.id));
+        guest.shutdown();
+        Ok(code?)
+    })();
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    let started = result.is_ok();
+    let code = record_exit(
+        store,
+        &record.id,
+        result.map_err(|err| StartFailure {
+            code: 125,
+            message: err.to_string(),
+        }),
+    );
+    Ok(if started { Ok(code) } else { Err(code) })
+}
+
+/// Relay signals sent to this process to the guest process; window-size changes become
+/// resizes. Returns the thread to wake when the process has exited.
+fn relay_signals(
+    mask: SigSet,
+    process: Arc<Process>,
+    done: Arc<AtomicBool>,
+) -> nix::sys::pthread::Pthread {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(nix::sys::pthread::pthread_self());
+        while let Ok(signal) = mask.wait() {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            let _ = match signal {
+                Signal::SIGWINCH => match backend::terminal_size() {
+                    Some((rows, cols)) => process.resize(rows, cols),
+                    None => Ok(()),
+                },
+                other => process.signal(other as i32),
+            };
+        }
+    });
+    rx.recv().expect("the relay thread reports its id")
+}
+
+/// Answer `signal N` requests from `husk kill`/`stop`/`rm -f` until the process has exited.
+fn serve_control(
+    id: &str,
+    process: Arc<Process>,
+    done: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let path = control_socket(id);
+    std::fs::create_dir_all(path.parent()?).ok()?;
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).ok()?;
+    Some(std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            // Requests are one short line; anything longer is not ours.
+            if BufReader::new((&conn).take(64))
+                .read_line(&mut line)
+                .is_err()
+            {
+                continue;
+            }
+            let reply = match line
+                .trim()
+                .strip_prefix("signal ")
+                .and_then(|n| n.parse::<i32>().ok())
+                .filter(|n| (1..=64).contains(n))
+            {
+                Some(signal) if process.signal(signal).is_ok() => "ok",
+                _ => "error",
+            };
+            let _ = writeln!(&conn, "{reply}");
+        }
+    }))
+}

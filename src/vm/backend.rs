@@ -1,0 +1,431 @@
+//! VM isolation end to end: a container's OCI spec and image layers become a microVM (the
+//! image as a read-only disk, the container's writable disk, our guest kernel and the agent in
+//! an initramfs) whose agent runs the container's process.
+//!
+//! The hypervisor is husk's own monitor (src/vmm) by default. On hosts where it cannot boot a
+//! stock guest kernel (PVM hosts, no /dev/kvm) `HUSK_VMM=qemu` runs the very same guest, disks
+//! and agent protocol under QEMU's microvm machine instead, so VM isolation can be used and
+//! taught there too, at emulation speed.
+
+use std::fs::File;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Spec;
+use rootfs_agent::client::{AgentClient, Process, ProcessIo};
+use rootfs_agent::protocol::{ProcessSpec, Rlimit, StartRequest};
+
+use super::{connect_agent, image_disk, initramfs, locate_agent, writable_disk, VmError};
+use crate::container::spec::SpecOptions;
+use crate::process::user;
+use crate::vmm::{self, DiskConfig, SerialOutput, VmConfig};
+
+/// Guest RAM when `--memory` is not given.
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
+/// Smallest guest that boots our kernel and agent with room for a shell.
+pub const MIN_MEMORY_MIB: u32 = 64;
+/// How long a guest may take from power-on to the agent's Ready.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the VM may take to power off after the container process exited.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which monitor runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hypervisor {
+    /// husk's own KVM monitor (src/vmm).
+    Husk,
+    /// QEMU's microvm machine (KVM when it can, else TCG emulation).
+    Qemu,
+}
+
+impl Hypervisor {
+    /// `HUSK_VMM=husk|qemu`, default husk.
+    pub fn from_env() -> Result<Self, VmError> {
+        match std::env::var("HUSK_VMM").as_deref() {
+            Err(_) | Ok("") | Ok("husk") => Ok(Self::Husk),
+            Ok("qemu") => Ok(Self::Qemu),
+            Ok(other) => Err(VmError::Invalid(format!(
+                "HUSK_VMM={other}: use husk (husk's own monitor) or qemu"
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Husk => "husk",
+            Self::Qemu => "qemu",
+        }
+    }
+}
+
+/// Guest size from the container's flags: `--memory` is guest RAM, `--cpus` rounds up to vCPUs.
+pub fn guest_size(options: &SpecOptions) -> Result<(u32, u8), VmError> {
+    let memory_mib = match options.memory_bytes {
+        None => DEFAULT_MEMORY_MIB,
+        Some(bytes) => {
+            let mib = u32::try_from(bytes / (1 << 20)).unwrap_or(u32::MAX);
+            if mib < MIN_MEMORY_MIB {
+                return Err(VmError::Invalid(format!(
+                    "--memory {mib}m is too small for a VM: the guest needs at least {MIN_MEMORY_MIB}m"
+                )));
+            }
+            mib
+        }
+    };
+    let vcpus = match options.nano_cpus {
+        None => 1,
+        Some(nano) => u8::try_from((nano + 999_999_999) / 1_000_000_000)
+            .unwrap_or(u8::MAX)
+            .clamp(1, vmm::MAX_VCPUS),
+    };
+    Ok((memory_mib, vcpus))
+}
+
+/// Everything a guest boots from, prepared on the host.
+#[derive(Debug, Clone)]
+pub struct VmPlan {
+    pub hypervisor: Hypervisor,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub image_disk: PathBuf,
+    pub writable_disk: PathBuf,
+    pub memory_mib: u32,
+    pub vcpus: u8,
+    /// The guest's serial console (kernel log), kept next to the container for diagnosis.
+    pub serial_log: PathBuf,
+    /// A short directory for the QEMU agent socket (unix socket paths are limited to 108 bytes).
+    pub runtime_dir: PathBuf,
+}
+
+/// Check the host, then build (or reuse) the disks and initramfs for one container.
+pub fn plan(
+    root: &Path,
+    container_dir: &Path,
+    container_id: &str,
+    image_id: &str,
+    layers: &[PathBuf],
+    options: &SpecOptions,
+) -> Result<VmPlan, VmError> {
+    let hypervisor = Hypervisor::from_env()?;
+    let host = vmm::probe_host();
+    let kernel = match hypervisor {
+        Hypervisor::Husk => {
+            if let Some(blocker) = host.blocker() {
+                return Err(VmError::Invalid(format!(
+                    "{blocker} (or run the guest under QEMU with HUSK_VMM=qemu)"
+                )));
+            }
+            host.guest_kernel.clone()
+        }
+        Hypervisor::Qemu => host.guest_kernel.clone(),
+    }
+    .ok_or_else(|| {
+        VmError::Invalid(
+            "no guest kernel: build one with guest-kernel/build.sh or set HUSK_KERNEL".into(),
+        )
+    })?;
+    let (memory_mib, vcpus) = guest_size(options)?;
+    let agent = locate_agent()?;
+    let runtime_dir = PathBuf::from("/run/husk").join(&container_id[..12.min(container_id.len())]);
+    std::fs::create_dir_all(&runtime_dir).map_err(VmError::io("creating", &runtime_dir))?;
+    Ok(VmPlan {
+        hypervisor,
+        kernel,
+        initrd: initramfs(root, &agent)?,
+        image_disk: image_disk(root, image_id, layers)?,
+        writable_disk: writable_disk(container_dir, super::DEFAULT_WRITABLE_DISK_BYTES)?,
+        memory_mib,
+        vcpus,
+        serial_log: container_dir.join("serial.log"),
+        runtime_dir,
+    })
+}
+
+/// The agent's view of the container process, from the OCI spec. User names are resolved on
+/// the host against the image's /etc/passwd and /etc/group (the topmost layer that has them).
+pub fn start_request(spec: &Spec, layers: &[PathBuf]) -> Result<StartRequest, VmError> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| VmError::Invalid("the runtime spec has no process".into()))?;
+    let (uid, gid, additional_gids) = match process.user().username().clone() {
+        Some(name) => {
+            let etc = layers
+                .iter()
+                .rev()
+                .find(|layer| layer.join("etc/passwd").is_file())
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+            let resolved =
+                user::resolve(&name, &etc).map_err(|e| VmError::Invalid(e.to_string()))?;
+            (resolved.uid, resolved.gid, resolved.additional_gids)
+        }
+        None => (
+            process.user().uid(),
+            process.user().gid(),
+            process.user().additional_gids().clone().unwrap_or_default(),
+        ),
+    };
+    let rlimits = process
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| Rlimit {
+            // The OCI name ("RLIMIT_NOFILE"), as the spec itself spells it.
+            kind: serde_json::to_value(r.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            soft: r.soft(),
+            hard: r.hard(),
+        })
+        .collect();
+    let terminal = process.terminal().unwrap_or(false);
+    Ok(StartRequest {
+        process: ProcessSpec {
+            args: process.args().clone().unwrap_or_default(),
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().display().to_string(),
+            uid,
+            gid,
+            additional_gids,
+            rlimits,
+            terminal,
+            console_size: terminal.then(terminal_size).flatten(),
+        },
+        hostname: spec.hostname().clone(),
+    })
+}
+
+/// The host terminal's size (rows, cols), when stdin is a terminal.
+pub fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain data; all-zero is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into the winsize we own; it fails harmlessly on a non-tty.
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
+}
+
+enum Monitor {
+    Husk(JoinHandle<Result<vmm::VmExit, vmm::VmmError>>),
+    Qemu(Child),
+}
+
+/// A booted guest whose agent is ready.
+pub struct Guest {
+    client: AgentClient,
+    monitor: Option<Monitor>,
+    runtime_dir: PathBuf,
+}
+
+impl Guest {
+    /// Power the guest on and wait for its agent.
+    pub fn boot(plan: &VmPlan) -> Result<Guest, VmError> {
+        let (conn, monitor) = match plan.hypervisor {
+            Hypervisor::Husk => boot_husk(plan)?,
+            Hypervisor::Qemu => boot_qemu(plan)?,
+        };
+        conn.set_read_timeout(Some(BOOT_TIMEOUT))
+            .map_err(VmError::io("configuring", Path::new("agent socket")))?;
+        let guest = Guest {
+            client: match connect_agent(
+                conn.try_clone()
+                    .map_err(VmError::io("cloning", Path::new("agent socket")))?,
+            ) {
+                Ok(client) => client,
+                Err(err) => {
+                    stop_monitor(&mut Some(monitor));
+                    let log = std::fs::read_to_string(&plan.serial_log).unwrap_or_default();
+                    let last = log.lines().last().unwrap_or("(the guest printed nothing)");
+                    return Err(VmError::Agent(format!(
+                        "the guest never became ready ({err}); last console line: {last}"
+                    )));
+                }
+            },
+            monitor: Some(monitor),
+            runtime_dir: plan.runtime_dir.clone(),
+        };
+        // Booted: from now on the session has no deadline (a container may run for days).
+        conn.set_read_timeout(None)
+            .map_err(VmError::io("configuring", Path::new("agent socket")))?;
+        Ok(guest)
+    }
+
+    /// The host pid that holds the VM: QEMU's, or ours for husk's in-process monitor.
+    pub fn monitor_pid(&self) -> i32 {
+        match &self.monitor {
+            Some(Monitor::Qemu(child)) => child.id() as i32,
+            _ => std::process::id() as i32,
+        }
+    }
+
+    pub fn start(&self, request: &StartRequest, io: ProcessIo) -> Result<Process, VmError> {
+        Ok(self.client.start(request, io)?)
+    }
+
+    pub fn exec(&self, spec: &ProcessSpec, io: ProcessIo) -> Result<Process, VmError> {
+        Ok(self.client.exec(spec, io)?)
+    }
+
+    /// Wait for the VM to power off after its container process ended (the agent syncs the
+    /// writable disk and resets the VM); force it off if it does not.
+    pub fn shutdown(mut self) {
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        match self.monitor.take() {
+            Some(Monitor::Husk(handle)) => {
+                while !handle.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if handle.is_finished() {
+                    let _ = handle.join();
+                }
+                // A monitor that did not stop is abandoned with its thread; the process exits soon.
+            }
+            Some(Monitor::Qemu(mut child)) => {
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            None => {}
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        stop_monitor(&mut self.monitor);
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
+    }
+}
+
+fn stop_monitor(monitor: &mut Option<Monitor>) {
+    if let Some(Monitor::Qemu(child)) = monitor {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn boot_husk(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
+    let (host_end, guest_end) =
+        UnixStream::pair().map_err(VmError::io("creating", Path::new("agent socketpair")))?;
+    let mut config = VmConfig::new(&plan.kernel);
+    config.initrd = Some(plan.initrd.clone());
+    config.memory_mib = plan.memory_mib;
+    config.vcpus = plan.vcpus;
+    config.disks = vec![
+        DiskConfig {
+            path: plan.image_disk.clone(),
+            read_only: true,
+        },
+        DiskConfig {
+            path: plan.writable_disk.clone(),
+            read_only: false,
+        },
+    ];
+    config.console = Some(guest_end);
+    config.serial = SerialOutput::File(plan.serial_log.clone());
+    let handle = std::thread::Builder::new()
+        .name("husk-vmm".into())
+        .spawn(move || vmm::run_vm(config))
+        .map_err(VmError::io("starting", Path::new("the monitor thread")))?;
+    Ok((host_end, Monitor::Husk(handle)))
+}
+
+fn boot_qemu(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
+    let socket = plan.runtime_dir.join("agent.sock");
+    let _ = std::fs::remove_file(&socket);
+    let serial =
+        File::create(&plan.serial_log).map_err(VmError::io("creating", &plan.serial_log))?;
+    let accel =
+        if Path::new("/dev/kvm").exists() && vmm::probe_host().kind == vmm::KvmKind::Hardware {
+            "kvm"
+        } else {
+            "tcg"
+        };
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(["-M", "microvm,acpi=off", "-accel", accel])
+        .args([
+            "-m",
+            &plan.memory_mib.to_string(),
+            "-smp",
+            &plan.vcpus.to_string(),
+        ])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&plan.kernel)
+        .arg("-initrd")
+        .arg(&plan.initrd)
+        // reboot=t: microvm has no i8042, so the agent's reset is a triple fault that QEMU
+        // (-no-reboot) turns into an exit.
+        .args(["-append", "console=ttyS0 quiet panic=-1 reboot=t"])
+        .arg("-drive")
+        .arg(format!(
+            "id=img,file={},format=raw,if=none,readonly=on",
+            plan.image_disk.display()
+        ))
+        .args(["-device", "virtio-blk-device,drive=img"])
+        .arg("-drive")
+        .arg(format!(
+            "id=rw,file={},format=raw,if=none",
+            plan.writable_disk.display()
+        ))
+        .args(["-device", "virtio-blk-device,drive=rw"])
+        .args(["-device", "virtio-serial-device"])
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=agent,path={},server=on,wait=on",
+            socket.display()
+        ))
+        .args(["-device", "virtserialport,chardev=agent,name=husk.agent"])
+        .args(["-serial", "stdio"])
+        .stdin(Stdio::null())
+        .stdout(serial)
+        .stderr(Stdio::null());
+    // SAFETY: runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe: QEMU dies with the husk process that supervises it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| VmError::Tool {
+        tool: "qemu-system-x86_64".into(),
+        message: e.to_string(),
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match UnixStream::connect(&socket) {
+            Ok(conn) => return Ok((conn, Monitor::Qemu(child))),
+            Err(err) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(VmError::Tool {
+                        tool: "qemu-system-x86_64".into(),
+                        message: format!("exited with {status} before the guest started"),
+                    });
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(VmError::Tool {
+                        tool: "qemu-system-x86_64".into(),
+                        message: format!("never opened {}: {err}", socket.display()),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
