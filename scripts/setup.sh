@@ -25,3 +25,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --release --workspace
+
+# The guest side of VM isolation: our kernel (built once per machine and cached; about 5
+# minutes on 2 cores the first time) and the static guest agent.
+kernel=$(./guest-kernel/build.sh)
+agent=$(./rootfs-agent/build-static.sh)
+# husk finds the kernel at /var/cache/husk/guest-kernel/vmlinux (HUSK_KERNEL overrides it).
+mkdir -p /var/cache/husk/guest-kernel
+for f in vmlinux kernel.release config.sha256; do
+  cp "$(dirname "$kernel")/$f" "/var/cache/husk/guest-kernel/.$f.new"
+  mv "/var/cache/husk/guest-kernel/.$f.new" "/var/cache/husk/guest-kernel/$f"
+done
+echo "setup: husk $(target/release/husk --version | cut -d' ' -f2), guest kernel $kernel, agent $agent"
