@@ -251,6 +251,7 @@ impl CreateArgs {
             privileged: self.privileged,
             seccomp_unconfined,
             no_new_privileges,
+            mounts: Vec::new(),
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod names;
 pub mod record;
 pub mod spec;
 pub mod teardown;
+pub mod volume;
 
 use std::collections::HashSet;
 use std::path::Path;

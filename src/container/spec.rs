@@ -126,6 +126,31 @@ pub struct SpecOptions {
     pub privileged: bool,
     pub seccomp_unconfined: bool,
     pub no_new_privileges: bool,
+    /// `-v`, `--mount`, `--tmpfs`, with volume names already resolved to host directories.
+    pub mounts: Vec<UserMount>,
+}
+
+/// What a user mount brings into the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path (`-v /host:/ctr`, `--mount type=bind`).
+    Bind,
+    /// A named or anonymous husk volume (`-v name:/ctr`, `-v /ctr`).
+    Volume,
+    /// A fresh tmpfs (`--tmpfs /ctr`, `--mount type=tmpfs`).
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserMount {
+    pub kind: MountKind,
+    /// The volume's name for volumes (as Docker shows it), the host path for binds.
+    pub name: String,
+    /// Host directory bound into the container (empty for tmpfs).
+    pub source: String,
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// Build the OCI runtime spec for `container_id` from the image config and the flags.
@@ -237,7 +262,7 @@ pub fn build_spec(
                 .build()?,
         )
         .hostname(hostname)
-        .mounts(default_mounts(opts.privileged)?)
+        .mounts(all_mounts(opts)?)
         .process(process)
         .linux(linux)
         .annotations(annotations)
@@ -420,6 +445,26 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
         .source(source)
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .build()?)
+}
+
+/// runc's default mounts, then the user's, so a user mount may cover a default one.
+fn all_mounts(opts: &SpecOptions) -> Result<Vec<Mount>, SpecError> {
+    let mut mounts = default_mounts(opts.privileged)?;
+    for user in &opts.mounts {
+        let access = if user.read_only { "ro" } else { "rw" };
+        mounts.push(match user.kind {
+            MountKind::Bind | MountKind::Volume => {
+                mount(&user.destination, "bind", &user.source, &["rbind", access])?
+            }
+            MountKind::Tmpfs => mount(
+                &user.destination,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "mode=1777", access],
+            )?,
+        });
+    }
+    Ok(mounts)
 }
 
 /// The mounts every container gets (runc's defaults). /sys is read-only unless privileged.
