@@ -280,3 +280,106 @@ fn unknown_tag_from_the_fake_registry() {
     assert!(matches!(err, ImageError::ManifestUnknown(_)), "{err}");
     assert_store_empty(work.path());
 }
+
+#[test]
+fn a_pull_killed_midway_leaves_no_image_and_the_next_pull_completes_it() {
+    let image = small_image();
+    let stalled = image.layer_digests[0].clone();
+    let faults = Faults {
+        blob_faults: HashMap::from([(stalled.clone(), BlobFault::Stall)]),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_husk"))
+        .arg("--root")
+        .arg(&root)
+        .args(["pull", "-q", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !registry.requests().iter().any(|r| r.contains(&stalled)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "husk never asked for the stalled layer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = Store::open(&root).unwrap();
+    assert!(
+        store.images().unwrap().is_empty(),
+        "a killed pull left an image"
+    );
+    assert!(matches!(
+        store.lookup(&name).unwrap_err(),
+        ImageError::NotFoundLocally(_)
+    ));
+
+    // The same image from a registry that behaves: the pull completes.
+    let healthy = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let healthy_name = format!("{}/{REPO}:1.0", healthy.host());
+    let out = husk(&root, &["pull", "-q", &healthy_name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pulled = store.lookup(&healthy_name).unwrap();
+    assert_eq!(pulled.id, image.config_digest);
+    assert_eq!(store.layer_dirs(&pulled).unwrap().len(), 3);
+    // What the killed process left in tmp goes with the next garbage collection.
+    ok(husk(&root, &["image", "prune", "-f"]));
+    assert!(tree(&root.join("images/tmp")).is_empty());
+    assert!(store.lookup(&healthy_name).is_ok());
+}
+
+#[test]
+fn docker_schema2_manifest_inside_a_docker_manifest_list() {
+    const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let image = small_image();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["mediaType"] = serde_json::json!(DOCKER_MANIFEST);
+    manifest["config"]["mediaType"] =
+        serde_json::json!("application/vnd.docker.container.image.v1+json");
+    for layer in manifest["layers"].as_array_mut().unwrap() {
+        layer["mediaType"] = serde_json::json!("application/vnd.docker.image.rootfs.diff.tar.gzip");
+    }
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": sha256(b"not here"), "size": 8,
+             "platform": {"architecture": "arm", "os": "linux", "variant": "v7"}},
+            {"mediaType": DOCKER_MANIFEST, "digest": sha256(&manifest), "size": manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    let manifests = HashMap::from([
+        ("1.0".to_string(), (DOCKER_LIST.to_string(), list)),
+        (
+            sha256(&manifest),
+            (DOCKER_MANIFEST.to_string(), manifest.clone()),
+        ),
+    ]);
+    let registry = FakeRegistry::start(REPO, manifests, image.blobs.clone(), Faults::default());
+    let work = tempfile::tempdir().unwrap();
+    let pulled = pull(work.path(), &registry, "1.0", None).unwrap();
+    assert_eq!(pulled.id, image.config_digest);
+    assert_eq!(pulled.manifest_media_type, DOCKER_MANIFEST);
+    // zstd and plain layers labelled gzip by the registry still unpack: compression is sniffed.
+    let store = Store::open(work.path()).unwrap();
+    let dirs = store.layer_dirs(&pulled).unwrap();
+    assert_eq!(std::fs::read(dirs[2].join("etc/hello")).unwrap(), b"hi\n");
+}

@@ -556,19 +556,15 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
     let progress = Progress::new(opts);
     let _writer = store.writer_lock()?;
     let client = Client::new(&parsed, opts, false)?;
-    if parsed.digest.is_none() {
-        progress.line(&format!(
-            "{}: Pulling from {}",
-            parsed.tag_or_default(),
-            parsed.familiar_name()
-        ));
-    } else {
-        progress.line(&format!(
-            "{}: Pulling from {}",
-            parsed.manifest_reference(),
-            parsed.familiar_name()
-        ));
+    if parsed.tag.is_none() && parsed.digest.is_none() {
+        progress.line("Using default tag: latest");
     }
+    // Docker names the repository path here ("library/busybox"), not the registry.
+    progress.line(&format!(
+        "{}: Pulling from {}",
+        parsed.manifest_reference(),
+        parsed.path
+    ));
     let shown = parsed.to_string();
     let (mut bytes, mut media_type, top_digest) =
         client.manifest(parsed.manifest_reference(), &shown)?;

@@ -418,14 +418,10 @@ impl Store {
             if !added && !entries.iter().any(|e| e.digest == manifest_digest) {
                 entries.push(descriptor(BTreeMap::new()));
             }
-            // A tagged entry makes a dangling one for the same manifest redundant.
-            let has_named = |d: &str, es: &[Descriptor]| {
-                es.iter()
-                    .any(|e| e.digest == d && !e.annotations.is_empty())
-            };
+            // A named entry makes a dangling one for the same manifest redundant.
             let named: HashSet<String> = entries
                 .iter()
-                .filter(|e| has_named(&e.digest, entries))
+                .filter(|e| !e.annotations.is_empty())
                 .map(|e| e.digest.clone())
                 .collect();
             entries.retain(|e| !e.annotations.is_empty() || !named.contains(&e.digest));

@@ -411,6 +411,8 @@ pub enum BlobFault {
     ServerError,
     /// Serve bytes that do not hash to the digest (same length).
     Corrupt,
+    /// Send half the bytes, then stall for a minute (for killing the client mid-pull).
+    Stall,
 }
 
 /// A registry in a thread serving manifests and blobs from memory; records every request.
@@ -626,6 +628,15 @@ fn serve(stream: TcpStream, state: &State, requests: &Mutex<Vec<String>>) -> std
                     writer.write_all(&bytes[..bytes.len() / 2])?;
                     writer.flush()?;
                     return Ok(()); // drop the connection mid-body
+                }
+                Some(BlobFault::Stall) => {
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", bytes.len());
+                    writer.write_all(head.as_bytes())?;
+                    writer.write_all(&bytes[..bytes.len() / 2])?;
+                    writer.flush()?;
+                    std::thread::sleep(Duration::from_secs(60));
+                    return Ok(());
                 }
                 Some(BlobFault::Corrupt) => {
                     let mut wrong = bytes.clone();
