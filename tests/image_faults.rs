@@ -383,3 +383,48 @@ fn docker_schema2_manifest_inside_a_docker_manifest_list() {
     let dirs = store.layer_dirs(&pulled).unwrap();
     assert_eq!(std::fs::read(dirs[2].join("etc/hello")).unwrap(), b"hi\n");
 }
+
+#[test]
+fn credentials_from_a_docker_credential_helper() {
+    let image = small_image();
+    let faults = Faults {
+        bearer: Some(Some(("carol".into(), "from-helper".into()))),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-husktest");
+    // Answers only for the registry it is asked about, as real helpers do.
+    let script = format!(
+        "#!/bin/sh\nread server\nif [ \"$1\" = get ] && [ \"$server\" = {} ]; then\n  echo '{{\"ServerURL\":\"x\",\"Username\":\"carol\",\"Secret\":\"from-helper\"}}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+        registry.host()
+    );
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config_dir = work.path().join("docker");
+    std::fs::create_dir(&config_dir).unwrap();
+    let config = serde_json::json!({"credHelpers": {registry.host(): "husktest"}});
+    std::fs::write(config_dir.join("config.json"), config.to_string()).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let root = work.path().join("root");
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let out = husk_env(
+        &root,
+        &["pull", "-q", &name],
+        &[
+            ("DOCKER_CONFIG", config_dir.to_str().unwrap()),
+            ("PATH", &path),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        Store::open(&root).unwrap().lookup(&name).unwrap().id,
+        image.config_digest
+    );
+}
