@@ -428,3 +428,36 @@ fn credentials_from_a_docker_credential_helper() {
         image.config_digest
     );
 }
+
+#[test]
+fn lookup_or_pull_uses_the_local_image_and_pulls_only_when_missing() {
+    let image = small_image();
+    let registry = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path()).unwrap();
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let opts = PullOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let first = husk::image::lookup_or_pull(&store, &name, &opts).unwrap();
+    assert_eq!(first.id, image.config_digest);
+    let seen = registry.requests().len();
+    let second = husk::image::lookup_or_pull(&store, &name, &opts).unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!(
+        registry.requests().len(),
+        seen,
+        "a local image went to the registry"
+    );
+    let missing = format!("{}/{REPO}:missing", registry.host());
+    assert!(matches!(
+        husk::image::lookup_or_pull(&store, &missing, &opts).unwrap_err(),
+        ImageError::ManifestUnknown(_)
+    ));
+}

@@ -660,6 +660,26 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
     }
 }
 
+/// What `husk run` and `create` do with an image argument: use the local image, or say it is
+/// missing (on stderr, as Docker) and pull it with progress on stderr.
+pub fn lookup_or_pull(
+    store: &Store,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<StoredImage, ImageError> {
+    match store.lookup(reference) {
+        Err(ImageError::NotFoundLocally(name)) => {
+            eprintln!("Unable to find image '{name}' locally");
+            let opts = PullOptions {
+                progress_to_stderr: true,
+                ..opts.clone()
+            };
+            pull(store, reference, &opts)
+        }
+        other => other,
+    }
+}
+
 /// Config and layers: fetch what is missing (verified), unpack each layer as it arrives.
 fn pull_content(
     store: &Store,
