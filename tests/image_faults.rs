@@ -461,3 +461,42 @@ fn lookup_or_pull_uses_the_local_image_and_pulls_only_when_missing() {
         ImageError::ManifestUnknown(_)
     ));
 }
+
+#[test]
+fn concurrent_pulls_of_one_image_on_one_root() {
+    let image = small_image();
+    let registry = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_husk"))
+                .arg("--root")
+                .arg(&root)
+                .args(["pull", "-q", &name])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let store = Store::open(&root).unwrap();
+    assert_eq!(store.images().unwrap().len(), 1);
+    let pulled = store.lookup(&name).unwrap();
+    assert_eq!(store.layer_dirs(&pulled).unwrap().len(), 3);
+    assert_eq!(
+        tree(&root.join("images/layers"))
+            .iter()
+            .filter(|p| p.components().count() == 1)
+            .count(),
+        3
+    );
+}
