@@ -127,6 +127,15 @@ fn import_makes_a_runnable_looking_image_with_its_config() {
     }
     let image = store.lookup("busybox").unwrap();
     assert_eq!(image.repo_tags, vec!["busybox:latest".to_string()]);
+    // SIZE is file content, as Docker counts it: busybox plus /etc/passwd and /etc/group.
+    let busybox_len = fs::metadata(common::host_busybox().unwrap()).unwrap().len();
+    let etc_len = fs::metadata(work.path().join("rootfs/etc/passwd"))
+        .unwrap()
+        .len()
+        + fs::metadata(work.path().join("rootfs/etc/group"))
+            .unwrap()
+            .len();
+    assert_eq!(image.size, busybox_len + etc_len);
     assert_eq!(
         image
             .config

@@ -224,7 +224,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("config.json"),
-            r#"{"credsStore":"x","auths":{}}"#,
+            r#"{"detachKeys":"ctrl-x","auths":{}}"#,
         )
         .unwrap();
         let creds = Credentials {
@@ -243,7 +243,7 @@ mod tests {
         );
         let raw: Value =
             serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
-        assert_eq!(raw["credsStore"], "x");
+        assert_eq!(raw["detachKeys"], "ctrl-x");
         assert!(raw["auths"][DOCKER_HUB_AUTH_KEY]["auth"].is_string());
         assert!(remove(dir.path(), "127.0.0.1:5000").unwrap());
         assert!(!remove(dir.path(), "127.0.0.1:5000").unwrap());

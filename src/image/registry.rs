@@ -17,7 +17,7 @@ use super::archive::select_linux_amd64;
 use super::auth::{self, Credentials};
 use super::reference::Reference;
 use super::store::{
-    self, Index, Manifest, Store, StoredImage, MAX_METADATA_BLOB, MEDIA_DOCKER_LIST,
+    self, Fresh, Index, Manifest, Store, StoredImage, MAX_METADATA_BLOB, MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
 use super::{digest, ImageError};
@@ -599,8 +599,7 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
             .lookup(&parsed.to_string())
             .is_ok_and(|i| i.manifest_digest == manifest_digest);
 
-    // (blob, diff-id of its unpacked dir) this pull added, to discard if it fails.
-    let mut fresh: Vec<(String, Option<String>)> = Vec::new();
+    let mut fresh = Fresh::default();
     let result = pull_content(store, &client, &manifest, &progress, &mut fresh).and_then(|()| {
         let manifest_digest = store.write_blob_bytes(&bytes)?;
         let media_type = if media_type.is_empty() {
@@ -654,7 +653,7 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
             Ok(image)
         }
         Err(e) => {
-            discard_fresh(store, &fresh);
+            store.discard(&fresh);
             Err(e)
         }
     }
@@ -686,7 +685,7 @@ fn pull_content(
     client: &Client,
     manifest: &Manifest,
     progress: &Progress,
-    fresh: &mut Vec<(String, Option<String>)>,
+    fresh: &mut Fresh,
 ) -> Result<(), ImageError> {
     let config = &manifest.config;
     if config.size > MAX_METADATA_BLOB {
@@ -697,7 +696,7 @@ fn pull_content(
     }
     if !store.has_blob(&config.digest, config.size) {
         client.fetch_blob(store, &config.digest, config.size, &|_| {})?;
-        fresh.push((config.digest.clone(), None));
+        fresh.blobs.push(config.digest.clone());
     }
     let config_bytes = store.read_blob_verified(&config.digest)?;
     let image_config = store::parse_config(&config_bytes).map_err(ImageError::InvalidImage)?;
@@ -726,7 +725,7 @@ fn pull_content(
     }
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
-    let fetched: Mutex<Vec<(String, Option<String>)>> = Mutex::new(Vec::new());
+    let fetched: Mutex<Fresh> = Mutex::new(Fresh::default());
     let seen: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL_LAYERS.min(layers.len()) {
@@ -768,7 +767,8 @@ fn pull_content(
                         fetched
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push((layer.digest.clone(), None));
+                            .blobs
+                            .push(layer.digest.clone());
                         progress.layer_status(bar.as_ref(), &layer.digest, "Download complete");
                     }
                     progress.layer_status(bar.as_ref(), &layer.digest, "Extracting");
@@ -776,7 +776,8 @@ fn pull_content(
                     fetched
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((layer.digest.clone(), Some(layer.diff_id.clone())));
+                        .layers
+                        .push(layer.diff_id.clone());
                     progress.layer_status(bar.as_ref(), &layer.digest, "Pull complete");
                     Ok(())
                 })();
@@ -790,37 +791,12 @@ fn pull_content(
             });
         }
     });
-    fresh.extend(fetched.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let fetched = fetched.into_inner().unwrap_or_else(|p| p.into_inner());
+    fresh.blobs.extend(fetched.blobs);
+    fresh.layers.extend(fetched.layers);
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-/// Remove blobs and unpacked layers that this failed pull brought in, unless some stored
-/// image references them.
-fn discard_fresh(store: &Store, fresh: &[(String, Option<String>)]) {
-    let mut referenced = HashSet::new();
-    if let Ok(images) = store.images() {
-        for image in images {
-            referenced.insert(image.id.clone());
-            for layer in image.layers {
-                referenced.insert(layer.digest);
-                referenced.insert(layer.diff_id);
-            }
-        }
-    }
-    for (blob, diff_id) in fresh {
-        if !referenced.contains(blob) {
-            if let Ok(path) = store.blob_path(blob) {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        if let Some(diff_id) = diff_id.as_ref().filter(|d| !referenced.contains(*d)) {
-            if let Ok(dir) = store.layer_dir(diff_id) {
-                store::remove_tree(&dir);
-            }
-        }
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Unpacked {
     pub diff_id: String,
     /// Bytes of the uncompressed tar stream.
     pub tar_size: u64,
+    /// Bytes of regular file content written: Docker's notion of a layer's size.
+    pub content_size: u64,
 }
 
 /// Decompress (by sniffing) and extract `archive` into the existing empty directory `dest`.
@@ -85,11 +87,15 @@ pub fn unpack_layer<R: Read>(archive: R, dest: &Path) -> Result<Unpacked, ImageE
         Compression::None => Box::new(buffered),
     };
     let mut hashing = HashingReader::new(decompressed);
-    extract_tar(&mut hashing, dest)?;
+    let content_size = extract_tar(&mut hashing, dest)?;
     let (diff_id, tar_size) = hashing
         .finish()
         .map_err(|e| ImageError::BadArchive(format!("reading the end of the layer: {e}")))?;
-    Ok(Unpacked { diff_id, tar_size })
+    Ok(Unpacked {
+        diff_id,
+        tar_size,
+        content_size,
+    })
 }
 
 struct DirMeta {
@@ -100,7 +106,8 @@ struct DirMeta {
     mtime: u64,
 }
 
-fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
+fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<u64, ImageError> {
+    let mut content_size = 0u64;
     let is_root = nix::unistd::geteuid().is_root();
     let mut archive = tar::Archive::new(reader);
     let mut dirs: Vec<DirMeta> = Vec::new();
@@ -184,7 +191,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(io_err(&shown, "creating file"))?;
-                io::copy(&mut entry, &mut file).map_err(|e| {
+                content_size += io::copy(&mut entry, &mut file).map_err(|e| {
                     ImageError::BadArchive(format!("{shown}: truncated or unreadable data: {e}"))
                 })?;
             }
@@ -266,7 +273,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
             .map_err(io_err(&shown, "setting mode"))?;
         set_mtime(&dir.path, dir.mtime, &shown)?;
     }
-    Ok(())
+    Ok(content_size)
 }
 
 /// Entry path relative to the layer root: leading `/` and `.` components dropped, `..`

@@ -676,7 +676,7 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
 /// blobs, unpacked layers, temporaries, and index entries.
 pub fn assert_store_empty(root: &Path) {
     let images = root.join("images");
-    for sub in ["blobs/sha256", "layers", "tmp"] {
+    for sub in ["blobs/sha256", "layers", "layer-sizes", "tmp"] {
         let left = tree(&images.join(sub));
         assert!(left.is_empty(), "{sub} not empty after failure: {left:?}");
     }
