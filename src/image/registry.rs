@@ -29,7 +29,7 @@ const ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
-    /// Print nothing but the final image name.
+    /// Print nothing (`husk pull -q` prints the image name itself).
     pub quiet: bool,
     /// Registries (host[:port]) to reach over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
@@ -634,22 +634,11 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
                 "Downloaded newer image for"
             };
             progress.line(&format!("Status: {status} {shown}"));
-            if opts.quiet {
-                println!(
-                    "{}",
-                    if parsed.digest.is_some() {
-                        format!("{}@{top_digest}", parsed.full_name())
-                    } else {
-                        parsed.full_tagged()
-                    }
-                );
+            progress.line(&if parsed.digest.is_some() {
+                format!("{}@{top_digest}", parsed.full_name())
             } else {
-                progress.line(&if parsed.digest.is_some() {
-                    format!("{}@{top_digest}", parsed.full_name())
-                } else {
-                    parsed.full_tagged()
-                });
-            }
+                parsed.full_tagged()
+            });
             Ok(image)
         }
         Err(e) => {
