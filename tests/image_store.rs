@@ -490,6 +490,35 @@ fn save_then_load_round_trips_and_skopeo_reads_the_archive() {
     } else {
         eprintln!("SKIP part of {}: skopeo is not installed", module_path!());
     }
+    // save to stdout | load from stdin, into another root.
+    let piped = work.path().join("piped.tar");
+    let status = Command::new(env!("CARGO_BIN_EXE_husk"))
+        .arg("--root")
+        .arg(&root)
+        .args(["save", &id])
+        .stdout(fs::File::create(&piped).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other = work.path().join("other");
+    let out = Command::new(env!("CARGO_BIN_EXE_husk"))
+        .arg("--root")
+        .arg(&other)
+        .arg("load")
+        .stdin(fs::File::open(&piped).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Loaded image: busybox:latest"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        Store::open(&other).unwrap().lookup("busybox").unwrap().id,
+        id
+    );
+
     ok(husk(&root, &["rmi", "busybox"]));
     assert_store_empty(&root);
     let out = stdout(&ok(husk(&root, &["load", "-i", archive.to_str().unwrap()])));
