@@ -500,3 +500,27 @@ fn concurrent_pulls_of_one_image_on_one_root() {
         3
     );
 }
+
+#[test]
+fn blob_redirects_on_the_same_host_keep_the_token() {
+    let image = small_image();
+    let blob_faults = image
+        .layer_digests
+        .iter()
+        .map(|d| (d.clone(), BlobFault::Redirect))
+        .collect();
+    let faults = Faults {
+        bearer: Some(None),
+        blob_faults,
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let pulled = pull(work.path(), &registry, "1.0", None).unwrap();
+    assert_eq!(pulled.id, image.config_digest);
+    let storage_gets = registry
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /storage/"))
+        .count();
+    assert_eq!(storage_gets, 3, "{:?}", registry.requests());
+}

@@ -72,6 +72,9 @@ impl Client {
                 .timeout_connect(Duration::from_secs(15))
                 .timeout_read(Duration::from_secs(60))
                 .user_agent(concat!("husk/", env!("CARGO_PKG_VERSION")))
+                // Registries redirect blob downloads to storage/CDN hosts that reject a
+                // foreign Authorization header; keep it only for the registry itself.
+                .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
                 .build(),
             base: format!("{scheme}://{host}"),
             host,

@@ -413,6 +413,9 @@ pub enum BlobFault {
     Corrupt,
     /// Send half the bytes, then stall for a minute (for killing the client mid-pull).
     Stall,
+    /// 307 to /storage/<digest> on the same host (behind the same auth), as registries
+    /// with separate blob storage do.
+    Redirect,
 }
 
 /// A registry in a thread serving manifests and blobs from memory; records every request.
@@ -604,6 +607,13 @@ fn serve(stream: TcpStream, state: &State, requests: &Mutex<Vec<String>>) -> std
             }
             continue;
         }
+        if let Some(digest) = path.strip_prefix("/storage/") {
+            match blobs.get(digest) {
+                Some(bytes) => respond(&mut writer, "200 OK", &[], bytes)?,
+                None => respond(&mut writer, "404 Not Found", &[], b"")?,
+            }
+            continue;
+        }
         if let Some(digest) = path.strip_prefix(&blob_prefix) {
             let Some(bytes) = blobs.get(digest) else {
                 respond(
@@ -637,6 +647,15 @@ fn serve(stream: TcpStream, state: &State, requests: &Mutex<Vec<String>>) -> std
                     writer.flush()?;
                     std::thread::sleep(Duration::from_secs(60));
                     return Ok(());
+                }
+                Some(BlobFault::Redirect) => {
+                    let location = format!("http://127.0.0.1:{port}/storage/{digest}");
+                    respond(
+                        &mut writer,
+                        "307 Temporary Redirect",
+                        &[("Location", location)],
+                        b"",
+                    )?
                 }
                 Some(BlobFault::Corrupt) => {
                     let mut wrong = bytes.clone();
