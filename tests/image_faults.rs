@@ -512,6 +512,7 @@ fn blob_redirects_on_the_same_host_keep_the_token() {
     let faults = Faults {
         bearer: Some(None),
         blob_faults,
+        ..Default::default()
     };
     let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
     let work = tempfile::tempdir().unwrap();
@@ -523,4 +524,31 @@ fn blob_redirects_on_the_same_host_keep_the_token() {
         .filter(|r| r.starts_with("GET /storage/"))
         .count();
     assert_eq!(storage_gets, 3, "{:?}", registry.requests());
+}
+
+#[test]
+fn a_manifest_503_is_retried_then_reported() {
+    let image = small_image();
+    let faults = Faults {
+        manifest_503s: std::sync::Arc::new(2.into()),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    assert_eq!(
+        pull(&work.path().join("a"), &registry, "1.0", None)
+            .unwrap()
+            .id,
+        image.config_digest
+    );
+
+    let faults = Faults {
+        manifest_503s: std::sync::Arc::new(100.into()),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let err = pull(&work.path().join("b"), &registry, "1.0", None).unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(registry.requests().len(), 3, "{:?}", registry.requests());
+    assert_store_empty(&work.path().join("b"));
 }

@@ -246,6 +246,25 @@ impl Client {
         reference: &str,
         shown: &str,
     ) -> Result<(Vec<u8>, String, String), ImageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.manifest_once(reference, shown) {
+                Err(ImageError::Registry { reason, .. })
+                    if attempt < ATTEMPTS && reason.starts_with('5') =>
+                {
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn manifest_once(
+        &self,
+        reference: &str,
+        shown: &str,
+    ) -> Result<(Vec<u8>, String, String), ImageError> {
         let accept = [
             MEDIA_OCI_INDEX,
             MEDIA_DOCKER_LIST,

@@ -401,6 +401,8 @@ pub struct Faults {
     pub bearer: Option<Option<(String, String)>>,
     /// Blob digest -> what to do when serving it.
     pub blob_faults: HashMap<String, BlobFault>,
+    /// Answer this many manifest requests with 503 before serving them.
+    pub manifest_503s: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -591,6 +593,14 @@ fn serve(stream: TcpStream, state: &State, requests: &Mutex<Vec<String>>) -> std
         let manifest_prefix = format!("/v2/{repo}/manifests/");
         let blob_prefix = format!("/v2/{repo}/blobs/");
         if let Some(reference) = path.strip_prefix(&manifest_prefix) {
+            let unavailable = faults
+                .manifest_503s
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if unavailable {
+                respond(&mut writer, "503 Service Unavailable", &[], b"")?;
+                continue;
+            }
             match manifests.get(reference) {
                 Some((media_type, bytes)) => respond(
                     &mut writer,
