@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Pull + unpack of a multi-layer image from a local registry: husk against `skopeo copy` +
-# `umoci unpack` of the same image, same machine, same run (hyperfine). Prints both means and
-# the ratio (husk / skopeo+umoci; below 1.0 means husk is faster), then husk's second pull
+# `umoci unpack` of the same image, same machine, same run, in interleaved rounds. Prints
+# both medians and the ratio (husk / skopeo+umoci; below 1.0 means husk is faster), then husk's second pull
 # of the same image, which fetches only the manifest.
 #
-# Needs: docker-registry, skopeo, umoci, hyperfine, busybox-static, python3 (image content).
+# Needs: docker-registry, skopeo, umoci, hyperfine, jq, busybox-static, python3 (the image
+# content is busybox plus the host's Python 3.11 and Perl libraries).
 # Env: HUSK=path to a husk binary (default: target/release/husk, built if missing),
 #      RUNS=hyperfine runs per command (default 5).
 set -euo pipefail
@@ -67,25 +68,49 @@ image=127.0.0.1:$port/bench:latest
 skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$layout:bench" "docker://$image"
 echo "image: $image, $(du -sh "$work/registry" | cut -f1) in the registry, 4 layers"
 
-hyperfine --runs "$RUNS" --warmup 1 --export-json "$work/result.json" \
-  --prepare "rm -rf $work/husk-root" \
-  -n husk "$HUSK --root $work/husk-root pull -q $image" \
-  --prepare "rm -rf $work/oci $work/unpacked" \
-  -n skopeo+umoci "skopeo --insecure-policy copy --quiet --src-tls-verify=false docker://$image oci:$work/oci:latest && umoci unpack --image $work/oci:latest $work/unpacked"
-
+# Interleaved rounds (husk, peer, husk, peer, ...) so that load from other work on the
+# machine weighs on both sides alike; medians of wall time.
+python3 - "$RUNS" "$HUSK" "$image" "$work" >"$work/result.txt" <<'PY'
+import shutil, statistics, subprocess, sys, time
+runs, husk, image, work = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+commands = {
+    "husk": [[husk, "--root", f"{work}/husk-root", "pull", "-q", image]],
+    "skopeo+umoci": [
+        ["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+         f"docker://{image}", f"oci:{work}/oci:latest"],
+        ["umoci", "unpack", "--image", f"{work}/oci:latest", f"{work}/unpacked"],
+    ],
+}
+def clean():
+    for d in ("husk-root", "oci", "unpacked"):
+        shutil.rmtree(f"{work}/{d}", ignore_errors=True)
+    subprocess.run(["sync"], check=True)
+times = {name: [] for name in commands}
+for round in range(runs + 1):  # round 0 warms caches and is not counted
+    for name, steps in commands.items():
+        clean()
+        start = time.monotonic()
+        for step in steps:
+            subprocess.run(step, check=True, stdout=subprocess.DEVNULL)
+        if round:
+            times[name].append(time.monotonic() - start)
+for name, values in times.items():
+    print(name, statistics.median(values), min(values), max(values))
+PY
 rm -rf "$work/husk-root"
 "$HUSK" --root "$work/husk-root" pull -q "$image" >/dev/null
-hyperfine --runs "$RUNS" --export-json "$work/second.json" \
+hyperfine -N --runs "$RUNS" --export-json "$work/second.json" \
   -n "husk second pull" "$HUSK --root $work/husk-root pull -q $image"
 
-husk_mean=$(jq '.results[] | select(.command=="husk") | .mean' "$work/result.json")
-peer_mean=$(jq '.results[] | select(.command=="skopeo+umoci") | .mean' "$work/result.json")
 second_mean=$(jq '.results[0].mean' "$work/second.json")
-python3 - "$husk_mean" "$peer_mean" "$second_mean" <<'PY'
+python3 - "$work/result.txt" "$second_mean" "$RUNS" <<'PY'
 import sys
-husk, peer, second = map(float, sys.argv[1:])
-print(f"husk pull+unpack:      {husk*1000:8.1f} ms")
-print(f"skopeo copy + umoci:   {peer*1000:8.1f} ms")
-print(f"ratio husk/peer:       {husk/peer:8.2f}  ({'husk faster' if husk < peer else 'husk slower'})")
+rows = {line.split()[0]: list(map(float, line.split()[1:])) for line in open(sys.argv[1])}
+second, runs = float(sys.argv[2]), sys.argv[3]
+husk, peer = rows["husk"], rows["skopeo+umoci"]
+print(f"{runs} interleaved rounds, wall time median (min..max):")
+print(f"husk pull+unpack:      {husk[0]*1000:8.1f} ms ({husk[1]*1000:.0f}..{husk[2]*1000:.0f})")
+print(f"skopeo copy + umoci:   {peer[0]*1000:8.1f} ms ({peer[1]*1000:.0f}..{peer[2]*1000:.0f})")
+print(f"ratio husk/peer:       {husk[0]/peer[0]:8.2f}  ({'husk faster' if husk[0] < peer[0] else 'husk slower'})")
 print(f"husk second pull:      {second*1000:8.1f} ms (manifest only)")
 PY

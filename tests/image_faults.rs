@@ -280,3 +280,275 @@ fn unknown_tag_from_the_fake_registry() {
     assert!(matches!(err, ImageError::ManifestUnknown(_)), "{err}");
     assert_store_empty(work.path());
 }
+
+#[test]
+fn a_pull_killed_midway_leaves_no_image_and_the_next_pull_completes_it() {
+    let image = small_image();
+    let stalled = image.layer_digests[0].clone();
+    let faults = Faults {
+        blob_faults: HashMap::from([(stalled.clone(), BlobFault::Stall)]),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_husk"))
+        .arg("--root")
+        .arg(&root)
+        .args(["pull", "-q", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !registry.requests().iter().any(|r| r.contains(&stalled)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "husk never asked for the stalled layer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = Store::open(&root).unwrap();
+    assert!(
+        store.images().unwrap().is_empty(),
+        "a killed pull left an image"
+    );
+    assert!(matches!(
+        store.lookup(&name).unwrap_err(),
+        ImageError::NotFoundLocally(_)
+    ));
+
+    // The same image from a registry that behaves: the pull completes.
+    let healthy = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let healthy_name = format!("{}/{REPO}:1.0", healthy.host());
+    let out = husk(&root, &["pull", "-q", &healthy_name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pulled = store.lookup(&healthy_name).unwrap();
+    assert_eq!(pulled.id, image.config_digest);
+    assert_eq!(store.layer_dirs(&pulled).unwrap().len(), 3);
+    // What the killed process left in tmp goes with the next garbage collection.
+    ok(husk(&root, &["image", "prune", "-f"]));
+    assert!(tree(&root.join("images/tmp")).is_empty());
+    assert!(store.lookup(&healthy_name).is_ok());
+}
+
+#[test]
+fn docker_schema2_manifest_inside_a_docker_manifest_list() {
+    const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let image = small_image();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["mediaType"] = serde_json::json!(DOCKER_MANIFEST);
+    manifest["config"]["mediaType"] =
+        serde_json::json!("application/vnd.docker.container.image.v1+json");
+    for layer in manifest["layers"].as_array_mut().unwrap() {
+        layer["mediaType"] = serde_json::json!("application/vnd.docker.image.rootfs.diff.tar.gzip");
+    }
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": sha256(b"not here"), "size": 8,
+             "platform": {"architecture": "arm", "os": "linux", "variant": "v7"}},
+            {"mediaType": DOCKER_MANIFEST, "digest": sha256(&manifest), "size": manifest.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ],
+    }))
+    .unwrap();
+    let manifests = HashMap::from([
+        ("1.0".to_string(), (DOCKER_LIST.to_string(), list)),
+        (
+            sha256(&manifest),
+            (DOCKER_MANIFEST.to_string(), manifest.clone()),
+        ),
+    ]);
+    let registry = FakeRegistry::start(REPO, manifests, image.blobs.clone(), Faults::default());
+    let work = tempfile::tempdir().unwrap();
+    let pulled = pull(work.path(), &registry, "1.0", None).unwrap();
+    assert_eq!(pulled.id, image.config_digest);
+    assert_eq!(pulled.manifest_media_type, DOCKER_MANIFEST);
+    // zstd and plain layers labelled gzip by the registry still unpack: compression is sniffed.
+    let store = Store::open(work.path()).unwrap();
+    let dirs = store.layer_dirs(&pulled).unwrap();
+    assert_eq!(std::fs::read(dirs[2].join("etc/hello")).unwrap(), b"hi\n");
+}
+
+#[test]
+fn credentials_from_a_docker_credential_helper() {
+    let image = small_image();
+    let faults = Faults {
+        bearer: Some(Some(("carol".into(), "from-helper".into()))),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-husktest");
+    // Answers only for the registry it is asked about, as real helpers do.
+    let script = format!(
+        "#!/bin/sh\nread server\nif [ \"$1\" = get ] && [ \"$server\" = {} ]; then\n  echo '{{\"ServerURL\":\"x\",\"Username\":\"carol\",\"Secret\":\"from-helper\"}}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+        registry.host()
+    );
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config_dir = work.path().join("docker");
+    std::fs::create_dir(&config_dir).unwrap();
+    let config = serde_json::json!({"credHelpers": {registry.host(): "husktest"}});
+    std::fs::write(config_dir.join("config.json"), config.to_string()).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let root = work.path().join("root");
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let out = husk_env(
+        &root,
+        &["pull", "-q", &name],
+        &[
+            ("DOCKER_CONFIG", config_dir.to_str().unwrap()),
+            ("PATH", &path),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        Store::open(&root).unwrap().lookup(&name).unwrap().id,
+        image.config_digest
+    );
+}
+
+#[test]
+fn lookup_or_pull_uses_the_local_image_and_pulls_only_when_missing() {
+    let image = small_image();
+    let registry = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path()).unwrap();
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let opts = PullOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let first = husk::image::lookup_or_pull(&store, &name, &opts).unwrap();
+    assert_eq!(first.id, image.config_digest);
+    let seen = registry.requests().len();
+    let second = husk::image::lookup_or_pull(&store, &name, &opts).unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!(
+        registry.requests().len(),
+        seen,
+        "a local image went to the registry"
+    );
+    let missing = format!("{}/{REPO}:missing", registry.host());
+    assert!(matches!(
+        husk::image::lookup_or_pull(&store, &missing, &opts).unwrap_err(),
+        ImageError::ManifestUnknown(_)
+    ));
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_on_one_root() {
+    let image = small_image();
+    let registry = FakeRegistry::start(
+        REPO,
+        manifests_for(&image),
+        image.blobs.clone(),
+        Faults::default(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let name = format!("{}/{REPO}:1.0", registry.host());
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_husk"))
+                .arg("--root")
+                .arg(&root)
+                .args(["pull", "-q", &name])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let store = Store::open(&root).unwrap();
+    assert_eq!(store.images().unwrap().len(), 1);
+    let pulled = store.lookup(&name).unwrap();
+    assert_eq!(store.layer_dirs(&pulled).unwrap().len(), 3);
+    assert_eq!(
+        tree(&root.join("images/layers"))
+            .iter()
+            .filter(|p| p.components().count() == 1)
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn blob_redirects_on_the_same_host_keep_the_token() {
+    let image = small_image();
+    let blob_faults = image
+        .layer_digests
+        .iter()
+        .map(|d| (d.clone(), BlobFault::Redirect))
+        .collect();
+    let faults = Faults {
+        bearer: Some(None),
+        blob_faults,
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    let pulled = pull(work.path(), &registry, "1.0", None).unwrap();
+    assert_eq!(pulled.id, image.config_digest);
+    let storage_gets = registry
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /storage/"))
+        .count();
+    assert_eq!(storage_gets, 3, "{:?}", registry.requests());
+}
+
+#[test]
+fn a_manifest_503_is_retried_then_reported() {
+    let image = small_image();
+    let faults = Faults {
+        manifest_503s: std::sync::Arc::new(2.into()),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let work = tempfile::tempdir().unwrap();
+    assert_eq!(
+        pull(&work.path().join("a"), &registry, "1.0", None)
+            .unwrap()
+            .id,
+        image.config_digest
+    );
+
+    let faults = Faults {
+        manifest_503s: std::sync::Arc::new(100.into()),
+        ..Default::default()
+    };
+    let registry = FakeRegistry::start(REPO, manifests_for(&image), image.blobs.clone(), faults);
+    let err = pull(&work.path().join("b"), &registry, "1.0", None).unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(registry.requests().len(), 3, "{:?}", registry.requests());
+    assert_store_empty(&work.path().join("b"));
+}

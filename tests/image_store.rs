@@ -127,6 +127,15 @@ fn import_makes_a_runnable_looking_image_with_its_config() {
     }
     let image = store.lookup("busybox").unwrap();
     assert_eq!(image.repo_tags, vec!["busybox:latest".to_string()]);
+    // SIZE is file content, as Docker counts it: busybox plus /etc/passwd and /etc/group.
+    let busybox_len = fs::metadata(common::host_busybox().unwrap()).unwrap().len();
+    let etc_len = fs::metadata(work.path().join("rootfs/etc/passwd"))
+        .unwrap()
+        .len()
+        + fs::metadata(work.path().join("rootfs/etc/group"))
+            .unwrap()
+            .len();
+    assert_eq!(image.size, busybox_len + etc_len);
     assert_eq!(
         image
             .config
@@ -481,6 +490,35 @@ fn save_then_load_round_trips_and_skopeo_reads_the_archive() {
     } else {
         eprintln!("SKIP part of {}: skopeo is not installed", module_path!());
     }
+    // save to stdout | load from stdin, into another root.
+    let piped = work.path().join("piped.tar");
+    let status = Command::new(env!("CARGO_BIN_EXE_husk"))
+        .arg("--root")
+        .arg(&root)
+        .args(["save", &id])
+        .stdout(fs::File::create(&piped).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other = work.path().join("other");
+    let out = Command::new(env!("CARGO_BIN_EXE_husk"))
+        .arg("--root")
+        .arg(&other)
+        .arg("load")
+        .stdin(fs::File::open(&piped).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Loaded image: busybox:latest"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        Store::open(&other).unwrap().lookup("busybox").unwrap().id,
+        id
+    );
+
     ok(husk(&root, &["rmi", "busybox"]));
     assert_store_empty(&root);
     let out = stdout(&ok(husk(&root, &["load", "-i", archive.to_str().unwrap()])));
@@ -595,4 +633,83 @@ fn concurrent_imports_on_one_root_all_land() {
             .join(format!("file{i}"))
             .exists());
     }
+}
+
+#[test]
+fn load_a_legacy_docker_archive_with_a_symlinked_layer() {
+    // The layout `docker save` wrote before Docker 25: <id>/layer.tar per layer, a repeated
+    // layer stored once and symlinked, <config hex>.json, manifest.json and repositories.
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let shared = TarBuilder::new()
+        .dir("etc/", 0o755)
+        .file("etc/shared", b"same in both\n", 0o644)
+        .finish();
+    let top = TarBuilder::new()
+        .file("top", b"top layer\n", 0o600)
+        .finish();
+    let (shared_id, top_id) = (sha256(&shared), sha256(&top));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2023-05-06T07:08:09Z",
+        "config": {"Cmd": ["/top"]},
+        "rootfs": {"type": "layers", "diff_ids": [shared_id, shared_id, top_id]},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_hex = &sha256(&config)[7..];
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": ["legacy:1"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"],
+    }]);
+    let archive = TarBuilder::new()
+        .dir("aaa/", 0o755)
+        .file("aaa/VERSION", b"1.0", 0o644)
+        .file("aaa/layer.tar", &shared, 0o644)
+        .dir("bbb/", 0o755)
+        .symlink("bbb/layer.tar", "../aaa/layer.tar")
+        .dir("ccc/", 0o755)
+        .file("ccc/layer.tar", &top, 0o644)
+        .file(&format!("{config_hex}.json"), &config, 0o644)
+        .file("repositories", br#"{"legacy":{"1":"ccc"}}"#, 0o644)
+        .file(
+            "manifest.json",
+            &serde_json::to_vec(&manifest).unwrap(),
+            0o644,
+        )
+        .finish();
+    let path = work.path().join("legacy.tar.gz");
+    fs::write(&path, compress(&archive, Comp::Gzip)).unwrap();
+    let out = stdout(&ok(husk(&root, &["load", "-i", path.to_str().unwrap()])));
+    assert_eq!(out.trim(), "Loaded image: legacy:1");
+    let store = Store::open(&root).unwrap();
+    let image = store.lookup("legacy:1").unwrap();
+    assert_eq!(image.id, sha256(&config));
+    let dirs = store.layer_dirs(&image).unwrap();
+    assert_eq!(dirs.len(), 3);
+    assert_eq!(dirs[0], dirs[1], "one directory per diff-id");
+    assert_eq!(fs::read(dirs[2].join("top")).unwrap(), b"top layer\n");
+
+    // A layer whose bytes do not match the config's diff-id: refused, nothing kept.
+    let bad_config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [top_id]},
+    }))
+    .unwrap();
+    let bad_manifest = serde_json::json!([{"Config": "c.json", "RepoTags": ["bad:1"], "Layers": ["aaa/layer.tar"]}]);
+    let bad = TarBuilder::new()
+        .file("aaa/layer.tar", &shared, 0o644)
+        .file("c.json", &bad_config, 0o644)
+        .file(
+            "manifest.json",
+            &serde_json::to_vec(&bad_manifest).unwrap(),
+            0o644,
+        )
+        .finish();
+    let bad_path = work.path().join("bad.tar");
+    fs::write(&bad_path, bad).unwrap();
+    let root2 = work.path().join("root2");
+    let out = husk(&root2, &["load", "-i", bad_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("digest mismatch"), "{}", stderr(&out));
+    assert_store_empty(&root2);
 }

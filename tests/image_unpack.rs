@@ -295,3 +295,20 @@ fn oci_whiteouts_become_overlay_whiteouts() {
     let tar = TarBuilder::new().file(".wh..", b"", 0o644).finish();
     assert!(unpack(&tar, &base.path().join("bad")).is_err());
 }
+
+#[test]
+fn a_directory_replaced_by_a_symlink_is_not_trusted_afterwards() {
+    let base = tempfile::tempdir().unwrap();
+    let outside = base.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let dest = base.path().join("layer");
+    let tar = TarBuilder::new()
+        .dir("d/", 0o755)
+        .file("d/x", b"inside", 0o644)
+        .symlink("d", &outside.display().to_string())
+        .file("d/pwned", b"evil", 0o644)
+        .finish();
+    let err = unpack(&tar, &dest).unwrap_err();
+    assert!(matches!(err, ImageError::UnsafeArchive(_)), "{err}");
+    assert!(!outside.join("pwned").exists());
+}

@@ -237,6 +237,14 @@ fn options(quiet: bool, registry: RegistryArgs) -> PullOptions {
 fn pull(root: &Path, args: PullArgs) -> Result<i32> {
     let store = Store::open(root)?;
     registry::pull(&store, &args.name, &options(args.quiet, args.registry))?;
+    if args.quiet {
+        // Docker's `pull -q` prints the fully qualified name it pulled.
+        let reference = Reference::parse(&args.name)?;
+        match &reference.digest {
+            Some(digest) => println!("{}@{digest}", reference.full_name()),
+            None => println!("{}", reference.full_tagged()),
+        }
+    }
     Ok(0)
 }
 

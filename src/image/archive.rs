@@ -12,8 +12,8 @@ use serde_json::{json, Map};
 
 use super::reference::Reference;
 use super::store::{
-    self, Descriptor, Index, Manifest, Store, StoredImage, MEDIA_DOCKER_LIST, MEDIA_OCI_CONFIG,
-    MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, REF_NAME_ANNOTATION,
+    self, Descriptor, Fresh, Index, Manifest, Store, StoredImage, MEDIA_DOCKER_LIST,
+    MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, REF_NAME_ANNOTATION,
 };
 use super::unpack::Compression;
 use super::{config_change, digest, ImageError};
@@ -44,17 +44,26 @@ pub fn import<R: Read>(
         config_change::apply(&mut config_section, change)?;
     }
     let _writer = store.writer_lock()?;
+    let mut fresh = Fresh::default();
+    let result = import_content(store, tarball, tag, options, config_section, &mut fresh);
+    if result.is_err() {
+        store.discard(&fresh);
+    }
+    result
+}
+
+fn import_content<R: Read>(
+    store: &Store,
+    tarball: R,
+    tag: Option<&Reference>,
+    options: &ImportOptions,
+    config_section: Map<String, serde_json::Value>,
+    fresh: &mut Fresh,
+) -> Result<StoredImage, ImageError> {
     let (layer_digest, layer_size) = store.write_blob(tarball, None, "imported archive")?;
-    let referenced_before = blob_in_use(store, &layer_digest)?;
-    let (diff_id, _) = match store.unpack_blob(&layer_digest, None) {
-        Ok(unpacked) => unpacked,
-        Err(e) => {
-            if !referenced_before {
-                let _ = fs::remove_file(store.blob_path(&layer_digest)?);
-            }
-            return Err(e);
-        }
-    };
+    fresh.blobs.push(layer_digest.clone());
+    let (diff_id, _) = store.unpack_blob(&layer_digest, None)?;
+    fresh.layers.push(diff_id.clone());
     let compression = sniff_blob(store, &layer_digest)?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut history = json!({"created": now, "created_by": "husk import"});
@@ -72,6 +81,7 @@ pub fn import<R: Read>(
     let config_bytes = serde_json::to_vec(&config).map_err(|e| ImageError::Json(e.to_string()))?;
     store::parse_config(&config_bytes).map_err(ImageError::InvalidImage)?;
     let config_digest = store.write_blob_bytes(&config_bytes)?;
+    fresh.blobs.push(config_digest.clone());
     let manifest = Manifest {
         schema_version: 2,
         media_type: MEDIA_OCI_MANIFEST.into(),
@@ -147,21 +157,6 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Whether any index entry's image references `blob` (so a failed import must not delete it).
-fn blob_in_use(store: &Store, blob: &str) -> Result<bool, ImageError> {
-    for entry in store.read_index()? {
-        if entry.digest == blob {
-            return Ok(true);
-        }
-        if let Ok(manifest) = store.read_manifest(&entry.digest) {
-            if manifest.config.digest == blob || manifest.layers.iter().any(|l| l.digest == blob) {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
-}
-
 // ---- load -------------------------------------------------------------------------------
 
 /// A file of the archive: small ones in memory, large ones already stored as blobs.
@@ -191,16 +186,10 @@ pub struct Loaded {
 /// compressed) and store every image in it. Nothing is kept if any part is bad.
 pub fn load<R: Read>(store: &Store, archive: R) -> Result<Vec<Loaded>, ImageError> {
     let _writer = store.writer_lock()?;
-    let mut written = Vec::new();
-    let result = load_inner(store, archive, &mut written);
+    let mut fresh = Fresh::default();
+    let result = load_inner(store, archive, &mut fresh);
     if result.is_err() {
-        for digest in written {
-            if !blob_in_use(store, &digest).unwrap_or(true) {
-                if let Ok(path) = store.blob_path(&digest) {
-                    let _ = fs::remove_file(path);
-                }
-            }
-        }
+        store.discard(&fresh);
     }
     result
 }
@@ -208,7 +197,7 @@ pub fn load<R: Read>(store: &Store, archive: R) -> Result<Vec<Loaded>, ImageErro
 fn load_inner<R: Read>(
     store: &Store,
     archive: R,
-    written: &mut Vec<String>,
+    written: &mut Fresh,
 ) -> Result<Vec<Loaded>, ImageError> {
     let mut buffered = BufReader::with_capacity(256 * 1024, archive);
     let head =
@@ -245,7 +234,7 @@ fn load_inner<R: Read>(
                 } else {
                     let (digest, size) =
                         store.write_blob(&mut entry, None, &path.display().to_string())?;
-                    written.push(digest.clone());
+                    written.blobs.push(digest.clone());
                     ArchivedFile::Stored { digest, size }
                 };
                 files.insert(path, file);
@@ -317,7 +306,7 @@ struct LoadedArchive<'a> {
     store: &'a Store,
     files: HashMap<PathBuf, ArchivedFile>,
     links: HashMap<PathBuf, PathBuf>,
-    written: &'a mut Vec<String>,
+    written: &'a mut Fresh,
 }
 
 impl LoadedArchive<'_> {
@@ -357,7 +346,7 @@ impl LoadedArchive<'_> {
                 let digest = digest::of_bytes(&bytes);
                 if !self.store.has_blob(&digest, bytes.len() as u64) {
                     self.store.write_blob_bytes(&bytes)?;
-                    self.written.push(digest.clone());
+                    self.written.blobs.push(digest.clone());
                 }
                 (digest, bytes.len() as u64)
             }
@@ -397,7 +386,7 @@ impl LoadedArchive<'_> {
                 )));
             }
             let config_digest = self.store.write_blob_bytes(&config_bytes)?;
-            self.written.push(config_digest.clone());
+            self.written.blobs.push(config_digest.clone());
             let mut layers = Vec::new();
             for (path, diff_id) in item.layers.iter().zip(&diff_ids) {
                 let (digest, size) = self.store_file(path, None)?;
@@ -407,6 +396,7 @@ impl LoadedArchive<'_> {
                     media_type: String::new(),
                     size,
                 })?;
+                self.written.layers.push(diff_id.clone());
                 let compression = sniff_blob(self.store, &digest)?;
                 layers.push(plain_descriptor(
                     compression.oci_media_type(),
@@ -492,6 +482,7 @@ impl LoadedArchive<'_> {
                     media_type: layer.media_type.clone(),
                     size,
                 })?;
+                self.written.layers.push(diff_id.clone());
             }
             self.store_file(
                 &blob_path(&manifest_descriptor.digest)?,

@@ -62,6 +62,16 @@ pub fn lookup(dir: &Path, server: &str) -> Result<Option<Credentials>, ImageErro
     let path = dir.join("config.json");
     let config = read_config(&path)?;
     let key = auth_key(server);
+    // Docker asks a credential helper first when one is configured for this registry.
+    let helper = config
+        .get("credHelpers")
+        .and_then(|h| h.get(&key))
+        .or_else(|| config.get("credsStore"))
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty());
+    if let Some(helper) = helper {
+        return from_helper(helper, &key);
+    }
     let Some(entry) = config.get("auths").and_then(|a| {
         a.get(&key)
             .or_else(|| a.get(format!("https://{key}").as_str()))
@@ -97,6 +107,49 @@ pub fn lookup(dir: &Path, server: &str) -> Result<Option<Credentials>, ImageErro
         (Some(u), Some(p)) => Ok(Some(Credentials {
             username: u.into(),
             password: p.into(),
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Run `docker-credential-<helper> get` (the docker-credential-helpers protocol): the
+/// server on stdin, `{"Username": .., "Secret": ..}` on stdout; "not found" means none.
+fn from_helper(helper: &str, key: &str) -> Result<Option<Credentials>, ImageError> {
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let failed = |reason: String| ImageError::DockerConfig {
+        path: PathBuf::from(&program),
+        reason,
+    };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run the configured credential helper: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(key.as_bytes());
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| failed(e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(failed(format!("get {key} failed: {}", stdout.trim())));
+    }
+    let value: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| failed(format!("unreadable answer: {e}")))?;
+    match (
+        value.get("Username").and_then(Value::as_str),
+        value.get("Secret").and_then(Value::as_str),
+    ) {
+        (Some(username), Some(secret)) if !secret.is_empty() => Ok(Some(Credentials {
+            username: username.into(),
+            password: secret.into(),
         })),
         _ => Ok(None),
     }
@@ -171,7 +224,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("config.json"),
-            r#"{"credsStore":"x","auths":{}}"#,
+            r#"{"detachKeys":"ctrl-x","auths":{}}"#,
         )
         .unwrap();
         let creds = Credentials {
@@ -190,7 +243,7 @@ mod tests {
         );
         let raw: Value =
             serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
-        assert_eq!(raw["credsStore"], "x");
+        assert_eq!(raw["detachKeys"], "ctrl-x");
         assert!(raw["auths"][DOCKER_HUB_AUTH_KEY]["auth"].is_string());
         assert!(remove(dir.path(), "127.0.0.1:5000").unwrap());
         assert!(!remove(dir.path(), "127.0.0.1:5000").unwrap());

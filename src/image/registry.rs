@@ -17,7 +17,7 @@ use super::archive::select_linux_amd64;
 use super::auth::{self, Credentials};
 use super::reference::Reference;
 use super::store::{
-    self, Index, Manifest, Store, StoredImage, MAX_METADATA_BLOB, MEDIA_DOCKER_LIST,
+    self, Fresh, Index, Manifest, Store, StoredImage, MAX_METADATA_BLOB, MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
 use super::{digest, ImageError};
@@ -29,7 +29,7 @@ const ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
-    /// Print nothing but the final image name.
+    /// Print nothing (`husk pull -q` prints the image name itself).
     pub quiet: bool,
     /// Registries (host[:port]) to reach over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
@@ -72,6 +72,9 @@ impl Client {
                 .timeout_connect(Duration::from_secs(15))
                 .timeout_read(Duration::from_secs(60))
                 .user_agent(concat!("husk/", env!("CARGO_PKG_VERSION")))
+                // Registries redirect blob downloads to storage/CDN hosts that reject a
+                // foreign Authorization header; keep it only for the registry itself.
+                .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
                 .build(),
             base: format!("{scheme}://{host}"),
             host,
@@ -239,6 +242,25 @@ impl Client {
 
     /// Fetch a manifest: (bytes, media type, digest). Verified when `reference` is a digest.
     fn manifest(
+        &self,
+        reference: &str,
+        shown: &str,
+    ) -> Result<(Vec<u8>, String, String), ImageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.manifest_once(reference, shown) {
+                Err(ImageError::Registry { reason, .. })
+                    if attempt < ATTEMPTS && reason.starts_with('5') =>
+                {
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn manifest_once(
         &self,
         reference: &str,
         shown: &str,
@@ -556,19 +578,15 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
     let progress = Progress::new(opts);
     let _writer = store.writer_lock()?;
     let client = Client::new(&parsed, opts, false)?;
-    if parsed.digest.is_none() {
-        progress.line(&format!(
-            "{}: Pulling from {}",
-            parsed.tag_or_default(),
-            parsed.familiar_name()
-        ));
-    } else {
-        progress.line(&format!(
-            "{}: Pulling from {}",
-            parsed.manifest_reference(),
-            parsed.familiar_name()
-        ));
+    if parsed.tag.is_none() && parsed.digest.is_none() {
+        progress.line("Using default tag: latest");
     }
+    // Docker names the repository path here ("library/busybox"), not the registry.
+    progress.line(&format!(
+        "{}: Pulling from {}",
+        parsed.manifest_reference(),
+        parsed.path
+    ));
     let shown = parsed.to_string();
     let (mut bytes, mut media_type, top_digest) =
         client.manifest(parsed.manifest_reference(), &shown)?;
@@ -603,8 +621,7 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
             .lookup(&parsed.to_string())
             .is_ok_and(|i| i.manifest_digest == manifest_digest);
 
-    // (blob, diff-id of its unpacked dir) this pull added, to discard if it fails.
-    let mut fresh: Vec<(String, Option<String>)> = Vec::new();
+    let mut fresh = Fresh::default();
     let result = pull_content(store, &client, &manifest, &progress, &mut fresh).and_then(|()| {
         let manifest_digest = store.write_blob_bytes(&bytes)?;
         let media_type = if media_type.is_empty() {
@@ -639,28 +656,37 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
                 "Downloaded newer image for"
             };
             progress.line(&format!("Status: {status} {shown}"));
-            if opts.quiet {
-                println!(
-                    "{}",
-                    if parsed.digest.is_some() {
-                        format!("{}@{top_digest}", parsed.full_name())
-                    } else {
-                        parsed.full_tagged()
-                    }
-                );
+            progress.line(&if parsed.digest.is_some() {
+                format!("{}@{top_digest}", parsed.full_name())
             } else {
-                progress.line(&if parsed.digest.is_some() {
-                    format!("{}@{top_digest}", parsed.full_name())
-                } else {
-                    parsed.full_tagged()
-                });
-            }
+                parsed.full_tagged()
+            });
             Ok(image)
         }
         Err(e) => {
-            discard_fresh(store, &fresh);
+            store.discard(&fresh);
             Err(e)
         }
+    }
+}
+
+/// What `husk run` and `create` do with an image argument: use the local image, or say it is
+/// missing (on stderr, as Docker) and pull it with progress on stderr.
+pub fn lookup_or_pull(
+    store: &Store,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<StoredImage, ImageError> {
+    match store.lookup(reference) {
+        Err(ImageError::NotFoundLocally(name)) => {
+            eprintln!("Unable to find image '{name}' locally");
+            let opts = PullOptions {
+                progress_to_stderr: true,
+                ..opts.clone()
+            };
+            pull(store, reference, &opts)
+        }
+        other => other,
     }
 }
 
@@ -670,7 +696,7 @@ fn pull_content(
     client: &Client,
     manifest: &Manifest,
     progress: &Progress,
-    fresh: &mut Vec<(String, Option<String>)>,
+    fresh: &mut Fresh,
 ) -> Result<(), ImageError> {
     let config = &manifest.config;
     if config.size > MAX_METADATA_BLOB {
@@ -681,7 +707,7 @@ fn pull_content(
     }
     if !store.has_blob(&config.digest, config.size) {
         client.fetch_blob(store, &config.digest, config.size, &|_| {})?;
-        fresh.push((config.digest.clone(), None));
+        fresh.blobs.push(config.digest.clone());
     }
     let config_bytes = store.read_blob_verified(&config.digest)?;
     let image_config = store::parse_config(&config_bytes).map_err(ImageError::InvalidImage)?;
@@ -710,7 +736,7 @@ fn pull_content(
     }
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
-    let fetched: Mutex<Vec<(String, Option<String>)>> = Mutex::new(Vec::new());
+    let fetched: Mutex<Fresh> = Mutex::new(Fresh::default());
     let seen: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL_LAYERS.min(layers.len()) {
@@ -752,7 +778,8 @@ fn pull_content(
                         fetched
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push((layer.digest.clone(), None));
+                            .blobs
+                            .push(layer.digest.clone());
                         progress.layer_status(bar.as_ref(), &layer.digest, "Download complete");
                     }
                     progress.layer_status(bar.as_ref(), &layer.digest, "Extracting");
@@ -760,7 +787,8 @@ fn pull_content(
                     fetched
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((layer.digest.clone(), Some(layer.diff_id.clone())));
+                        .layers
+                        .push(layer.diff_id.clone());
                     progress.layer_status(bar.as_ref(), &layer.digest, "Pull complete");
                     Ok(())
                 })();
@@ -774,37 +802,12 @@ fn pull_content(
             });
         }
     });
-    fresh.extend(fetched.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let fetched = fetched.into_inner().unwrap_or_else(|p| p.into_inner());
+    fresh.blobs.extend(fetched.blobs);
+    fresh.layers.extend(fetched.layers);
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-/// Remove blobs and unpacked layers that this failed pull brought in, unless some stored
-/// image references them.
-fn discard_fresh(store: &Store, fresh: &[(String, Option<String>)]) {
-    let mut referenced = HashSet::new();
-    if let Ok(images) = store.images() {
-        for image in images {
-            referenced.insert(image.id.clone());
-            for layer in image.layers {
-                referenced.insert(layer.digest);
-                referenced.insert(layer.diff_id);
-            }
-        }
-    }
-    for (blob, diff_id) in fresh {
-        if !referenced.contains(blob) {
-            if let Ok(path) = store.blob_path(blob) {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        if let Some(diff_id) = diff_id.as_ref().filter(|d| !referenced.contains(*d)) {
-            if let Ok(dir) = store.layer_dir(diff_id) {
-                store::remove_tree(&dir);
-            }
-        }
     }
 }
 

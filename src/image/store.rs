@@ -5,12 +5,16 @@
 //!                                    dangling image (annotations say which)
 //! images/blobs/sha256/<hex>          manifests, configs and layer blobs
 //! images/layers/<diff-id hex>/       each layer unpacked once, an overlayfs lower dir
+//! images/layer-sizes/<diff-id hex>   bytes of file content in that layer (for SIZE)
 //! images/tmp/                        temporaries, renamed into place when complete
 //! images/index.lock, images/gc.lock  flock(2) locks
 //! ```
 //!
-//! Every file appears by rename after it is complete and synced, so an interrupted pull,
-//! load or import leaves no half image. `index.lock` serialises index read-modify-write;
+//! Every file appears by rename after it is complete, so an interrupted pull, load or
+//! import leaves no half image. Blobs and index.json are fsynced before their rename; an
+//! unpacked layer is not (a syncfs per layer made pulls ~35% slower in
+//! scripts/bench-pull.sh): it is a cache derived from a verified blob, and `rmi` + pull
+//! rebuilds it. `index.lock` serialises index read-modify-write;
 //! writers of blobs hold `gc.lock` shared so garbage collection (exclusive) never deletes a
 //! blob that is about to be referenced.
 
@@ -86,6 +90,14 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
 }
 
+/// What an operation in progress added to the store, so a failure can take it back.
+#[derive(Debug, Default)]
+pub struct Fresh {
+    pub blobs: Vec<String>,
+    /// Diff-ids of unpacked layer directories.
+    pub layers: Vec<String>,
+}
+
 /// One layer of a stored image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerDescriptor {
@@ -111,7 +123,8 @@ pub struct StoredImage {
     pub config: ImageConfiguration,
     /// RFC 3339 creation time from the config, if it has one.
     pub created: Option<String>,
-    /// Bytes of the stored blobs (config + layers, as stored: possibly compressed).
+    /// Bytes of file content in all layers, as Docker's SIZE; a layer not unpacked yet
+    /// counts with its (possibly compressed) blob size.
     pub size: u64,
     pub layers: Vec<LayerDescriptor>,
 }
@@ -137,7 +150,7 @@ impl Store {
     /// Open (creating if needed) the image store under `root` (husk's `--root`).
     pub fn open(root: &Path) -> Result<Store, ImageError> {
         let dir = root.join("images");
-        for sub in ["blobs/sha256", "layers", "tmp"] {
+        for sub in ["blobs/sha256", "layers", "layer-sizes", "tmp"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(ImageError::io("creating", &path))?;
         }
@@ -415,14 +428,10 @@ impl Store {
             if !added && !entries.iter().any(|e| e.digest == manifest_digest) {
                 entries.push(descriptor(BTreeMap::new()));
             }
-            // A tagged entry makes a dangling one for the same manifest redundant.
-            let has_named = |d: &str, es: &[Descriptor]| {
-                es.iter()
-                    .any(|e| e.digest == d && !e.annotations.is_empty())
-            };
+            // A named entry makes a dangling one for the same manifest redundant.
             let named: HashSet<String> = entries
                 .iter()
-                .filter(|e| has_named(&e.digest, entries))
+                .filter(|e| !e.annotations.is_empty())
                 .map(|e| e.digest.clone())
                 .collect();
             entries.retain(|e| !e.annotations.is_empty() || !named.contains(&e.digest));
@@ -491,7 +500,10 @@ impl Store {
             manifest_digest: manifest_digest.to_string(),
             manifest_media_type: manifest.media_type.clone(),
             created: config.created().clone(),
-            size: manifest.config.size + layers.iter().map(|l| l.size).sum::<u64>(),
+            size: layers
+                .iter()
+                .map(|l| self.layer_size(&l.diff_id).unwrap_or(l.size))
+                .sum(),
             config,
             layers,
         })
@@ -641,11 +653,10 @@ impl Store {
                     });
                 }
             }
-            sync_filesystem(&tmp).map_err(ImageError::io("syncing", &tmp))?;
-            Ok(unpacked.diff_id)
+            Ok((unpacked.diff_id, unpacked.content_size))
         })();
-        let diff_id = match result {
-            Ok(diff_id) => diff_id,
+        let (diff_id, content_size) = match result {
+            Ok(unpacked) => unpacked,
             Err(e) => {
                 remove_tree(&tmp);
                 return Err(e);
@@ -660,7 +671,57 @@ impl Store {
             }
         }
         let _ = sync_dir(&self.dir.join("layers"));
+        self.record_layer_size(&diff_id, content_size);
         Ok((diff_id, dest))
+    }
+
+    /// Remove what a failed pull, load or import added (blobs, unpacked layers and their
+    /// size records) unless a stored image references it.
+    pub fn discard(&self, fresh: &Fresh) {
+        let mut referenced = HashSet::new();
+        if let Ok(images) = self.images() {
+            for image in images {
+                referenced.insert(image.manifest_digest.clone());
+                referenced.insert(image.id.clone());
+                for layer in image.layers {
+                    referenced.insert(layer.digest);
+                    referenced.insert(layer.diff_id);
+                }
+            }
+        }
+        for blob in fresh.blobs.iter().filter(|b| !referenced.contains(*b)) {
+            if let Ok(path) = self.blob_path(blob) {
+                let _ = fs::remove_file(path);
+            }
+        }
+        for diff_id in fresh.layers.iter().filter(|d| !referenced.contains(*d)) {
+            if let (Ok(dir), Ok(hex)) = (self.layer_dir(diff_id), digest::hex_of(diff_id)) {
+                remove_tree(&dir);
+                let _ = fs::remove_file(self.dir.join("layer-sizes").join(hex));
+            }
+        }
+    }
+
+    /// Remember a layer's content size. Without fsync: it only feeds the SIZE column, and a
+    /// lost or torn record falls back to the blob size.
+    fn record_layer_size(&self, diff_id: &str, size: u64) {
+        let Ok(hex) = digest::hex_of(diff_id) else {
+            return;
+        };
+        let tmp = self.temp_path("size");
+        if fs::write(&tmp, size.to_string()).is_ok() {
+            let _ = fs::rename(&tmp, self.dir.join("layer-sizes").join(hex));
+        }
+        let _ = fs::remove_file(&tmp);
+    }
+
+    fn layer_size(&self, diff_id: &str) -> Option<u64> {
+        let hex = digest::hex_of(diff_id).ok()?;
+        fs::read_to_string(self.dir.join("layer-sizes").join(hex))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The image a stored manifest describes, with its current names.
@@ -788,6 +849,16 @@ impl Store {
                 remove_tree(&entry.path());
             }
         }
+        let sizes = self.dir.join("layer-sizes");
+        for entry in fs::read_dir(&sizes)
+            .map_err(ImageError::io("listing", &sizes))?
+            .flatten()
+        {
+            let diff_id = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if !keep_layers.contains(&diff_id) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         // Writers hold gc.lock shared, so nothing in tmp is in use now.
         let tmp = self.dir.join("tmp");
         for entry in fs::read_dir(&tmp)
@@ -823,13 +894,6 @@ pub fn not_found_as_no_such(err: ImageError) -> ImageError {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// One syncfs(2) makes a whole unpacked layer durable before it is renamed into place.
-fn sync_filesystem(path: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let dir = File::open(path)?;
-    nix::unistd::syncfs(dir.as_raw_fd()).map_err(io::Error::from)
 }
 
 /// Best-effort removal of a tree we created; read-only directories are made writable first.

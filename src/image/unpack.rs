@@ -10,6 +10,7 @@
 //! OCI whiteouts become overlay whiteouts: `.wh.NAME` a 0:0 character device at NAME and
 //! `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
@@ -66,6 +67,8 @@ pub struct Unpacked {
     pub diff_id: String,
     /// Bytes of the uncompressed tar stream.
     pub tar_size: u64,
+    /// Bytes of regular file content written: Docker's notion of a layer's size.
+    pub content_size: u64,
 }
 
 /// Decompress (by sniffing) and extract `archive` into the existing empty directory `dest`.
@@ -85,11 +88,15 @@ pub fn unpack_layer<R: Read>(archive: R, dest: &Path) -> Result<Unpacked, ImageE
         Compression::None => Box::new(buffered),
     };
     let mut hashing = HashingReader::new(decompressed);
-    extract_tar(&mut hashing, dest)?;
+    let content_size = extract_tar(&mut hashing, dest)?;
     let (diff_id, tar_size) = hashing
         .finish()
         .map_err(|e| ImageError::BadArchive(format!("reading the end of the layer: {e}")))?;
-    Ok(Unpacked { diff_id, tar_size })
+    Ok(Unpacked {
+        diff_id,
+        tar_size,
+        content_size,
+    })
 }
 
 struct DirMeta {
@@ -100,10 +107,15 @@ struct DirMeta {
     mtime: u64,
 }
 
-fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
+fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<u64, ImageError> {
+    let mut content_size = 0u64;
     let is_root = nix::unistd::geteuid().is_root();
     let mut archive = tar::Archive::new(reader);
     let mut dirs: Vec<DirMeta> = Vec::new();
+    // Directories already checked (lstat: a real directory) or created by this extraction.
+    // Every replacement goes through remove_existing, which forgets a removed subtree, so a
+    // path in here is still a real directory.
+    let mut known: HashSet<PathBuf> = HashSet::new();
     let entries = archive
         .entries()
         .map_err(|e| ImageError::BadArchive(e.to_string()))?;
@@ -117,7 +129,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
         };
         let name = rel.file_name().unwrap_or_default().to_os_string();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let parent = ensure_parent_dirs(root, parent_rel, &shown)?;
+        let parent = ensure_parent_dirs(&mut known, root, parent_rel, &shown)?;
         let name_str = name.to_string_lossy();
 
         if name_str == OPAQUE_WHITEOUT {
@@ -138,7 +150,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
                 )));
             }
             let target = parent.join(hidden);
-            remove_existing(&target, false, &shown)?;
+            remove_existing(&mut known, &target, false, &shown)?;
             stat::mknod(&target, SFlag::S_IFCHR, Mode::empty(), stat::makedev(0, 0)).map_err(
                 |e| {
                     ImageError::BadArchive(format!(
@@ -161,7 +173,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
         use tar::EntryType as T;
         match kind {
             T::Directory => {
-                remove_existing(&path, true, &shown)?;
+                remove_existing(&mut known, &path, true, &shown)?;
                 if fs::symlink_metadata(&path).is_err() {
                     fs::create_dir(&path).map_err(io_err(&shown, "creating directory"))?;
                 }
@@ -176,7 +188,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
                 continue;
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                remove_existing(&path, false, &shown)?;
+                remove_existing(&mut known, &path, false, &shown)?;
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -184,7 +196,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
                     .map_err(io_err(&shown, "creating file"))?;
-                io::copy(&mut entry, &mut file).map_err(|e| {
+                content_size += io::copy(&mut entry, &mut file).map_err(|e| {
                     ImageError::BadArchive(format!("{shown}: truncated or unreadable data: {e}"))
                 })?;
             }
@@ -192,7 +204,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
                 let target = entry.link_name_bytes().ok_or_else(|| {
                     ImageError::BadArchive(format!("{shown}: symlink without a target"))
                 })?;
-                remove_existing(&path, false, &shown)?;
+                remove_existing(&mut known, &path, false, &shown)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
                     .map_err(io_err(&shown, "creating symlink"))?;
             }
@@ -201,7 +213,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
                     ImageError::BadArchive(format!("{shown}: hardlink without a target"))
                 })?;
                 let source = resolve_hardlink_target(root, &target, &shown)?;
-                remove_existing(&path, false, &shown)?;
+                remove_existing(&mut known, &path, false, &shown)?;
                 fs::hard_link(&source, &path).map_err(io_err(&shown, "creating hardlink"))?;
                 // The inode's metadata came with its first name.
                 continue;
@@ -220,7 +232,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
                     T::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                remove_existing(&path, false, &shown)?;
+                remove_existing(&mut known, &path, false, &shown)?;
                 stat::mknod(
                     &path,
                     kind_flag,
@@ -266,7 +278,7 @@ fn extract_tar<R: Read>(reader: R, root: &Path) -> Result<(), ImageError> {
             .map_err(io_err(&shown, "setting mode"))?;
         set_mtime(&dir.path, dir.mtime, &shown)?;
     }
-    Ok(())
+    Ok(content_size)
 }
 
 /// Entry path relative to the layer root: leading `/` and `.` components dropped, `..`
@@ -300,10 +312,18 @@ fn clean_entry_path(raw: &[u8]) -> Result<Option<PathBuf>, ImageError> {
 
 /// Create missing parent directories of an entry, refusing to pass through a symlink or a
 /// non-directory. Returns the absolute parent path.
-fn ensure_parent_dirs(root: &Path, parent_rel: &Path, shown: &str) -> Result<PathBuf, ImageError> {
+fn ensure_parent_dirs(
+    known: &mut HashSet<PathBuf>,
+    root: &Path,
+    parent_rel: &Path,
+    shown: &str,
+) -> Result<PathBuf, ImageError> {
     let mut current = root.to_path_buf();
     for part in parent_rel.components() {
         current.push(part);
+        if known.contains(&current) {
+            continue;
+        }
         match fs::symlink_metadata(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(ImageError::UnsafeArchive(format!(
@@ -323,6 +343,7 @@ fn ensure_parent_dirs(root: &Path, parent_rel: &Path, shown: &str) -> Result<Pat
             }
             Err(e) => return Err(io_err(shown, "inspecting parent directory")(e)),
         }
+        known.insert(current.clone());
     }
     Ok(current)
 }
@@ -360,10 +381,16 @@ fn resolve_hardlink_target(root: &Path, target: &[u8], shown: &str) -> Result<Pa
 
 /// Make room for a new entry. A directory replacing a directory is merged (tar semantics);
 /// anything else replaces what was there, never writing through a symlink.
-fn remove_existing(path: &Path, new_is_dir: bool, shown: &str) -> Result<(), ImageError> {
+fn remove_existing(
+    known: &mut HashSet<PathBuf>,
+    path: &Path,
+    new_is_dir: bool,
+    shown: &str,
+) -> Result<(), ImageError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() && new_is_dir => Ok(()),
         Ok(meta) if meta.is_dir() => {
+            known.retain(|dir| !dir.starts_with(path));
             fs::remove_dir_all(path).map_err(io_err(shown, "replacing directory"))
         }
         Ok(_) => fs::remove_file(path).map_err(io_err(shown, "replacing file")),

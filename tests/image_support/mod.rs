@@ -401,6 +401,8 @@ pub struct Faults {
     pub bearer: Option<Option<(String, String)>>,
     /// Blob digest -> what to do when serving it.
     pub blob_faults: HashMap<String, BlobFault>,
+    /// Answer this many manifest requests with 503 before serving them.
+    pub manifest_503s: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -411,6 +413,11 @@ pub enum BlobFault {
     ServerError,
     /// Serve bytes that do not hash to the digest (same length).
     Corrupt,
+    /// Send half the bytes, then stall for a minute (for killing the client mid-pull).
+    Stall,
+    /// 307 to /storage/<digest> on the same host (behind the same auth), as registries
+    /// with separate blob storage do.
+    Redirect,
 }
 
 /// A registry in a thread serving manifests and blobs from memory; records every request.
@@ -586,6 +593,14 @@ fn serve(stream: TcpStream, state: &State, requests: &Mutex<Vec<String>>) -> std
         let manifest_prefix = format!("/v2/{repo}/manifests/");
         let blob_prefix = format!("/v2/{repo}/blobs/");
         if let Some(reference) = path.strip_prefix(&manifest_prefix) {
+            let unavailable = faults
+                .manifest_503s
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if unavailable {
+                respond(&mut writer, "503 Service Unavailable", &[], b"")?;
+                continue;
+            }
             match manifests.get(reference) {
                 Some((media_type, bytes)) => respond(
                     &mut writer,
@@ -599,6 +614,13 @@ fn serve(stream: TcpStream, state: &State, requests: &Mutex<Vec<String>>) -> std
                     &[("Content-Type", "application/json".into())],
                     b"{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\",\"message\":\"manifest unknown\"}]}",
                 )?,
+            }
+            continue;
+        }
+        if let Some(digest) = path.strip_prefix("/storage/") {
+            match blobs.get(digest) {
+                Some(bytes) => respond(&mut writer, "200 OK", &[], bytes)?,
+                None => respond(&mut writer, "404 Not Found", &[], b"")?,
             }
             continue;
         }
@@ -626,6 +648,24 @@ fn serve(stream: TcpStream, state: &State, requests: &Mutex<Vec<String>>) -> std
                     writer.write_all(&bytes[..bytes.len() / 2])?;
                     writer.flush()?;
                     return Ok(()); // drop the connection mid-body
+                }
+                Some(BlobFault::Stall) => {
+                    let head =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", bytes.len());
+                    writer.write_all(head.as_bytes())?;
+                    writer.write_all(&bytes[..bytes.len() / 2])?;
+                    writer.flush()?;
+                    std::thread::sleep(Duration::from_secs(60));
+                    return Ok(());
+                }
+                Some(BlobFault::Redirect) => {
+                    let location = format!("http://127.0.0.1:{port}/storage/{digest}");
+                    respond(
+                        &mut writer,
+                        "307 Temporary Redirect",
+                        &[("Location", location)],
+                        b"",
+                    )?
                 }
                 Some(BlobFault::Corrupt) => {
                     let mut wrong = bytes.clone();
@@ -665,7 +705,7 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
 /// blobs, unpacked layers, temporaries, and index entries.
 pub fn assert_store_empty(root: &Path) {
     let images = root.join("images");
-    for sub in ["blobs/sha256", "layers", "tmp"] {
+    for sub in ["blobs/sha256", "layers", "layer-sizes", "tmp"] {
         let left = tree(&images.join(sub));
         assert!(left.is_empty(), "{sub} not empty after failure: {left:?}");
     }
