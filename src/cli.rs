@@ -59,6 +59,9 @@ pub enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     #[command(flatten)]
     Images(crate::commands::image::ImageCommand),
     /// Supervise a detached container (started by husk itself, not by users).

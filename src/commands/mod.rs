@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod ps;
 pub mod run;
 pub mod vm_container;
+pub mod volume;
 
 pub mod vm;
 
@@ -44,6 +45,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Inspect(args) => inspect::inspect(root, args, false),
         Command::Container(ContainerCommand::Inspect(args)) => inspect::inspect(root, args, true),
+        Command::Volume(command) => volume::run(root, command),
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),
         Command::Info(args) => vm::info(args),

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use husk::container::logs::{LogWriter, Stream};
-use husk::container::teardown::{cgroup_name, release_leftovers};
+use husk::container::teardown::cgroup_name;
 use husk::container::{Containers, Isolation, Record, Status};
 use husk::process::{self, LaunchConfig};
 use rootfs_agent::client::ProcessIo;
 
-use super::run::{layer_dirs, load_spec, mark_starting, record_exit, StartFailure};
+use super::run::{layer_dirs, load_spec, mark_starting, record_exit, remove_if_auto, StartFailure};
 use super::vm_container::{self, VmStdio};
 
 /// The monitor's own diagnostics (not the container's output).
@@ -153,11 +153,7 @@ pub fn monitor(root: &Path, id: &str) -> Result<i32> {
         backoff = (backoff * 2).min(Duration::from_secs(10));
         store.update(id, |r| r.restart_count += 1)?;
     };
-    let record = store.load(id)?;
-    if record.auto_remove {
-        release_leftovers(&dir, id)?;
-        store.remove(id)?;
-    }
+    remove_if_auto(root, &store, id)?;
     Ok(code)
 }
 

@@ -268,7 +268,7 @@ pub fn rm(root: &Path, args: RmArgs) -> Result<i32> {
     let store = Containers::open(root)?;
     let mut failed = false;
     for key in &args.containers {
-        match remove_one(&store, key, args.force) {
+        match remove_one(root, &store, key, args.force, args.volumes) {
             Ok(()) => println!("{key}"),
             Err(err) => {
                 eprintln!("Error response from daemon: {err:#}");
@@ -279,7 +279,13 @@ pub fn rm(root: &Path, args: RmArgs) -> Result<i32> {
     Ok(if failed { 1 } else { 0 })
 }
 
-fn remove_one(store: &Containers, key: &str, force: bool) -> Result<()> {
+fn remove_one(
+    root: &Path,
+    store: &Containers,
+    key: &str,
+    force: bool,
+    volumes: bool,
+) -> Result<()> {
     let record = store.find(key)?;
     if record.effective_status() == Status::Running {
         if !force {
@@ -298,6 +304,9 @@ fn remove_one(store: &Containers, key: &str, force: bool) -> Result<()> {
         super::lifecycle::wait_until_stopped(store, &record.id, Some(Duration::from_secs(10)))?;
     }
     release_leftovers(&store.dir_of(&record.id), &record.id)?;
+    if volumes {
+        super::volume::remove_anonymous_volumes(root, &record)?;
+    }
     store.remove(&record.id)?;
     Ok(())
 }

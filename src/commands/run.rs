@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use husk::container::spec::{build_spec, NetworkMode, SpecOptions};
+use husk::container::spec::{build_spec, MountKind, NetworkMode, SpecOptions, UserMount};
 use husk::container::teardown::{cgroup_name, release_leftovers};
+use husk::container::volume::Volumes;
 use husk::container::{
     Containers, Isolation, NewContainer, ProcessIdentity, Record, RestartPolicy, Status,
 };
@@ -85,9 +86,15 @@ pub struct CreateArgs {
     /// unless-stopped.
     #[arg(long, default_value = "no")]
     pub restart: String,
-    /// Bind mount a volume (not yet supported: refused with a clear error).
+    /// Bind mount a volume: NAME:/path[:ro], /host/path:/path[:ro], or /path (anonymous).
     #[arg(short, long = "volume")]
     pub volumes: Vec<String>,
+    /// Attach a filesystem mount: type=bind|volume|tmpfs,source=...,target=...[,readonly].
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs directory.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
     /// Image to run.
     pub image: String,
     /// Command and arguments (default: the image's Cmd).
@@ -273,6 +280,160 @@ fn image_for_run(root: &Path, reference: &str) -> Result<image::StoredImage> {
     }
 }
 
+/// A mount as the user wrote it, before volumes exist.
+struct RequestedMount {
+    kind: MountKind,
+    /// Volume name (None: anonymous), or host path for binds.
+    source: Option<String>,
+    destination: String,
+    read_only: bool,
+}
+
+fn check_destination(destination: &str) -> Result<()> {
+    if !destination.starts_with('/') {
+        bail!("invalid mount config: mount path must be absolute: {destination:?}");
+    }
+    if destination == "/" {
+        bail!("invalid mount config: cannot mount over /");
+    }
+    Ok(())
+}
+
+/// `-v`, `--mount` and `--tmpfs` in Docker's syntax.
+fn parse_mounts(args: &CreateArgs) -> Result<Vec<RequestedMount>> {
+    let mut mounts = Vec::new();
+    for spec in &args.volumes {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (source, destination, mode) = match parts.as_slice() {
+            [dest] => (None, *dest, None),
+            [src, dest] => (Some(*src), *dest, None),
+            [src, dest, mode] => (Some(*src), *dest, Some(*mode)),
+            _ => bail!("invalid volume specification: '{spec}'"),
+        };
+        let read_only = match mode {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(other) => bail!("invalid mode: {other} (use ro or rw)"),
+        };
+        check_destination(destination)?;
+        let kind = match source {
+            Some(src) if src.starts_with('/') => MountKind::Bind,
+            Some(src) if src.is_empty() => bail!("invalid volume specification: '{spec}'"),
+            _ => MountKind::Volume,
+        };
+        mounts.push(RequestedMount {
+            kind,
+            source: source.map(str::to_string),
+            destination: destination.to_string(),
+            read_only,
+        });
+    }
+    for spec in &args.mounts {
+        let (mut kind, mut source, mut destination, mut read_only) =
+            (MountKind::Volume, None, None, false);
+        for field in spec.split(',') {
+            let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+            match key {
+                "type" => {
+                    kind = match value {
+                        "bind" => MountKind::Bind,
+                        "volume" => MountKind::Volume,
+                        "tmpfs" => MountKind::Tmpfs,
+                        other => bail!("invalid mount type {other:?}: use bind, volume or tmpfs"),
+                    }
+                }
+                "source" | "src" => source = Some(value.to_string()),
+                "target" | "destination" | "dst" => destination = Some(value.to_string()),
+                "readonly" | "ro" => read_only = value != "false" && value != "0",
+                _ => bail!("unexpected key '{key}' in '{spec}'"),
+            }
+        }
+        let destination = destination
+            .with_context(|| format!("invalid mount config: target is required: {spec}"))?;
+        check_destination(&destination)?;
+        if kind == MountKind::Bind {
+            let path = source.as_deref().with_context(|| {
+                format!("invalid mount config: bind source is required: {spec}")
+            })?;
+            if !Path::new(path).exists() {
+                bail!("invalid mount config for type \"bind\": bind source path does not exist: {path}");
+            }
+        }
+        mounts.push(RequestedMount {
+            kind,
+            source,
+            destination,
+            read_only,
+        });
+    }
+    for spec in &args.tmpfs {
+        let destination = spec.split(':').next().unwrap_or_default().to_string();
+        check_destination(&destination)?;
+        mounts.push(RequestedMount {
+            kind: MountKind::Tmpfs,
+            source: None,
+            destination,
+            read_only: false,
+        });
+    }
+    Ok(mounts)
+}
+
+/// Create the volumes a container asks for (filling new ones from the image, as Docker does)
+/// and turn every mount into the host source the runtime spec binds.
+fn resolve_mounts(
+    root: &Path,
+    image: &image::StoredImage,
+    requested: Vec<RequestedMount>,
+) -> Result<Vec<UserMount>> {
+    let mut mounts = Vec::new();
+    let mut layers = None;
+    for mount in requested {
+        mounts.push(match mount.kind {
+            MountKind::Bind => {
+                let path = mount.source.unwrap_or_default();
+                // `-v /host:/ctr` creates a missing host directory, as Docker does.
+                std::fs::create_dir_all(&path)
+                    .with_context(|| format!("creating bind source {path}"))?;
+                UserMount {
+                    kind: MountKind::Bind,
+                    name: path.clone(),
+                    source: path,
+                    destination: mount.destination,
+                    read_only: mount.read_only,
+                }
+            }
+            MountKind::Volume => {
+                let volumes = Volumes::open(root)?;
+                let volume = volumes.create(mount.source.as_deref())?;
+                if layers.is_none() {
+                    layers = Some(image::Store::open(root)?.layer_dirs(image)?);
+                }
+                volumes.populate_from_image(
+                    &volume,
+                    layers.as_deref().unwrap_or_default(),
+                    &mount.destination,
+                )?;
+                UserMount {
+                    kind: MountKind::Volume,
+                    name: volume.name.clone(),
+                    source: volume.mountpoint.display().to_string(),
+                    destination: mount.destination,
+                    read_only: mount.read_only,
+                }
+            }
+            MountKind::Tmpfs => UserMount {
+                kind: MountKind::Tmpfs,
+                name: String::new(),
+                source: String::new(),
+                destination: mount.destination,
+                read_only: false,
+            },
+        });
+    }
+    Ok(mounts)
+}
+
 /// `create`: the record, the spec (config.json) and nothing running yet.
 fn create_container(root: &Path, args: &CreateArgs) -> Result<Record> {
     let options = args.spec_options()?;
@@ -280,14 +441,19 @@ fn create_container(root: &Path, args: &CreateArgs) -> Result<Record> {
     if args.rm && restart != RestartPolicy::No {
         bail!("conflicting options: cannot specify both --restart and --rm");
     }
-    if !args.volumes.is_empty() {
-        bail!("volumes (-v) are not supported by husk yet");
-    }
     let isolation = match args.isolation {
         Some(isolation) => isolation,
         None => default_isolation(root)?,
     };
+    let requested = parse_mounts(args)?;
+    if isolation == Isolation::Vm && !requested.is_empty() {
+        bail!(
+            "volumes and mounts (-v, --mount, --tmpfs) are not supported with --isolation vm yet"
+        );
+    }
     let image = image_for_run(root, &args.image)?;
+    let mut options = options;
+    options.mounts = resolve_mounts(root, &image, requested)?;
     let store = Containers::open(root)?;
     let record = store.create(NewContainer {
         name: args.name.clone(),
@@ -348,10 +514,7 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
             interactive: record.options.interactive,
         };
         let code = super::vm_container::run(root, store, &record, stdio)?.unwrap_or_else(|c| c);
-        if record.auto_remove {
-            release_leftovers(&store.dir_of(&record.id), &record.id)?;
-            store.remove(&record.id)?;
-        }
+        remove_if_auto(root, store, &record.id)?;
         return Ok(code);
     }
     let dir = store.dir_of(&record.id);
@@ -371,11 +534,19 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
         let _ = store.update(&record.id, |r| r.state.pid = Some(pid));
     });
     let code = record_exit(store, &record.id, result.map_err(StartFailure::from));
-    if record.auto_remove {
-        release_leftovers(&dir, &record.id)?;
-        store.remove(&record.id)?;
-    }
+    remove_if_auto(root, store, &record.id)?;
     Ok(code)
+}
+
+/// `--rm`: once the container has exited, remove it with its anonymous volumes.
+pub fn remove_if_auto(root: &Path, store: &Containers, id: &str) -> Result<()> {
+    let record = store.load(id)?;
+    if record.auto_remove {
+        release_leftovers(&store.dir_of(id), id)?;
+        super::volume::remove_anonymous_volumes(root, &record)?;
+        store.remove(id)?;
+    }
+    Ok(())
 }
 
 /// The record says running, supervised by this process, before the sandbox starts: if husk

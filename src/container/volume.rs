@@ -250,8 +250,11 @@ impl Volumes {
             _ => {
                 let mnt = self.dir.join(format!(".copyup-{}", std::process::id()));
                 fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
-                let lower: Vec<String> =
-                    layers.iter().rev().map(|l| l.display().to_string()).collect();
+                let lower: Vec<String> = layers
+                    .iter()
+                    .rev()
+                    .map(|l| l.display().to_string())
+                    .collect();
                 nix::mount::mount(
                     Some("overlay"),
                     &mnt,
@@ -263,7 +266,9 @@ impl Volumes {
                 Some((mnt, true))
             }
         };
-        let Some((merged, mounted)) = merged_mount else { return Ok(()) };
+        let Some((merged, mounted)) = merged_mount else {
+            return Ok(());
+        };
         let source = merged.join(relative);
         let result = if is_plain_dir_inside(&source, relative) {
             Command::new("cp")
@@ -345,13 +350,19 @@ mod tests {
             })
             .unwrap();
         let err = volumes.remove("data", false).unwrap_err();
-        assert!(err.to_string().contains("volume is in use - [user]"), "{err}");
+        assert!(
+            err.to_string().contains("volume is in use - [user]"),
+            "{err}"
+        );
         volumes.remove(&anonymous.name, false).unwrap();
         assert!(matches!(
             volumes.get(&anonymous.name),
             Err(VolumeError::NotFound(_))
         ));
-        assert!(matches!(volumes.get("../x"), Err(VolumeError::InvalidName(_))));
+        assert!(matches!(
+            volumes.get("../x"),
+            Err(VolumeError::InvalidName(_))
+        ));
     }
 
     #[test]
@@ -372,7 +383,10 @@ mod tests {
         volumes
             .populate_from_image(&web, &[bottom.clone(), top.clone()], "/srv/www")
             .unwrap();
-        assert_eq!(std::fs::read(web.mountpoint.join("index.html")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(web.mountpoint.join("index.html")).unwrap(),
+            b"new"
+        );
         // Populated volumes are not filled again, even when emptied.
         std::fs::remove_file(web.mountpoint.join("index.html")).unwrap();
         let web = volumes.get("web").unwrap();
@@ -385,6 +399,9 @@ mod tests {
         volumes
             .populate_from_image(&escape, &[bottom, top], "/escape")
             .unwrap();
-        assert!(std::fs::read_dir(&escape.mountpoint).unwrap().next().is_none());
+        assert!(std::fs::read_dir(&escape.mountpoint)
+            .unwrap()
+            .next()
+            .is_none());
     }
 }
