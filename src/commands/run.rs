@@ -318,7 +318,7 @@ fn parse_mounts(args: &CreateArgs) -> Result<Vec<RequestedMount>> {
         check_destination(destination)?;
         let kind = match source {
             Some(src) if src.starts_with('/') => MountKind::Bind,
-            Some(src) if src.is_empty() => bail!("invalid volume specification: '{spec}'"),
+            Some("") => bail!("invalid volume specification: '{spec}'"),
             _ => MountKind::Volume,
         };
         mounts.push(RequestedMount {
