@@ -170,6 +170,9 @@ fn killed_container_reports_128_plus_signal() {
     let spec = f.spec(cmd(&["sleep", "100"]));
     let cgroup = f.cgroup_name();
     let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
+    let stats = container.stats().unwrap();
+    assert_eq!(stats.pids, 1, "{stats:?}");
+    assert!(stats.memory_usage_bytes > 0, "{stats:?}");
     container.signal(libc::SIGKILL).unwrap();
     assert_eq!(container.wait().unwrap(), 137);
     f.assert_clean();
@@ -444,6 +447,32 @@ fn capabilities_seccomp_and_readonly_root_apply() {
         out.contains("Read-only file system") && out.contains("shm-ok"),
         "{out}"
     );
+    f.assert_clean();
+}
+
+#[test]
+fn host_network_shares_interfaces_and_resolv_conf() {
+    let f = fixture!("hostnet");
+    let opts = SpecOptions {
+        network: husk::container::spec::NetworkMode::Host,
+        ..cmd(&[
+            "sh",
+            "-c",
+            "ls /sys/class/net; echo --; cat /etc/resolv.conf; echo --; umask",
+        ])
+    };
+    let (code, out, _) = f.run(opts, b"").unwrap();
+    assert_eq!(code, 0, "{out}");
+    let mut host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    host_ifaces.sort();
+    let parts: Vec<&str> = out.split("--\n").collect();
+    assert_eq!(parts[0].lines().collect::<Vec<_>>(), host_ifaces);
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_eq!(parts[1].trim_end(), host_resolv.trim_end());
+    assert_eq!(parts[2].trim(), "0022");
     f.assert_clean();
 }
 

@@ -166,19 +166,27 @@ impl Cgroup {
     }
 
     fn make_dirs(&self) -> Result<(), CgroupError> {
+        // Another container's teardown may remove the shared parent (e.g. "husk") between
+        // our steps; starting over a few times covers it.
+        let mut attempt = 0;
+        loop {
+            match self.try_make_dirs() {
+                Err(CgroupError::Io { source, .. })
+                    if source.kind() == ErrorKind::NotFound && attempt < 5 =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_make_dirs(&self) -> Result<(), CgroupError> {
         if let CgroupLayout::Unified(root) = &self.layout {
             enable_v2_controllers(root, &self.name)?;
         }
         for dir in self.paths() {
-            // A concurrent teardown may remove the shared parent between our create_dir_all
-            // and mkdir; one retry covers it.
-            let mut attempt = 0;
-            loop {
-                match std::fs::create_dir_all(&dir) {
-                    Err(e) if e.kind() == ErrorKind::NotFound && attempt < 3 => attempt += 1,
-                    other => break other.map_err(io_err("creating cgroup", &dir))?,
-                }
-            }
+            std::fs::create_dir_all(&dir).map_err(io_err("creating cgroup", &dir))?;
         }
         Ok(())
     }

@@ -77,7 +77,7 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| fail(format!("creating cgroup namespace: {e}")))?;
     }
-    if rootfs::has_namespace(spec, LinuxNamespaceType::Uts) {
+    if rootfs::has_namespace(spec, LinuxNamespaceType::Uts) && spec.hostname().is_some() {
         nix::unistd::sethostname(&cfg.plan.hostname)
             .map_err(|e| fail(format!("setting hostname {:?}: {e}", cfg.plan.hostname)))?;
     }
@@ -92,6 +92,15 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         .ok_or_else(|| fail("the spec has no process"))?;
     setup_stdio(cfg, process.terminal().unwrap_or(false))?;
 
+    // runc's default when the spec sets none; husk's own umask must not leak in.
+    let umask = process.user().umask().unwrap_or(0o022);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        umask as libc::mode_t,
+    ));
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| fail(format!("setting oom_score_adj {adj}: {e}")))?;
+    }
     for rlimit in process.rlimits().iter().flatten() {
         set_rlimit(rlimit.typ(), rlimit.soft(), rlimit.hard())?;
     }
