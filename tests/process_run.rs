@@ -485,3 +485,41 @@ fn network_none_has_only_loopback() {
     assert!(out.contains("lo-up"), "{out}");
     f.assert_clean();
 }
+
+/// A single-threaded caller (the CLI) skips the helper process and clones the init itself;
+/// run that path in a forked, single-threaded copy of this test process.
+#[test]
+fn single_threaded_caller_clones_directly() {
+    let f = fixture!("direct");
+    let spec = f.spec(cmd(&["sh", "-c", "exit 9"]));
+    let cgroup = f.cgroup_name();
+    let cfg = f.launch(&spec, &cgroup, None);
+    // SAFETY: the child runs only husk's spawn/wait (no locks of other test threads: glibc's
+    // fork resets the allocator, and nothing here prints) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let threads = std::fs::read_dir("/proc/thread-self/..")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let code = if threads != 1 {
+            100
+        } else {
+            match process::spawn(&cfg).and_then(|c| c.wait()) {
+                Ok(code) => code,
+                Err(_) => 101,
+            }
+        };
+        // SAFETY: leaving the forked child without running the test harness's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        9,
+        "100: not single-threaded, 101: spawn failed"
+    );
+    f.assert_clean();
+}

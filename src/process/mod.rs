@@ -154,7 +154,6 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
 
     let (sync_read, sync_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
-    let (pid_read, pid_write) = pipe()?;
     let console = if terminal {
         Some(UnixStream::pair().map_err(io("creating the console socket"))?)
     } else {
@@ -176,35 +175,11 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         interactive,
     };
 
-    // SAFETY: the helper child is single-threaded after fork; glibc's fork resets its
-    // allocator locks, so the helper and the init it clones may allocate freely.
-    let helper = match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
-        nix::unistd::ForkResult::Child => {
-            drop(pid_read);
-            run_helper(clone_flags, pid_write, init_cfg)
-        }
-        nix::unistd::ForkResult::Parent { child } => child,
+    container.pid = if single_threaded() {
+        clone_init_directly(clone_flags, init_cfg)?
+    } else {
+        clone_init_through_helper(clone_flags, init_cfg)?
     };
-    drop(init_cfg);
-    drop(pid_write);
-
-    let mut pid_bytes = [0u8; 4];
-    let got = std::fs::File::from(pid_read)
-        .read(&mut pid_bytes)
-        .map_err(io("reading init pid"));
-    let _ = waitpid(helper, None);
-    let raw = i32::from_ne_bytes(pid_bytes);
-    match got? {
-        4 if raw > 0 => container.pid = Pid::from_raw(raw),
-        4 => {
-            let errno = nix::Error::from_raw(-raw);
-            return Err(ProcessError::Sys {
-                op: "creating the container namespaces",
-                source: errno,
-            });
-        }
-        _ => return Err(ProcessError::Setup("the namespace helper failed".into())),
-    }
 
     if let Some(cgroup) = &container.cgroup {
         cgroup.add_process(container.pid.as_raw())?;
@@ -245,6 +220,69 @@ trait WriteOnce {
 impl WriteOnce for std::fs::File {
     fn write_all_once(mut self, bytes: &[u8]) -> std::io::Result<()> {
         std::io::Write::write_all(&mut self, bytes)
+    }
+}
+
+/// True when husk runs a single thread (the CLI), so a child cloned from it cannot inherit a
+/// lock held by another thread and no helper process is needed.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/thread-self/..")
+        .map(|d| d.count() == 1)
+        .unwrap_or(false)
+}
+
+/// The CLI path: clone the init straight from husk.
+fn clone_init_directly(
+    flags: libc::c_ulong,
+    init_cfg: init::InitConfig,
+) -> Result<Pid, ProcessError> {
+    let flags = flags | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: a raw clone without CLONE_VM and with no new stack behaves like fork; husk is
+    // single-threaded here, so the child's copy holds no lock another thread owned.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match rc {
+        0 => init::run(init_cfg),
+        rc if rc < 0 => Err(ProcessError::Sys {
+            op: "creating the container namespaces",
+            source: nix::Error::last(),
+        }),
+        rc => Ok(Pid::from_raw(rc as i32)),
+    }
+}
+
+/// The library path for multithreaded callers (tests, a monitor): fork a helper, whose
+/// glibc-managed fork leaves it single-threaded with usable allocator locks; it clones the
+/// init with CLONE_PARENT, so the init is still husk's child, reports the pid and exits.
+fn clone_init_through_helper(
+    flags: libc::c_ulong,
+    init_cfg: init::InitConfig,
+) -> Result<Pid, ProcessError> {
+    let (pid_read, pid_write) = pipe()?;
+    // SAFETY: the helper child is single-threaded after fork; glibc's fork resets its
+    // allocator locks, so the helper and the init it clones may allocate freely.
+    let helper = match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(pid_read);
+            run_helper(flags, pid_write, init_cfg)
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(init_cfg);
+    drop(pid_write);
+
+    let mut pid_bytes = [0u8; 4];
+    let got = std::fs::File::from(pid_read)
+        .read(&mut pid_bytes)
+        .map_err(io("reading init pid"));
+    let _ = waitpid(helper, None);
+    let raw = i32::from_ne_bytes(pid_bytes);
+    match got? {
+        4 if raw > 0 => Ok(Pid::from_raw(raw)),
+        4 => Err(ProcessError::Sys {
+            op: "creating the container namespaces",
+            source: nix::Error::from_raw(-raw),
+        }),
+        _ => Err(ProcessError::Setup("the namespace helper failed".into())),
     }
 }
 
