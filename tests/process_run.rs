@@ -504,10 +504,7 @@ fn single_threaded_caller_clones_directly() {
         let code = if threads != 1 {
             100
         } else {
-            match process::spawn(&cfg).and_then(|c| c.wait()) {
-                Ok(code) => code,
-                Err(_) => 101,
-            }
+            process::spawn(&cfg).and_then(|c| c.wait()).unwrap_or(101)
         };
         // SAFETY: leaving the forked child without running the test harness's exit path.
         unsafe { libc::_exit(code) };
