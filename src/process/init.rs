@@ -3,7 +3,7 @@
 //! it may allocate; every failure is reported to husk over the error pipe.
 
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -39,7 +39,8 @@ pub struct InitConfig<'a> {
     pub spec: &'a Spec,
     pub plan: RootfsPlan<'a>,
     pub seccomp: Vec<BpfProgram>,
-    pub sync: OwnedFd,
+    /// cgroup.procs of each of the container's cgroup directories.
+    pub cgroup_procs: Vec<PathBuf>,
     pub errors: OwnedFd,
     /// The init sends the pty master over this when the spec asks for a terminal.
     pub console: Option<UnixStream>,
@@ -66,11 +67,10 @@ pub fn run(cfg: InitConfig) -> ! {
 
 fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFailure> {
     let spec = cfg.spec;
-    // Wait until husk has put us into the container's cgroup (EOF: husk died, give up).
-    let mut byte = [0u8; 1];
-    let mut sync = std::fs::File::from(cfg.sync.try_clone().map_err(fail)?);
-    if sync.read(&mut byte).map_err(fail)? != 1 {
-        return Err(fail("husk went away before the container started"));
+    for procs in &cfg.cgroup_procs {
+        // "0" is the writer itself, with no pid translation across namespaces.
+        std::fs::write(procs, "0")
+            .map_err(|e| fail(format!("joining cgroup {}: {e}", procs.display())))?;
     }
     if rootfs::has_namespace(spec, LinuxNamespaceType::Cgroup) {
         // After joining the cgroup, so that it becomes the namespace's root.

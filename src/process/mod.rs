@@ -2,11 +2,12 @@
 //! namespaced, cgroup-limited process (like runc/crun/youki), and reports its exit code the way
 //! Docker does.
 //!
-//! Process shape: husk forks a short-lived helper (a fork, so the possibly multithreaded
-//! caller's libc locks are reset), the helper clones the container init with
-//! CLONE_PARENT and the new namespaces, so the init is husk's own child and pid 1 of its pid
-//! namespace, and exits. husk moves the init into the cgroup, releases it over a sync pipe, and
-//! learns about setup or exec failures through a close-on-exec error pipe.
+//! Process shape: husk creates the cgroup, then clones the container init with the new
+//! namespaces, making it pid 1 of its pid namespace. A multithreaded caller first forks a
+//! short-lived helper (glibc's fork resets libc locks another thread might hold) that clones
+//! the init with CLONE_PARENT, so the init is husk's own child either way. The init joins the
+//! cgroup itself, so no round trip with husk is needed before setup; husk learns about setup
+//! or exec failures through a close-on-exec error pipe that reaches EOF at exec.
 
 pub mod cgroup;
 mod foreground;
@@ -152,7 +153,6 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         exit_code: None,
     };
 
-    let (sync_read, sync_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let console = if terminal {
         Some(UnixStream::pair().map_err(io("creating the console socket"))?)
@@ -168,7 +168,16 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         spec,
         plan,
         seccomp,
-        sync: sync_read,
+        cgroup_procs: container
+            .cgroup
+            .as_ref()
+            .map(|c| {
+                c.paths()
+                    .into_iter()
+                    .map(|p| p.join("cgroup.procs"))
+                    .collect()
+            })
+            .unwrap_or_default(),
         errors: err_write,
         console: console_child,
         stdio: cfg.stdio.map(|fds| fds.map(|fd| fd.as_raw_fd())),
@@ -180,13 +189,6 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
     } else {
         clone_init_through_helper(clone_flags, init_cfg)?
     };
-
-    if let Some(cgroup) = &container.cgroup {
-        cgroup.add_process(container.pid.as_raw())?;
-    }
-    std::fs::File::from(sync_write)
-        .write_all_once(&[1])
-        .map_err(io("releasing the container init"))?;
 
     if let Some(socket) = console_parent {
         container.pty_master = receive_fd(&socket)?;
@@ -211,16 +213,6 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         ));
     }
     Ok(container)
-}
-
-trait WriteOnce {
-    fn write_all_once(self, bytes: &[u8]) -> std::io::Result<()>;
-}
-
-impl WriteOnce for std::fs::File {
-    fn write_all_once(mut self, bytes: &[u8]) -> std::io::Result<()> {
-        std::io::Write::write_all(&mut self, bytes)
-    }
 }
 
 /// True when husk runs a single thread (the CLI), so a child cloned from it cannot inherit a
