@@ -392,11 +392,12 @@ fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
     }
 }
 
-/// The spec's set limited to what husk itself holds: a host (or sandbox) that withholds a
-/// capability from husk cannot grant it to containers.
-fn to_caps(set: &Option<oci_spec::runtime::Capabilities>) -> caps::CapsHashSet {
-    let held = caps::read(None, caps::CapSet::Bounding)
-        .unwrap_or_else(|_| caps::runtime::thread_all_supported());
+/// The spec's set limited to `held`, husk's own bounding set: a host (or sandbox) that
+/// withholds a capability from husk cannot grant it to containers.
+fn to_caps(
+    set: &Option<oci_spec::runtime::Capabilities>,
+    held: &caps::CapsHashSet,
+) -> caps::CapsHashSet {
     set.iter()
         .flatten()
         .filter_map(|c| format!("CAP_{c}").parse::<caps::Capability>().ok())
@@ -415,13 +416,12 @@ fn set_identity(
     use caps::CapSet;
     let capfail =
         |what: &str, e: caps::errors::CapsError| fail(format!("setting {what} capabilities: {e}"));
+    let held = caps::read(None, CapSet::Bounding).map_err(|e| capfail("reading bounding", e))?;
     let spec_caps = process.capabilities().as_ref();
-    let bounding = spec_caps.map(|c| to_caps(c.bounding()));
-    if let Some(keep) = &bounding {
-        for cap in caps::runtime::thread_all_supported() {
-            if !keep.contains(&cap) {
-                caps::drop(None, CapSet::Bounding, cap).map_err(|e| capfail("bounding", e))?;
-            }
+    if let Some(c) = spec_caps {
+        let keep = to_caps(c.bounding(), &held);
+        for cap in held.difference(&keep) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| capfail("bounding", e))?;
         }
     }
     // SAFETY: prctl with integer arguments only.
@@ -439,14 +439,14 @@ fn set_identity(
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     if let Some(c) = spec_caps {
         // Effective first: the kernel refuses a permitted set that leaves effective outside.
-        caps::set(None, CapSet::Effective, &to_caps(c.effective()))
+        caps::set(None, CapSet::Effective, &to_caps(c.effective(), &held))
             .map_err(|e| capfail("effective", e))?;
-        caps::set(None, CapSet::Permitted, &to_caps(c.permitted()))
+        caps::set(None, CapSet::Permitted, &to_caps(c.permitted(), &held))
             .map_err(|e| capfail("permitted", e))?;
-        caps::set(None, CapSet::Inheritable, &to_caps(c.inheritable()))
+        caps::set(None, CapSet::Inheritable, &to_caps(c.inheritable(), &held))
             .map_err(|e| capfail("inheritable", e))?;
         caps::clear(None, CapSet::Ambient).map_err(|e| capfail("ambient", e))?;
-        for cap in to_caps(c.ambient()) {
+        for cap in to_caps(c.ambient(), &held) {
             caps::raise(None, CapSet::Ambient, cap).map_err(|e| capfail("ambient", e))?;
         }
     }
