@@ -208,7 +208,7 @@ fn pty_session_runs_commands_and_exits_with_their_code() {
     let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
     let master = std::fs::File::from(container.pty_master().expect("terminal requested"));
     (&master)
-        .write_all(b"tty; echo hi-from-pty; exit 7\n")
+        .write_all(b"tty; echo hi-$((6*7)); echo console-$((6*7)) > /dev/console; exit 7\n")
         .unwrap();
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -225,7 +225,12 @@ fn pty_session_runs_commands_and_exits_with_their_code() {
     let code = container.wait().unwrap();
     let output = reader.join().unwrap();
     assert_eq!(code, 7);
-    assert!(output.contains("hi-from-pty"), "pty output: {output:?}");
+    // Computed values, so the terminal's echo of the typed line cannot satisfy these.
+    assert!(output.contains("hi-42"), "pty output: {output:?}");
+    assert!(
+        output.contains("console-42"),
+        "/dev/console is the pty: {output:?}"
+    );
     assert!(
         output.contains("/dev/pts/0"),
         "the pty is the container's own: {output:?}"

@@ -218,6 +218,18 @@ fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
             .write(true)
             .open(&slave_path)
             .map_err(|e| fail(format!("opening {}: {e}", slave_path.display())))?;
+        // Like runc: programs that write to /dev/console reach the container's terminal.
+        let console_path = Path::new("/dev/console");
+        if std::fs::File::create(console_path).is_ok() {
+            nix::mount::mount(
+                Some(&slave_path),
+                console_path,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| fail(format!("binding the pty onto /dev/console: {e}")))?;
+        }
         // SAFETY: TIOCSCTTY on a terminal descriptor we own, with an integer argument.
         if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
             return Err(fail(format!(
@@ -451,4 +463,50 @@ fn set_identity(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executable_lookup_follows_docker_codes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = bin.join("data");
+        std::fs::write(&data, "x").unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = format!("/nonexistent:{}", bin.display());
+
+        assert_eq!(find_executable("tool", &path).ok(), Some(tool.clone()));
+        assert_eq!(find_executable(tool.to_str().unwrap(), "").ok(), Some(tool));
+        let missing = find_executable("nope", &path).unwrap_err();
+        assert_eq!(missing.code, CODE_NOT_FOUND);
+        assert_eq!(
+            missing.message,
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            find_executable("data", &path).unwrap_err().code,
+            CODE_NOT_EXECUTABLE
+        );
+        assert_eq!(
+            find_executable(data.to_str().unwrap(), "")
+                .unwrap_err()
+                .code,
+            CODE_NOT_EXECUTABLE
+        );
+        assert_eq!(
+            find_executable(bin.to_str().unwrap(), "").unwrap_err().code,
+            CODE_NOT_EXECUTABLE
+        );
+        assert_eq!(
+            find_executable("/no/such/file", "").unwrap_err().code,
+            CODE_NOT_FOUND
+        );
+    }
 }

@@ -375,8 +375,16 @@ impl Container {
         if self.exit_code.is_some() {
             return Ok(());
         }
-        let signal = Signal::try_from(sig).map_err(sys("invalid signal"))?;
-        nix::sys::signal::kill(self.pid, signal).map_err(sys("signalling the container"))
+        // Raw kill(2) so that real-time signals (SIGRTMIN+n) pass through too.
+        // SAFETY: kill takes plain integers; the pid is our unreaped child, so it cannot have
+        // been recycled for another process.
+        if unsafe { libc::kill(self.pid.as_raw(), sig) } != 0 {
+            return Err(ProcessError::Sys {
+                op: "signalling the container",
+                source: nix::Error::last(),
+            });
+        }
+        Ok(())
     }
 
     /// Non-blocking: the exit code if the init has exited (the container is then torn down).
