@@ -198,11 +198,23 @@ impl Cgroup {
             let dir = self.controller_dir("memory")?;
             if let Some(limit) = mem.limit() {
                 if unified {
-                    write(&dir.join("memory.max"), &limit.to_string())?;
+                    // OCI uses -1 for "no limit", which v2 spells "max".
+                    let v2 = |n: i64| {
+                        if n < 0 {
+                            "max".to_string()
+                        } else {
+                            n.to_string()
+                        }
+                    };
+                    write(&dir.join("memory.max"), &v2(limit))?;
                     if let Some(swap) = mem.swap() {
                         // v1's swap limit counts memory+swap; v2's counts swap alone.
-                        let swap_only = swap.saturating_sub(limit).max(0);
-                        write_optional(&dir.join("memory.swap.max"), &swap_only.to_string())?;
+                        let swap_only = if swap < 0 || limit < 0 {
+                            "max".to_string()
+                        } else {
+                            swap.saturating_sub(limit).max(0).to_string()
+                        };
+                        write_optional(&dir.join("memory.swap.max"), &swap_only)?;
                     }
                 } else {
                     write(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
