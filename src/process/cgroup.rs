@@ -279,32 +279,41 @@ impl Cgroup {
         }
     }
 
-    /// Accounting for `husk stats` and tests.
+    /// Accounting for `husk stats` and tests. A controller the host does not mount (v1)
+    /// reads as zero rather than failing the whole report.
     pub fn stats(&self) -> Result<CgroupStats, CgroupError> {
         let mut stats = CgroupStats::default();
-        let mem = self.controller_dir("memory")?;
-        let cpu = self
-            .controller_dir("cpuacct")
-            .or_else(|_| self.controller_dir("cpu"))?;
-        let pids = self.controller_dir("pids")?;
-        if matches!(self.layout, CgroupLayout::Unified(_)) {
-            stats.memory_usage_bytes = read_u64(&mem.join("memory.current"))?;
-            stats.memory_peak_bytes = read_u64(&mem.join("memory.peak")).ok();
-            stats.memory_limit_bytes = read_u64(&mem.join("memory.max")).ok();
-            stats.cpu_usage_ns =
-                read_keyed(&cpu.join("cpu.stat"), "usage_usec")?.saturating_mul(1000);
-            stats.oom_kills = read_keyed(&mem.join("memory.events"), "oom_kill").unwrap_or(0);
-        } else {
-            stats.memory_usage_bytes = read_u64(&mem.join("memory.usage_in_bytes"))?;
-            stats.memory_peak_bytes = read_u64(&mem.join("memory.max_usage_in_bytes")).ok();
-            // v1 reports "no limit" as a huge page-rounded number.
-            stats.memory_limit_bytes = read_u64(&mem.join("memory.limit_in_bytes"))
-                .ok()
-                .filter(|l| *l < i64::MAX as u64 / 2);
-            stats.cpu_usage_ns = read_u64(&cpu.join("cpuacct.usage"))?;
-            stats.oom_kills = read_keyed(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+        let unified = matches!(self.layout, CgroupLayout::Unified(_));
+        if let Ok(mem) = self.controller_dir("memory") {
+            if unified {
+                stats.memory_usage_bytes = read_u64(&mem.join("memory.current"))?;
+                stats.memory_peak_bytes = read_u64(&mem.join("memory.peak")).ok();
+                stats.memory_limit_bytes = read_u64(&mem.join("memory.max"))
+                    .ok()
+                    .filter(|l| *l != u64::MAX);
+                stats.oom_kills = read_keyed(&mem.join("memory.events"), "oom_kill").unwrap_or(0);
+            } else {
+                stats.memory_usage_bytes = read_u64(&mem.join("memory.usage_in_bytes"))?;
+                stats.memory_peak_bytes = read_u64(&mem.join("memory.max_usage_in_bytes")).ok();
+                // v1 reports "no limit" as a huge page-rounded number.
+                stats.memory_limit_bytes = read_u64(&mem.join("memory.limit_in_bytes"))
+                    .ok()
+                    .filter(|l| *l < i64::MAX as u64 / 2);
+                stats.oom_kills =
+                    read_keyed(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+            }
         }
-        stats.pids = read_u64(&pids.join("pids.current"))?;
+        if unified {
+            if let Ok(cpu) = self.controller_dir("cpu") {
+                stats.cpu_usage_ns =
+                    read_keyed(&cpu.join("cpu.stat"), "usage_usec")?.saturating_mul(1000);
+            }
+        } else if let Ok(cpuacct) = self.controller_dir("cpuacct") {
+            stats.cpu_usage_ns = read_u64(&cpuacct.join("cpuacct.usage"))?;
+        }
+        if let Ok(pids) = self.controller_dir("pids") {
+            stats.pids = read_u64(&pids.join("pids.current"))?;
+        }
         Ok(stats)
     }
 
