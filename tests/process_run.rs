@@ -178,6 +178,27 @@ fn killed_container_reports_128_plus_signal() {
     f.assert_clean();
 }
 
+/// What `rm -f` does when the process that spawned a container is gone: open its cgroup by
+/// name, kill everything in it and remove it.
+#[test]
+fn orphaned_container_is_removed_through_its_cgroup() {
+    let f = fixture!("orphan");
+    let spec = f.spec(cmd(&["sleep", "100"]));
+    let cgroup_name = f.cgroup_name();
+    let container = process::spawn(&f.launch(&spec, &cgroup_name, None)).unwrap();
+    let pid = container.pid();
+    let layout = process::CgroupLayout::detect().unwrap();
+    let cgroup = process::Cgroup::open(layout, &cgroup_name).unwrap();
+    assert_eq!(cgroup.pids().unwrap(), [pid]);
+    cgroup.destroy().unwrap();
+    assert_eq!(
+        container.wait().unwrap(),
+        137,
+        "destroy SIGKILLs the container"
+    );
+    f.assert_clean();
+}
+
 #[test]
 fn stdin_reaches_the_container_only_with_interactive() {
     let f = fixture!("stdin");

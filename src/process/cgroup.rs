@@ -125,6 +125,17 @@ impl Cgroup {
         name: &str,
         resources: Option<&LinuxResources>,
     ) -> Result<Self, CgroupError> {
+        let cgroup = Self::open(layout, name)?;
+        if let Err(err) = cgroup.make_dirs().and_then(|()| cgroup.apply(resources)) {
+            let _ = cgroup.remove();
+            return Err(err);
+        }
+        Ok(cgroup)
+    }
+
+    /// An existing container cgroup, e.g. for `rm -f` of a container whose supervising
+    /// process died: [`Cgroup::destroy`] then kills what is left and removes it.
+    pub fn open(layout: CgroupLayout, name: &str) -> Result<Self, CgroupError> {
         let rel = Path::new(name);
         let clean = rel
             .components()
@@ -132,15 +143,10 @@ impl Cgroup {
         if name.is_empty() || !clean {
             return Err(CgroupError::BadName(name.to_string()));
         }
-        let cgroup = Self {
+        Ok(Self {
             layout,
             name: rel.to_path_buf(),
-        };
-        if let Err(err) = cgroup.make_dirs().and_then(|()| cgroup.apply(resources)) {
-            let _ = cgroup.remove();
-            return Err(err);
-        }
-        Ok(cgroup)
+        })
     }
 
     /// Directories of this cgroup, one per distinct hierarchy.
