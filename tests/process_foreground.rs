@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,6 +147,18 @@ fn terminal_session_through_husks_own_tty() {
     let pty = nix::pty::openpty(None, None).unwrap();
     let (master, slave): (OwnedFd, OwnedFd) = (pty.master, pty.slave);
     let before = nix::sys::termios::tcgetattr(&slave).unwrap();
+    // husk's terminal size must reach the container's pty.
+    let size = libc::winsize {
+        ws_row: 33,
+        ws_col: 111,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we own from a pty we hold.
+    assert_eq!(
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size) },
+        0
+    );
     let mut child = helper("tty", tmp.path())
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
@@ -154,7 +166,9 @@ fn terminal_session_through_husks_own_tty() {
         .spawn()
         .unwrap();
     let mut master = std::fs::File::from(master);
-    master.write_all(b"echo sum-$((40+2)); exit 5\n").unwrap();
+    master
+        .write_all(b"echo sum-$((40+2)); echo size-$(stty size | tr ' ' x); exit 5\n")
+        .unwrap();
 
     let reader_fd = master.try_clone().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -183,6 +197,7 @@ fn terminal_session_through_husks_own_tty() {
     let output = String::from_utf8_lossy(&output);
     assert_eq!(status.code(), Some(5), "output: {output:?}");
     assert!(output.contains("sum-42"), "output: {output:?}");
+    assert!(output.contains("size-33x111"), "output: {output:?}");
     let after = nix::sys::termios::tcgetattr(&slave).unwrap();
     assert_eq!(
         before.local_flags, after.local_flags,
