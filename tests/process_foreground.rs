@@ -65,7 +65,7 @@ fn foreground_helper() {
         cgroup_name: &cgroup,
         stdio: None,
     };
-    let code = run_foreground(&cfg).unwrap();
+    let code = run_foreground(&cfg, |_| {}).unwrap();
     std::process::exit(code);
 }
 

@@ -142,8 +142,17 @@ fn echo_output_hostname_and_exit_codes() {
     let (code, out, _) = f.run(cmd(&["echo", "hello from busybox"]), b"").unwrap();
     assert_eq!((code, out.as_str()), (0, "hello from busybox\n"));
 
-    let (code, _, _) = f.run(cmd(&["sh", "-c", "exit 3"]), b"").unwrap();
-    assert_eq!(code, 3);
+    let spec = f.spec(cmd(&["sh", "-c", "exit 3"]));
+    let cgroup = f.cgroup_name();
+    let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
+    let exit = container.wait_detailed().unwrap();
+    assert_eq!(
+        exit,
+        process::ExitInfo {
+            code: 3,
+            oom_killed: false
+        }
+    );
 
     let opts = SpecOptions {
         hostname: Some("boxy".into()),
@@ -353,8 +362,17 @@ fn memory_limit_oom_kills_inside_the_cgroup() {
         memory_bytes: Some(32 << 20),
         ..cmd(&["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"])
     };
-    let (code, _, err) = f.run(opts, b"").unwrap();
-    assert_eq!(code, 137, "expected an OOM kill: {err}");
+    let spec = f.spec(opts);
+    let cgroup = f.cgroup_name();
+    let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
+    let exit = container.wait_detailed().unwrap();
+    assert_eq!(
+        exit,
+        process::ExitInfo {
+            code: 137,
+            oom_killed: true
+        }
+    );
     // The host (this test process) is fine and can still allocate.
     let v = vec![1u8; 64 << 20];
     assert_eq!(v.iter().map(|b| *b as usize).sum::<usize>(), 64 << 20);

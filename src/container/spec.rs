@@ -93,7 +93,8 @@ pub enum SpecError {
 }
 
 /// How the container is attached to the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A new network namespace with only loopback up.
     #[default]
@@ -103,7 +104,8 @@ pub enum NetworkMode {
 }
 
 /// The `run`/`create` flags that shape the spec.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SpecOptions {
     /// CMD args after IMAGE (empty = the image's Cmd).
     pub cmd: Vec<String>,
@@ -126,6 +128,31 @@ pub struct SpecOptions {
     pub privileged: bool,
     pub seccomp_unconfined: bool,
     pub no_new_privileges: bool,
+    /// `-v`, `--mount`, `--tmpfs`, with volume names already resolved to host directories.
+    pub mounts: Vec<UserMount>,
+}
+
+/// What a user mount brings into the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path (`-v /host:/ctr`, `--mount type=bind`).
+    Bind,
+    /// A named or anonymous husk volume (`-v name:/ctr`, `-v /ctr`).
+    Volume,
+    /// A fresh tmpfs (`--tmpfs /ctr`, `--mount type=tmpfs`).
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserMount {
+    pub kind: MountKind,
+    /// The volume's name for volumes (as Docker shows it), the host path for binds.
+    pub name: String,
+    /// Host directory bound into the container (empty for tmpfs).
+    pub source: String,
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// Build the OCI runtime spec for `container_id` from the image config and the flags.
@@ -237,7 +264,7 @@ pub fn build_spec(
                 .build()?,
         )
         .hostname(hostname)
-        .mounts(default_mounts(opts.privileged)?)
+        .mounts(all_mounts(opts)?)
         .process(process)
         .linux(linux)
         .annotations(annotations)
@@ -420,6 +447,26 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
         .source(source)
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .build()?)
+}
+
+/// runc's default mounts, then the user's, so a user mount may cover a default one.
+fn all_mounts(opts: &SpecOptions) -> Result<Vec<Mount>, SpecError> {
+    let mut mounts = default_mounts(opts.privileged)?;
+    for user in &opts.mounts {
+        let access = if user.read_only { "ro" } else { "rw" };
+        mounts.push(match user.kind {
+            MountKind::Bind | MountKind::Volume => {
+                mount(&user.destination, "bind", &user.source, &["rbind", access])?
+            }
+            MountKind::Tmpfs => mount(
+                &user.destination,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "mode=1777", access],
+            )?,
+        });
+    }
+    Ok(mounts)
 }
 
 /// The mounts every container gets (runc's defaults). /sys is read-only unless privileged.

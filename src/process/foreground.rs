@@ -31,7 +31,7 @@ impl Drop for MaskGuard {
 }
 
 /// Restores the host terminal's settings.
-struct RawModeGuard {
+pub struct RawModeGuard {
     fd: OwnedFd,
     saved: Termios,
 }
@@ -54,7 +54,12 @@ fn stdout() -> BorrowedFd<'static> {
 
 /// Spawn, forward SIGINT/TERM/HUP/QUIT/USR1/USR2 to the container, bridge the terminal for
 /// `-t` (raw mode, SIGWINCH -> TIOCSWINSZ), wait, clean up. Returns Docker's exit code.
-pub fn run_foreground(cfg: &LaunchConfig) -> Result<i32, ProcessError> {
+///
+/// `on_started` sees the container right after it exec'd (husk records its pid there).
+pub fn run_foreground(
+    cfg: &LaunchConfig,
+    on_started: impl FnOnce(&Container),
+) -> Result<i32, ProcessError> {
     let mut mask = SigSet::empty();
     for signal in FORWARDED {
         mask.add(signal);
@@ -69,6 +74,7 @@ pub fn run_foreground(cfg: &LaunchConfig) -> Result<i32, ProcessError> {
         .map_err(sys("creating a signalfd"))?;
 
     let mut container = spawn(cfg)?;
+    on_started(&container);
     let exited = pidfd(&container)?;
     let master = container.pty_master.take();
     let interactive = cfg
@@ -216,7 +222,9 @@ fn drain(master: &OwnedFd, buf: &mut [u8]) {
     }
 }
 
-fn enter_raw_mode() -> Option<RawModeGuard> {
+/// Put the host terminal (stdin) in raw mode until the guard drops; None when stdin is not a
+/// terminal.
+pub fn enter_raw_mode() -> Option<RawModeGuard> {
     if !nix::unistd::isatty(0).unwrap_or(false) {
         return None;
     }

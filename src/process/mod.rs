@@ -22,7 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 pub use cgroup::{Cgroup, CgroupError, CgroupLayout, CgroupStats};
-pub use foreground::run_foreground;
+pub use foreground::{enter_raw_mode, run_foreground, RawModeGuard};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -104,7 +104,16 @@ pub struct Container {
     pid: Pid,
     cgroup: Option<Cgroup>,
     pty_master: Option<OwnedFd>,
-    exit_code: Option<i32>,
+    exit: Option<ExitInfo>,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Docker's exit code: the command's code, or 128+N when killed by signal N.
+    pub code: i32,
+    /// The kernel's OOM killer acted in the container's cgroup (Docker's `OOMKilled`).
+    pub oom_killed: bool,
 }
 
 /// Create namespaces, cgroup and rootfs and start the process. Returns once the command has
@@ -150,7 +159,7 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         pid: Pid::from_raw(0),
         cgroup: Some(cgroup),
         pty_master: None,
-        exit_code: None,
+        exit: None,
     };
 
     let (err_read, err_write) = pipe()?;
@@ -372,7 +381,7 @@ impl Container {
     }
 
     pub fn signal(&self, sig: i32) -> Result<(), ProcessError> {
-        if self.exit_code.is_some() {
+        if self.exit.is_some() {
             return Ok(());
         }
         // Raw kill(2) so that real-time signals (SIGRTMIN+n) pass through too.
@@ -389,12 +398,12 @@ impl Container {
 
     /// Non-blocking: the exit code if the init has exited (the container is then torn down).
     pub fn try_wait(&mut self) -> Result<Option<i32>, ProcessError> {
-        if let Some(code) = self.exit_code {
-            return Ok(Some(code));
+        if let Some(exit) = self.exit {
+            return Ok(Some(exit.code));
         }
         match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(status) => match exit_code_of(status) {
-                Some(code) => self.finish(code).map(Some),
+                Some(code) => self.finish(code).map(|exit| Some(exit.code)),
                 None => Ok(None),
             },
             Err(nix::Error::EINTR) => Ok(None),
@@ -407,10 +416,15 @@ impl Container {
 
     /// Wait for exit; returns Docker's exit code, then removes the cgroup. The overlay mount
     /// lived in the container's mount namespace and is gone with it; the upper dir stays.
-    pub fn wait(mut self) -> Result<i32, ProcessError> {
+    pub fn wait(self) -> Result<i32, ProcessError> {
+        self.wait_detailed().map(|exit| exit.code)
+    }
+
+    /// [`Container::wait`], also telling whether the OOM killer ended the container.
+    pub fn wait_detailed(mut self) -> Result<ExitInfo, ProcessError> {
         loop {
-            if let Some(code) = self.exit_code {
-                return Ok(code);
+            if let Some(exit) = self.exit {
+                return Ok(exit);
             }
             match waitpid(self.pid, None) {
                 Ok(status) => {
@@ -429,19 +443,26 @@ impl Container {
         }
     }
 
-    fn finish(&mut self, code: i32) -> Result<i32, ProcessError> {
-        self.exit_code = Some(code);
-        if let Some(cgroup) = self.cgroup.take() {
+    fn finish(&mut self, code: i32) -> Result<ExitInfo, ProcessError> {
+        let cgroup = self.cgroup.take();
+        // Read before the cgroup goes away: its OOM counter is the only witness.
+        let oom_killed = cgroup
+            .as_ref()
+            .and_then(|c| c.stats().ok())
+            .is_some_and(|stats| stats.oom_kills > 0);
+        let exit = ExitInfo { code, oom_killed };
+        self.exit = Some(exit);
+        if let Some(cgroup) = cgroup {
             // The pid namespace died with its init; this catches anything still exiting.
             cgroup.destroy()?;
         }
-        Ok(code)
+        Ok(exit)
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if self.exit_code.is_none() && self.pid.as_raw() > 0 {
+        if self.exit.is_none() && self.pid.as_raw() > 0 {
             let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
             while let Err(nix::Error::EINTR) = waitpid(self.pid, None) {}
         }
