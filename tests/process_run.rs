@@ -142,8 +142,17 @@ fn echo_output_hostname_and_exit_codes() {
     let (code, out, _) = f.run(cmd(&["echo", "hello from busybox"]), b"").unwrap();
     assert_eq!((code, out.as_str()), (0, "hello from busybox\n"));
 
-    let (code, _, _) = f.run(cmd(&["sh", "-c", "exit 3"]), b"").unwrap();
-    assert_eq!(code, 3);
+    let spec = f.spec(cmd(&["sh", "-c", "exit 3"]));
+    let cgroup = f.cgroup_name();
+    let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
+    let exit = container.wait_detailed().unwrap();
+    assert_eq!(
+        exit,
+        process::ExitInfo {
+            code: 3,
+            oom_killed: false
+        }
+    );
 
     let opts = SpecOptions {
         hostname: Some("boxy".into()),
@@ -170,8 +179,32 @@ fn killed_container_reports_128_plus_signal() {
     let spec = f.spec(cmd(&["sleep", "100"]));
     let cgroup = f.cgroup_name();
     let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
+    let stats = container.stats().unwrap();
+    assert_eq!(stats.pids, 1, "{stats:?}");
+    assert!(stats.memory_usage_bytes > 0, "{stats:?}");
     container.signal(libc::SIGKILL).unwrap();
     assert_eq!(container.wait().unwrap(), 137);
+    f.assert_clean();
+}
+
+/// What `rm -f` does when the process that spawned a container is gone: open its cgroup by
+/// name, kill everything in it and remove it.
+#[test]
+fn orphaned_container_is_removed_through_its_cgroup() {
+    let f = fixture!("orphan");
+    let spec = f.spec(cmd(&["sleep", "100"]));
+    let cgroup_name = f.cgroup_name();
+    let container = process::spawn(&f.launch(&spec, &cgroup_name, None)).unwrap();
+    let pid = container.pid();
+    let layout = process::CgroupLayout::detect().unwrap();
+    let cgroup = process::Cgroup::open(layout, &cgroup_name).unwrap();
+    assert_eq!(cgroup.pids().unwrap(), [pid]);
+    cgroup.destroy().unwrap();
+    assert_eq!(
+        container.wait().unwrap(),
+        137,
+        "destroy SIGKILLs the container"
+    );
     f.assert_clean();
 }
 
@@ -205,7 +238,7 @@ fn pty_session_runs_commands_and_exits_with_their_code() {
     let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
     let master = std::fs::File::from(container.pty_master().expect("terminal requested"));
     (&master)
-        .write_all(b"tty; echo hi-from-pty; exit 7\n")
+        .write_all(b"tty; echo hi-$((6*7)); echo console-$((6*7)) > /dev/console; exit 7\n")
         .unwrap();
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -222,7 +255,12 @@ fn pty_session_runs_commands_and_exits_with_their_code() {
     let code = container.wait().unwrap();
     let output = reader.join().unwrap();
     assert_eq!(code, 7);
-    assert!(output.contains("hi-from-pty"), "pty output: {output:?}");
+    // Computed values, so the terminal's echo of the typed line cannot satisfy these.
+    assert!(output.contains("hi-42"), "pty output: {output:?}");
+    assert!(
+        output.contains("console-42"),
+        "/dev/console is the pty: {output:?}"
+    );
     assert!(
         output.contains("/dev/pts/0"),
         "the pty is the container's own: {output:?}"
@@ -324,8 +362,17 @@ fn memory_limit_oom_kills_inside_the_cgroup() {
         memory_bytes: Some(32 << 20),
         ..cmd(&["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"])
     };
-    let (code, _, err) = f.run(opts, b"").unwrap();
-    assert_eq!(code, 137, "expected an OOM kill: {err}");
+    let spec = f.spec(opts);
+    let cgroup = f.cgroup_name();
+    let container = process::spawn(&f.launch(&spec, &cgroup, None)).unwrap();
+    let exit = container.wait_detailed().unwrap();
+    assert_eq!(
+        exit,
+        process::ExitInfo {
+            code: 137,
+            oom_killed: true
+        }
+    );
     // The host (this test process) is fine and can still allocate.
     let v = vec![1u8; 64 << 20];
     assert_eq!(v.iter().map(|b| *b as usize).sum::<usize>(), 64 << 20);
@@ -448,11 +495,72 @@ fn capabilities_seccomp_and_readonly_root_apply() {
 }
 
 #[test]
+fn host_network_shares_interfaces_and_resolv_conf() {
+    let f = fixture!("hostnet");
+    let opts = SpecOptions {
+        network: husk::container::spec::NetworkMode::Host,
+        ..cmd(&[
+            "sh",
+            "-c",
+            "ls /sys/class/net; echo --; cat /etc/resolv.conf; echo --; umask",
+        ])
+    };
+    let (code, out, _) = f.run(opts, b"").unwrap();
+    assert_eq!(code, 0, "{out}");
+    let mut host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    host_ifaces.sort();
+    let parts: Vec<&str> = out.split("--\n").collect();
+    assert_eq!(parts[0].lines().collect::<Vec<_>>(), host_ifaces);
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_eq!(parts[1].trim_end(), host_resolv.trim_end());
+    assert_eq!(parts[2].trim(), "0022");
+    f.assert_clean();
+}
+
+#[test]
 fn network_none_has_only_loopback() {
     let f = fixture!("net");
     let (code, out, _) = f.run(cmd(&["sh", "-c", "ls /sys/class/net; cat /etc/resolv.conf; ping -c1 -W1 127.0.0.1 >/dev/null && echo lo-up"]), b"").unwrap();
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("lo\n"), "{out}");
     assert!(out.contains("lo-up"), "{out}");
+    f.assert_clean();
+}
+
+/// A single-threaded caller (the CLI) skips the helper process and clones the init itself;
+/// run that path in a forked, single-threaded copy of this test process.
+#[test]
+fn single_threaded_caller_clones_directly() {
+    let f = fixture!("direct");
+    let spec = f.spec(cmd(&["sh", "-c", "exit 9"]));
+    let cgroup = f.cgroup_name();
+    let cfg = f.launch(&spec, &cgroup, None);
+    // SAFETY: the child runs only husk's spawn/wait (no locks of other test threads: glibc's
+    // fork resets the allocator, and nothing here prints) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let threads = std::fs::read_dir("/proc/thread-self/..")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let code = if threads != 1 {
+            100
+        } else {
+            process::spawn(&cfg).and_then(|c| c.wait()).unwrap_or(101)
+        };
+        // SAFETY: leaving the forked child without running the test harness's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        9,
+        "100: not single-threaded, 101: spawn failed"
+    );
     f.assert_clean();
 }

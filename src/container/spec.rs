@@ -41,7 +41,7 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
 ];
 
 /// runc's default masked paths.
-pub const MASKED_PATHS: [&str; 11] = [
+pub const MASKED_PATHS: [&str; 12] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/interrupts",
@@ -53,6 +53,8 @@ pub const MASKED_PATHS: [&str; 11] = [
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    // Docker masks it since CVE-2020-8694 (energy counters as a side channel).
+    "/sys/devices/virtual/powercap",
 ];
 
 /// runc's default read-only paths.
@@ -672,7 +674,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "munlock",
     "munlockall",
     "munmap",
-    "name_to_handle_at",
     "nanosleep",
     "newfstatat",
     "open",
@@ -830,6 +831,7 @@ const CAPABILITY_SYSCALLS: &[(&str, &[&str])] = &[
             "lookup_dcookie",
             "mount",
             "mount_setattr",
+            "name_to_handle_at",
             "move_mount",
             "open_tree",
             "perf_event_open",
@@ -844,6 +846,7 @@ const CAPABILITY_SYSCALLS: &[(&str, &[&str])] = &[
         ],
     ),
     ("SYS_BOOT", &["reboot"]),
+    ("DAC_READ_SEARCH", &["open_by_handle_at"]),
     ("SYS_CHROOT", &["chroot"]),
     (
         "SYS_MODULE",

@@ -125,6 +125,17 @@ impl Cgroup {
         name: &str,
         resources: Option<&LinuxResources>,
     ) -> Result<Self, CgroupError> {
+        let cgroup = Self::open(layout, name)?;
+        if let Err(err) = cgroup.make_dirs().and_then(|()| cgroup.apply(resources)) {
+            let _ = cgroup.remove();
+            return Err(err);
+        }
+        Ok(cgroup)
+    }
+
+    /// An existing container cgroup, e.g. for `rm -f` of a container whose supervising
+    /// process died: [`Cgroup::destroy`] then kills what is left and removes it.
+    pub fn open(layout: CgroupLayout, name: &str) -> Result<Self, CgroupError> {
         let rel = Path::new(name);
         let clean = rel
             .components()
@@ -132,15 +143,10 @@ impl Cgroup {
         if name.is_empty() || !clean {
             return Err(CgroupError::BadName(name.to_string()));
         }
-        let cgroup = Self {
+        Ok(Self {
             layout,
             name: rel.to_path_buf(),
-        };
-        if let Err(err) = cgroup.make_dirs().and_then(|()| cgroup.apply(resources)) {
-            let _ = cgroup.remove();
-            return Err(err);
-        }
-        Ok(cgroup)
+        })
     }
 
     /// Directories of this cgroup, one per distinct hierarchy.
@@ -166,19 +172,27 @@ impl Cgroup {
     }
 
     fn make_dirs(&self) -> Result<(), CgroupError> {
+        // Another container's teardown may remove the shared parent (e.g. "husk") between
+        // our steps; starting over a few times covers it.
+        let mut attempt = 0;
+        loop {
+            match self.try_make_dirs() {
+                Err(CgroupError::Io { source, .. })
+                    if source.kind() == ErrorKind::NotFound && attempt < 5 =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_make_dirs(&self) -> Result<(), CgroupError> {
         if let CgroupLayout::Unified(root) = &self.layout {
             enable_v2_controllers(root, &self.name)?;
         }
         for dir in self.paths() {
-            // A concurrent teardown may remove the shared parent between our create_dir_all
-            // and mkdir; one retry covers it.
-            let mut attempt = 0;
-            loop {
-                match std::fs::create_dir_all(&dir) {
-                    Err(e) if e.kind() == ErrorKind::NotFound && attempt < 3 => attempt += 1,
-                    other => break other.map_err(io_err("creating cgroup", &dir))?,
-                }
-            }
+            std::fs::create_dir_all(&dir).map_err(io_err("creating cgroup", &dir))?;
         }
         Ok(())
     }
@@ -190,11 +204,23 @@ impl Cgroup {
             let dir = self.controller_dir("memory")?;
             if let Some(limit) = mem.limit() {
                 if unified {
-                    write(&dir.join("memory.max"), &limit.to_string())?;
+                    // OCI uses -1 for "no limit", which v2 spells "max".
+                    let v2 = |n: i64| {
+                        if n < 0 {
+                            "max".to_string()
+                        } else {
+                            n.to_string()
+                        }
+                    };
+                    write(&dir.join("memory.max"), &v2(limit))?;
                     if let Some(swap) = mem.swap() {
                         // v1's swap limit counts memory+swap; v2's counts swap alone.
-                        let swap_only = swap.saturating_sub(limit).max(0);
-                        write_optional(&dir.join("memory.swap.max"), &swap_only.to_string())?;
+                        let swap_only = if swap < 0 || limit < 0 {
+                            "max".to_string()
+                        } else {
+                            swap.saturating_sub(limit).max(0).to_string()
+                        };
+                        write_optional(&dir.join("memory.swap.max"), &swap_only)?;
                     }
                 } else {
                     write(&dir.join("memory.limit_in_bytes"), &limit.to_string())?;
@@ -259,32 +285,41 @@ impl Cgroup {
         }
     }
 
-    /// Accounting for `husk stats` and tests.
+    /// Accounting for `husk stats` and tests. A controller the host does not mount (v1)
+    /// reads as zero rather than failing the whole report.
     pub fn stats(&self) -> Result<CgroupStats, CgroupError> {
         let mut stats = CgroupStats::default();
-        let mem = self.controller_dir("memory")?;
-        let cpu = self
-            .controller_dir("cpuacct")
-            .or_else(|_| self.controller_dir("cpu"))?;
-        let pids = self.controller_dir("pids")?;
-        if matches!(self.layout, CgroupLayout::Unified(_)) {
-            stats.memory_usage_bytes = read_u64(&mem.join("memory.current"))?;
-            stats.memory_peak_bytes = read_u64(&mem.join("memory.peak")).ok();
-            stats.memory_limit_bytes = read_u64(&mem.join("memory.max")).ok();
-            stats.cpu_usage_ns =
-                read_keyed(&cpu.join("cpu.stat"), "usage_usec")?.saturating_mul(1000);
-            stats.oom_kills = read_keyed(&mem.join("memory.events"), "oom_kill").unwrap_or(0);
-        } else {
-            stats.memory_usage_bytes = read_u64(&mem.join("memory.usage_in_bytes"))?;
-            stats.memory_peak_bytes = read_u64(&mem.join("memory.max_usage_in_bytes")).ok();
-            // v1 reports "no limit" as a huge page-rounded number.
-            stats.memory_limit_bytes = read_u64(&mem.join("memory.limit_in_bytes"))
-                .ok()
-                .filter(|l| *l < i64::MAX as u64 / 2);
-            stats.cpu_usage_ns = read_u64(&cpu.join("cpuacct.usage"))?;
-            stats.oom_kills = read_keyed(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+        let unified = matches!(self.layout, CgroupLayout::Unified(_));
+        if let Ok(mem) = self.controller_dir("memory") {
+            if unified {
+                stats.memory_usage_bytes = read_u64(&mem.join("memory.current"))?;
+                stats.memory_peak_bytes = read_u64(&mem.join("memory.peak")).ok();
+                stats.memory_limit_bytes = read_u64(&mem.join("memory.max"))
+                    .ok()
+                    .filter(|l| *l != u64::MAX);
+                stats.oom_kills = read_keyed(&mem.join("memory.events"), "oom_kill").unwrap_or(0);
+            } else {
+                stats.memory_usage_bytes = read_u64(&mem.join("memory.usage_in_bytes"))?;
+                stats.memory_peak_bytes = read_u64(&mem.join("memory.max_usage_in_bytes")).ok();
+                // v1 reports "no limit" as a huge page-rounded number.
+                stats.memory_limit_bytes = read_u64(&mem.join("memory.limit_in_bytes"))
+                    .ok()
+                    .filter(|l| *l < i64::MAX as u64 / 2);
+                stats.oom_kills =
+                    read_keyed(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+            }
         }
-        stats.pids = read_u64(&pids.join("pids.current"))?;
+        if unified {
+            if let Ok(cpu) = self.controller_dir("cpu") {
+                stats.cpu_usage_ns =
+                    read_keyed(&cpu.join("cpu.stat"), "usage_usec")?.saturating_mul(1000);
+            }
+        } else if let Ok(cpuacct) = self.controller_dir("cpuacct") {
+            stats.cpu_usage_ns = read_u64(&cpuacct.join("cpuacct.usage"))?;
+        }
+        if let Ok(pids) = self.controller_dir("pids") {
+            stats.pids = read_u64(&pids.join("pids.current"))?;
+        }
         Ok(stats)
     }
 

@@ -3,7 +3,7 @@
 //! it may allocate; every failure is reported to husk over the error pipe.
 
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -39,7 +39,8 @@ pub struct InitConfig<'a> {
     pub spec: &'a Spec,
     pub plan: RootfsPlan<'a>,
     pub seccomp: Vec<BpfProgram>,
-    pub sync: OwnedFd,
+    /// cgroup.procs of each of the container's cgroup directories.
+    pub cgroup_procs: Vec<PathBuf>,
     pub errors: OwnedFd,
     /// The init sends the pty master over this when the spec asks for a terminal.
     pub console: Option<UnixStream>,
@@ -66,18 +67,17 @@ pub fn run(cfg: InitConfig) -> ! {
 
 fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFailure> {
     let spec = cfg.spec;
-    // Wait until husk has put us into the container's cgroup (EOF: husk died, give up).
-    let mut byte = [0u8; 1];
-    let mut sync = std::fs::File::from(cfg.sync.try_clone().map_err(fail)?);
-    if sync.read(&mut byte).map_err(fail)? != 1 {
-        return Err(fail("husk went away before the container started"));
+    for procs in &cfg.cgroup_procs {
+        // "0" is the writer itself, with no pid translation across namespaces.
+        std::fs::write(procs, "0")
+            .map_err(|e| fail(format!("joining cgroup {}: {e}", procs.display())))?;
     }
     if rootfs::has_namespace(spec, LinuxNamespaceType::Cgroup) {
         // After joining the cgroup, so that it becomes the namespace's root.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| fail(format!("creating cgroup namespace: {e}")))?;
     }
-    if rootfs::has_namespace(spec, LinuxNamespaceType::Uts) {
+    if rootfs::has_namespace(spec, LinuxNamespaceType::Uts) && spec.hostname().is_some() {
         nix::unistd::sethostname(&cfg.plan.hostname)
             .map_err(|e| fail(format!("setting hostname {:?}: {e}", cfg.plan.hostname)))?;
     }
@@ -92,6 +92,15 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         .ok_or_else(|| fail("the spec has no process"))?;
     setup_stdio(cfg, process.terminal().unwrap_or(false))?;
 
+    // runc's default when the spec sets none; husk's own umask must not leak in.
+    let umask = process.user().umask().unwrap_or(0o022);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        umask as libc::mode_t,
+    ));
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| fail(format!("setting oom_score_adj {adj}: {e}")))?;
+    }
     for rlimit in process.rlimits().iter().flatten() {
         set_rlimit(rlimit.typ(), rlimit.soft(), rlimit.hard())?;
     }
@@ -209,6 +218,18 @@ fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
             .write(true)
             .open(&slave_path)
             .map_err(|e| fail(format!("opening {}: {e}", slave_path.display())))?;
+        // Like runc: programs that write to /dev/console reach the container's terminal.
+        let console_path = Path::new("/dev/console");
+        if std::fs::File::create(console_path).is_ok() {
+            nix::mount::mount(
+                Some(&slave_path),
+                console_path,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| fail(format!("binding the pty onto /dev/console: {e}")))?;
+        }
         // SAFETY: TIOCSCTTY on a terminal descriptor we own, with an integer argument.
         if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
             return Err(fail(format!(
@@ -383,11 +404,12 @@ fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
     }
 }
 
-/// The spec's set limited to what husk itself holds: a host (or sandbox) that withholds a
-/// capability from husk cannot grant it to containers.
-fn to_caps(set: &Option<oci_spec::runtime::Capabilities>) -> caps::CapsHashSet {
-    let held = caps::read(None, caps::CapSet::Bounding)
-        .unwrap_or_else(|_| caps::runtime::thread_all_supported());
+/// The spec's set limited to `held`, husk's own bounding set: a host (or sandbox) that
+/// withholds a capability from husk cannot grant it to containers.
+fn to_caps(
+    set: &Option<oci_spec::runtime::Capabilities>,
+    held: &caps::CapsHashSet,
+) -> caps::CapsHashSet {
     set.iter()
         .flatten()
         .filter_map(|c| format!("CAP_{c}").parse::<caps::Capability>().ok())
@@ -406,13 +428,12 @@ fn set_identity(
     use caps::CapSet;
     let capfail =
         |what: &str, e: caps::errors::CapsError| fail(format!("setting {what} capabilities: {e}"));
+    let held = caps::read(None, CapSet::Bounding).map_err(|e| capfail("reading bounding", e))?;
     let spec_caps = process.capabilities().as_ref();
-    let bounding = spec_caps.map(|c| to_caps(c.bounding()));
-    if let Some(keep) = &bounding {
-        for cap in caps::runtime::thread_all_supported() {
-            if !keep.contains(&cap) {
-                caps::drop(None, CapSet::Bounding, cap).map_err(|e| capfail("bounding", e))?;
-            }
+    if let Some(c) = spec_caps {
+        let keep = to_caps(c.bounding(), &held);
+        for cap in held.difference(&keep) {
+            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| capfail("bounding", e))?;
         }
     }
     // SAFETY: prctl with integer arguments only.
@@ -430,16 +451,62 @@ fn set_identity(
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     if let Some(c) = spec_caps {
         // Effective first: the kernel refuses a permitted set that leaves effective outside.
-        caps::set(None, CapSet::Effective, &to_caps(c.effective()))
+        caps::set(None, CapSet::Effective, &to_caps(c.effective(), &held))
             .map_err(|e| capfail("effective", e))?;
-        caps::set(None, CapSet::Permitted, &to_caps(c.permitted()))
+        caps::set(None, CapSet::Permitted, &to_caps(c.permitted(), &held))
             .map_err(|e| capfail("permitted", e))?;
-        caps::set(None, CapSet::Inheritable, &to_caps(c.inheritable()))
+        caps::set(None, CapSet::Inheritable, &to_caps(c.inheritable(), &held))
             .map_err(|e| capfail("inheritable", e))?;
         caps::clear(None, CapSet::Ambient).map_err(|e| capfail("ambient", e))?;
-        for cap in to_caps(c.ambient()) {
+        for cap in to_caps(c.ambient(), &held) {
             caps::raise(None, CapSet::Ambient, cap).map_err(|e| capfail("ambient", e))?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executable_lookup_follows_docker_codes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = bin.join("data");
+        std::fs::write(&data, "x").unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = format!("/nonexistent:{}", bin.display());
+
+        assert_eq!(find_executable("tool", &path).ok(), Some(tool.clone()));
+        assert_eq!(find_executable(tool.to_str().unwrap(), "").ok(), Some(tool));
+        let missing = find_executable("nope", &path).unwrap_err();
+        assert_eq!(missing.code, CODE_NOT_FOUND);
+        assert_eq!(
+            missing.message,
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(
+            find_executable("data", &path).unwrap_err().code,
+            CODE_NOT_EXECUTABLE
+        );
+        assert_eq!(
+            find_executable(data.to_str().unwrap(), "")
+                .unwrap_err()
+                .code,
+            CODE_NOT_EXECUTABLE
+        );
+        assert_eq!(
+            find_executable(bin.to_str().unwrap(), "").unwrap_err().code,
+            CODE_NOT_EXECUTABLE
+        );
+        assert_eq!(
+            find_executable("/no/such/file", "").unwrap_err().code,
+            CODE_NOT_FOUND
+        );
+    }
 }

@@ -2,11 +2,12 @@
 //! namespaced, cgroup-limited process (like runc/crun/youki), and reports its exit code the way
 //! Docker does.
 //!
-//! Process shape: husk forks a short-lived helper (a fork, so the possibly multithreaded
-//! caller's libc locks are reset), the helper clones the container init with
-//! CLONE_PARENT and the new namespaces, so the init is husk's own child and pid 1 of its pid
-//! namespace, and exits. husk moves the init into the cgroup, releases it over a sync pipe, and
-//! learns about setup or exec failures through a close-on-exec error pipe.
+//! Process shape: husk creates the cgroup, then clones the container init with the new
+//! namespaces, making it pid 1 of its pid namespace. A multithreaded caller first forks a
+//! short-lived helper (glibc's fork resets libc locks another thread might hold) that clones
+//! the init with CLONE_PARENT, so the init is husk's own child either way. The init joins the
+//! cgroup itself, so no round trip with husk is needed before setup; husk learns about setup
+//! or exec failures through a close-on-exec error pipe that reaches EOF at exec.
 
 pub mod cgroup;
 mod foreground;
@@ -103,7 +104,16 @@ pub struct Container {
     pid: Pid,
     cgroup: Option<Cgroup>,
     pty_master: Option<OwnedFd>,
-    exit_code: Option<i32>,
+    exit: Option<ExitInfo>,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Docker's exit code: the command's code, or 128+N when killed by signal N.
+    pub code: i32,
+    /// The kernel's OOM killer acted in the container's cgroup (Docker's `OOMKilled`).
+    pub oom_killed: bool,
 }
 
 /// Create namespaces, cgroup and rootfs and start the process. Returns once the command has
@@ -149,12 +159,10 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         pid: Pid::from_raw(0),
         cgroup: Some(cgroup),
         pty_master: None,
-        exit_code: None,
+        exit: None,
     };
 
-    let (sync_read, sync_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
-    let (pid_read, pid_write) = pipe()?;
     let console = if terminal {
         Some(UnixStream::pair().map_err(io("creating the console socket"))?)
     } else {
@@ -169,49 +177,27 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         spec,
         plan,
         seccomp,
-        sync: sync_read,
+        cgroup_procs: container
+            .cgroup
+            .as_ref()
+            .map(|c| {
+                c.paths()
+                    .into_iter()
+                    .map(|p| p.join("cgroup.procs"))
+                    .collect()
+            })
+            .unwrap_or_default(),
         errors: err_write,
         console: console_child,
         stdio: cfg.stdio.map(|fds| fds.map(|fd| fd.as_raw_fd())),
         interactive,
     };
 
-    // SAFETY: the helper child is single-threaded after fork; glibc's fork resets its
-    // allocator locks, so the helper and the init it clones may allocate freely.
-    let helper = match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
-        nix::unistd::ForkResult::Child => {
-            drop(pid_read);
-            run_helper(clone_flags, pid_write, init_cfg)
-        }
-        nix::unistd::ForkResult::Parent { child } => child,
+    container.pid = if single_threaded() {
+        clone_init_directly(clone_flags, init_cfg)?
+    } else {
+        clone_init_through_helper(clone_flags, init_cfg)?
     };
-    drop(init_cfg);
-    drop(pid_write);
-
-    let mut pid_bytes = [0u8; 4];
-    let got = std::fs::File::from(pid_read)
-        .read(&mut pid_bytes)
-        .map_err(io("reading init pid"));
-    let _ = waitpid(helper, None);
-    let raw = i32::from_ne_bytes(pid_bytes);
-    match got? {
-        4 if raw > 0 => container.pid = Pid::from_raw(raw),
-        4 => {
-            let errno = nix::Error::from_raw(-raw);
-            return Err(ProcessError::Sys {
-                op: "creating the container namespaces",
-                source: errno,
-            });
-        }
-        _ => return Err(ProcessError::Setup("the namespace helper failed".into())),
-    }
-
-    if let Some(cgroup) = &container.cgroup {
-        cgroup.add_process(container.pid.as_raw())?;
-    }
-    std::fs::File::from(sync_write)
-        .write_all_once(&[1])
-        .map_err(io("releasing the container init"))?;
 
     if let Some(socket) = console_parent {
         container.pty_master = receive_fd(&socket)?;
@@ -238,13 +224,66 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
     Ok(container)
 }
 
-trait WriteOnce {
-    fn write_all_once(self, bytes: &[u8]) -> std::io::Result<()>;
+/// True when husk runs a single thread (the CLI), so a child cloned from it cannot inherit a
+/// lock held by another thread and no helper process is needed.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/thread-self/..")
+        .map(|d| d.count() == 1)
+        .unwrap_or(false)
 }
 
-impl WriteOnce for std::fs::File {
-    fn write_all_once(mut self, bytes: &[u8]) -> std::io::Result<()> {
-        std::io::Write::write_all(&mut self, bytes)
+/// The CLI path: clone the init straight from husk.
+fn clone_init_directly(
+    flags: libc::c_ulong,
+    init_cfg: init::InitConfig,
+) -> Result<Pid, ProcessError> {
+    let flags = flags | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: a raw clone without CLONE_VM and with no new stack behaves like fork; husk is
+    // single-threaded here, so the child's copy holds no lock another thread owned.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match rc {
+        0 => init::run(init_cfg),
+        rc if rc < 0 => Err(ProcessError::Sys {
+            op: "creating the container namespaces",
+            source: nix::Error::last(),
+        }),
+        rc => Ok(Pid::from_raw(rc as i32)),
+    }
+}
+
+/// The library path for multithreaded callers (tests, a monitor): fork a helper, whose
+/// glibc-managed fork leaves it single-threaded with usable allocator locks; it clones the
+/// init with CLONE_PARENT, so the init is still husk's child, reports the pid and exits.
+fn clone_init_through_helper(
+    flags: libc::c_ulong,
+    init_cfg: init::InitConfig,
+) -> Result<Pid, ProcessError> {
+    let (pid_read, pid_write) = pipe()?;
+    // SAFETY: the helper child is single-threaded after fork; glibc's fork resets its
+    // allocator locks, so the helper and the init it clones may allocate freely.
+    let helper = match unsafe { nix::unistd::fork() }.map_err(sys("fork"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(pid_read);
+            run_helper(flags, pid_write, init_cfg)
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(init_cfg);
+    drop(pid_write);
+
+    let mut pid_bytes = [0u8; 4];
+    let got = std::fs::File::from(pid_read)
+        .read(&mut pid_bytes)
+        .map_err(io("reading init pid"));
+    let _ = waitpid(helper, None);
+    let raw = i32::from_ne_bytes(pid_bytes);
+    match got? {
+        4 if raw > 0 => Ok(Pid::from_raw(raw)),
+        4 => Err(ProcessError::Sys {
+            op: "creating the container namespaces",
+            source: nix::Error::from_raw(-raw),
+        }),
+        _ => Err(ProcessError::Setup("the namespace helper failed".into())),
     }
 }
 
@@ -342,21 +381,29 @@ impl Container {
     }
 
     pub fn signal(&self, sig: i32) -> Result<(), ProcessError> {
-        if self.exit_code.is_some() {
+        if self.exit.is_some() {
             return Ok(());
         }
-        let signal = Signal::try_from(sig).map_err(sys("invalid signal"))?;
-        nix::sys::signal::kill(self.pid, signal).map_err(sys("signalling the container"))
+        // Raw kill(2) so that real-time signals (SIGRTMIN+n) pass through too.
+        // SAFETY: kill takes plain integers; the pid is our unreaped child, so it cannot have
+        // been recycled for another process.
+        if unsafe { libc::kill(self.pid.as_raw(), sig) } != 0 {
+            return Err(ProcessError::Sys {
+                op: "signalling the container",
+                source: nix::Error::last(),
+            });
+        }
+        Ok(())
     }
 
     /// Non-blocking: the exit code if the init has exited (the container is then torn down).
     pub fn try_wait(&mut self) -> Result<Option<i32>, ProcessError> {
-        if let Some(code) = self.exit_code {
-            return Ok(Some(code));
+        if let Some(exit) = self.exit {
+            return Ok(Some(exit.code));
         }
         match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(status) => match exit_code_of(status) {
-                Some(code) => self.finish(code).map(Some),
+                Some(code) => self.finish(code).map(|exit| Some(exit.code)),
                 None => Ok(None),
             },
             Err(nix::Error::EINTR) => Ok(None),
@@ -369,10 +416,15 @@ impl Container {
 
     /// Wait for exit; returns Docker's exit code, then removes the cgroup. The overlay mount
     /// lived in the container's mount namespace and is gone with it; the upper dir stays.
-    pub fn wait(mut self) -> Result<i32, ProcessError> {
+    pub fn wait(self) -> Result<i32, ProcessError> {
+        self.wait_detailed().map(|exit| exit.code)
+    }
+
+    /// [`Container::wait`], also telling whether the OOM killer ended the container.
+    pub fn wait_detailed(mut self) -> Result<ExitInfo, ProcessError> {
         loop {
-            if let Some(code) = self.exit_code {
-                return Ok(code);
+            if let Some(exit) = self.exit {
+                return Ok(exit);
             }
             match waitpid(self.pid, None) {
                 Ok(status) => {
@@ -391,19 +443,26 @@ impl Container {
         }
     }
 
-    fn finish(&mut self, code: i32) -> Result<i32, ProcessError> {
-        self.exit_code = Some(code);
-        if let Some(cgroup) = self.cgroup.take() {
+    fn finish(&mut self, code: i32) -> Result<ExitInfo, ProcessError> {
+        let cgroup = self.cgroup.take();
+        // Read before the cgroup goes away: its OOM counter is the only witness.
+        let oom_killed = cgroup
+            .as_ref()
+            .and_then(|c| c.stats().ok())
+            .is_some_and(|stats| stats.oom_kills > 0);
+        let exit = ExitInfo { code, oom_killed };
+        self.exit = Some(exit);
+        if let Some(cgroup) = cgroup {
             // The pid namespace died with its init; this catches anything still exiting.
             cgroup.destroy()?;
         }
-        Ok(code)
+        Ok(exit)
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if self.exit_code.is_none() && self.pid.as_raw() > 0 {
+        if self.exit.is_none() && self.pid.as_raw() > 0 {
             let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
             while let Err(nix::Error::EINTR) = waitpid(self.pid, None) {}
         }
