@@ -46,6 +46,8 @@ pub enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove one or more containers.
     Rm(commands::ps::RmArgs),
+    /// Execute a command in a running container.
+    Exec(commands::exec::ExecArgs),
     /// Return low-level information on containers or images.
     Inspect(commands::inspect::InspectArgs),
     /// Fetch the logs of a container.
@@ -112,4 +114,6 @@ pub enum ContainerCommand {
     Prune(commands::ps::PruneArgs),
     /// Display detailed information on one or more containers.
     Inspect(commands::inspect::InspectArgs),
+    /// Execute a command in a running container.
+    Exec(commands::exec::ExecArgs),
 }

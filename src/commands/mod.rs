@@ -1,5 +1,6 @@
 //! One thin function per verb. Each returns the process exit code (Docker's conventions).
 
+pub mod exec;
 pub mod image;
 
 use anyhow::Result;
@@ -45,6 +46,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Inspect(args) => inspect::inspect(root, args, false),
         Command::Container(ContainerCommand::Inspect(args)) => inspect::inspect(root, args, true),
+        Command::Exec(args) | Command::Container(ContainerCommand::Exec(args)) => {
+            exec::exec_cmd(root, args)
+        }
         Command::Volume(command) => volume::run(root, command),
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),

@@ -105,6 +105,16 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         set_rlimit(rlimit.typ(), rlimit.soft(), rlimit.hard())?;
     }
 
+    become_process(process, &cfg.seccomp)
+}
+
+/// The part an init and an `exec` share: resolve the user inside the container's root, set
+/// up HOME and the working directory, apply identity, capabilities, no_new_privs and seccomp,
+/// and exec the command. Returns only on failure.
+pub(super) fn become_process(
+    process: &oci_spec::runtime::Process,
+    seccomp: &[BpfProgram],
+) -> Result<std::convert::Infallible, InitFailure> {
     let spec_user = process.user();
     let (uid, gid, mut groups, home) = match spec_user.username() {
         Some(name) => {
@@ -173,7 +183,7 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
     if !no_new_privs {
         // Without no_new_privs the filter must go in while we still hold CAP_SYS_ADMIN; it
         // allows the identity and capability calls that follow.
-        super::seccomp::install(&cfg.seccomp).map_err(fail)?;
+        super::seccomp::install(seccomp).map_err(fail)?;
     }
     set_identity(process, uid, gid, &groups)?;
     if no_new_privs {
@@ -184,7 +194,7 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
                 std::io::Error::last_os_error()
             )));
         }
-        super::seccomp::install(&cfg.seccomp).map_err(fail)?;
+        super::seccomp::install(seccomp).map_err(fail)?;
     }
 
     let err = nix::unistd::execve(&c_path, &c_args, &c_env).unwrap_err();

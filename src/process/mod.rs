@@ -10,6 +10,7 @@
 //! or exec failures through a close-on-exec error pipe that reaches EOF at exec.
 
 pub mod cgroup;
+pub mod exec;
 mod foreground;
 mod init;
 pub mod rootfs;

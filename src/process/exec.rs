@@ -1,0 +1,240 @@
+//! `husk exec` for process isolation: a new process inside a running container's namespaces
+//! and cgroup, with the container's security settings (capabilities, no_new_privs, seccomp).
+//!
+//! Shape: husk forks a helper that joins the container's cgroup and namespaces, then clones
+//! the command with CLONE_PARENT (so it is husk's own child, inside the container's pid
+//! namespace), reports its pid and exits. The command's setup or exec failures come back over
+//! a close-on-exec error pipe, as for a container's init.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use super::cgroup::{Cgroup, CgroupLayout};
+use super::init::{become_process, InitFailure, CODE_NOT_EXECUTABLE, CODE_NOT_FOUND};
+use super::{io, sys, ProcessError};
+
+/// What to run, and in which container.
+pub struct ExecConfig<'a> {
+    /// The container's init, as seen from the host.
+    pub container_pid: i32,
+    /// The container's spec: namespaces and seccomp come from it.
+    pub spec: &'a Spec,
+    /// The command: args, env, cwd, user, capabilities, terminal.
+    pub process: &'a Process,
+    pub cgroup_name: &'a str,
+    /// stdin, stdout, stderr for the command; for a terminal pass the pty slave three times.
+    pub stdio: [BorrowedFd<'a>; 3],
+}
+
+/// A running exec'd command.
+pub struct ExecProcess {
+    pid: Pid,
+}
+
+impl ExecProcess {
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Wait for the command; Docker's code (128+N for signal N).
+    pub fn wait(self) -> Result<i32, ProcessError> {
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(source) => {
+                    return Err(ProcessError::Sys {
+                        op: "waiting for the exec'd process",
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// The namespaces to join, in an order that keeps /proc reachable until the mount namespace.
+const JOIN_ORDER: [(LinuxNamespaceType, &str); 6] = [
+    (LinuxNamespaceType::Ipc, "ipc"),
+    (LinuxNamespaceType::Uts, "uts"),
+    (LinuxNamespaceType::Network, "net"),
+    (LinuxNamespaceType::Pid, "pid"),
+    (LinuxNamespaceType::Cgroup, "cgroup"),
+    (LinuxNamespaceType::Mount, "mnt"),
+];
+
+/// Start the command in the container. Returns once it has exec'd, or with the error (exit
+/// codes as for `run`: 127 not found, 126 not executable, 125 otherwise).
+pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
+    // Everything that can fail in a readable way is prepared before forking.
+    let mut namespaces: Vec<OwnedFd> = Vec::new();
+    for (typ, name) in JOIN_ORDER {
+        if !super::rootfs::has_namespace(cfg.spec, typ) {
+            continue;
+        }
+        let path = PathBuf::from(format!("/proc/{}/ns/{name}", cfg.container_pid));
+        let file = std::fs::File::open(&path).map_err(io("opening the container's namespace"))?;
+        namespaces.push(file.into());
+    }
+    let cgroup_procs: Vec<PathBuf> = Cgroup::open(CgroupLayout::detect()?, cfg.cgroup_name)?
+        .paths()
+        .into_iter()
+        .map(|dir| dir.join("cgroup.procs"))
+        .filter(|procs| procs.exists())
+        .collect();
+    let seccomp = match cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => super::seccomp::compile(profile)?,
+        None => Vec::new(),
+    };
+    let (error_read, error_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))?;
+    let (pid_read, pid_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))?;
+    let stdio = cfg.stdio.map(|fd| fd.as_raw_fd());
+
+    // SAFETY: the child is a fork of a process that is single-threaded at this point in the
+    // CLI (exec runs before any thread is started); it only joins namespaces, clones and exits.
+    match unsafe { nix::unistd::fork() }.map_err(sys("forking"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(error_read);
+            drop(pid_read);
+            let failure = join_and_clone(
+                &cgroup_procs,
+                &namespaces,
+                cfg.process,
+                &seccomp,
+                stdio,
+                error_write.as_raw_fd(),
+                pid_write.as_raw_fd(),
+            );
+            report(error_write.as_raw_fd(), &failure);
+            // SAFETY: ends the forked helper without running the parent's exit handlers.
+            unsafe { libc::_exit(1) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(error_write);
+            drop(pid_write);
+            let _ = waitpid(child, None);
+            let mut pid_bytes = [0u8; 4];
+            let got_pid = std::fs::File::from(pid_read)
+                .read_exact(&mut pid_bytes)
+                .is_ok();
+            let mut report = Vec::new();
+            let _ = std::fs::File::from(error_read).read_to_end(&mut report);
+            if let Some((&code, message)) = report.split_first() {
+                let message = String::from_utf8_lossy(message).into_owned();
+                if got_pid {
+                    // The command itself failed: reap it.
+                    let _ = waitpid(Pid::from_raw(i32::from_ne_bytes(pid_bytes)), None);
+                }
+                return Err(match code {
+                    CODE_NOT_FOUND => ProcessError::ExecNotFound(message),
+                    CODE_NOT_EXECUTABLE => ProcessError::NotExecutable(message),
+                    _ => ProcessError::Setup(message),
+                });
+            }
+            if !got_pid {
+                return Err(ProcessError::Setup(
+                    "the exec helper exited without starting the command".into(),
+                ));
+            }
+            Ok(ExecProcess {
+                pid: Pid::from_raw(i32::from_ne_bytes(pid_bytes)),
+            })
+        }
+    }
+}
+
+fn report(errors: RawFd, failure: &InitFailure) {
+    let mut bytes = vec![failure.code];
+    bytes.extend_from_slice(failure.message.as_bytes());
+    // SAFETY: a plain write of our own buffer to a pipe we own.
+    unsafe { libc::write(errors, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+fn setup_failure(message: String) -> InitFailure {
+    InitFailure {
+        code: super::init::CODE_SETUP,
+        message,
+    }
+}
+
+/// In the helper: join, clone the command, pass its pid on. Returns only on failure.
+fn join_and_clone(
+    cgroup_procs: &[PathBuf],
+    namespaces: &[OwnedFd],
+    process: &Process,
+    seccomp: &[seccompiler::BpfProgram],
+    stdio: [RawFd; 3],
+    errors: RawFd,
+    pid_pipe: RawFd,
+) -> InitFailure {
+    for procs in cgroup_procs {
+        if let Err(e) = std::fs::write(procs, "0") {
+            return setup_failure(format!("joining cgroup {}: {e}", procs.display()));
+        }
+    }
+    for ns in namespaces {
+        if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::empty()) {
+            return setup_failure(format!("joining the container's namespaces: {e}"));
+        }
+    }
+    // SAFETY: raw clone with CLONE_PARENT|SIGCHLD and no new stack behaves like fork in this
+    // single-threaded helper; the child becomes husk's child inside the joined pid namespace.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_PARENT | libc::SIGCHLD,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        -1 => setup_failure(format!(
+            "starting the command: {}",
+            std::io::Error::last_os_error()
+        )),
+        0 => {
+            let failure = command(process, seccomp, stdio).unwrap_err();
+            report(errors, &failure);
+            // SAFETY: ends the failed command's process without the parent's exit handlers.
+            unsafe { libc::_exit(1) }
+        }
+        child => {
+            let bytes = (child as i32).to_ne_bytes();
+            // SAFETY: a plain write of our own buffer to a pipe we own.
+            unsafe { libc::write(pid_pipe, bytes.as_ptr().cast(), bytes.len()) };
+            // SAFETY: the helper's work is done; leave without the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// In the command's process: stdio, a session (and controlling terminal), then the shared
+/// become-the-process path of the init.
+fn command(
+    process: &Process,
+    seccomp: &[seccompiler::BpfProgram],
+    stdio: [RawFd; 3],
+) -> Result<std::convert::Infallible, InitFailure> {
+    for (target, fd) in stdio.iter().enumerate() {
+        if *fd != target as RawFd {
+            nix::unistd::dup2(*fd, target as RawFd)
+                .map_err(|e| setup_failure(format!("setting up stdio: {e}")))?;
+        }
+    }
+    nix::unistd::setsid().map_err(|e| setup_failure(format!("setsid: {e}")))?;
+    if process.terminal().unwrap_or(false) {
+        // SAFETY: TIOCSCTTY on our stdin (the pty slave) with an integer argument.
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    }
+    become_process(process, seccomp)
+}
