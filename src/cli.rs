@@ -48,6 +48,12 @@ pub enum Command {
     Rm(commands::ps::RmArgs),
     /// Execute a command in a running container.
     Exec(commands::exec::ExecArgs),
+    /// Display the running processes of a container.
+    Top(commands::observe::TopArgs),
+    /// Display a live stream of container resource usage statistics.
+    Stats(commands::observe::StatsArgs),
+    /// Rename a container.
+    Rename(commands::observe::RenameArgs),
     /// Return low-level information on containers or images.
     Inspect(commands::inspect::InspectArgs),
     /// Fetch the logs of a container.
@@ -116,4 +122,10 @@ pub enum ContainerCommand {
     Inspect(commands::inspect::InspectArgs),
     /// Execute a command in a running container.
     Exec(commands::exec::ExecArgs),
+    /// Display the running processes of a container.
+    Top(commands::observe::TopArgs),
+    /// Display a live stream of container resource usage statistics.
+    Stats(commands::observe::StatsArgs),
+    /// Rename a container.
+    Rename(commands::observe::RenameArgs),
 }

@@ -10,6 +10,7 @@ use crate::cli::{Cli, Command, ContainerCommand};
 pub mod inspect;
 pub mod lifecycle;
 pub mod monitor;
+pub mod observe;
 pub mod ps;
 pub mod run;
 pub mod vm_container;
@@ -48,6 +49,15 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Container(ContainerCommand::Inspect(args)) => inspect::inspect(root, args, true),
         Command::Exec(args) | Command::Container(ContainerCommand::Exec(args)) => {
             exec::exec_cmd(root, args)
+        }
+        Command::Top(args) | Command::Container(ContainerCommand::Top(args)) => {
+            observe::top(root, args)
+        }
+        Command::Stats(args) | Command::Container(ContainerCommand::Stats(args)) => {
+            observe::stats(root, args)
+        }
+        Command::Rename(args) | Command::Container(ContainerCommand::Rename(args)) => {
+            observe::rename(root, args)
         }
         Command::Volume(command) => volume::run(root, command),
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),

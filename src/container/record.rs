@@ -417,6 +417,25 @@ impl Containers {
         }
     }
 
+    /// Give a container a new name, unique among all containers (Docker's `rename`).
+    pub fn rename(&self, key: &str, new_name: &str) -> Result<Record, RecordError> {
+        if !names::is_valid(new_name) {
+            return Err(RecordError::InvalidName(new_name.to_string()));
+        }
+        let _lock = self.lock()?;
+        let record = self.find(key)?;
+        if let Some(other) = self.list()?.into_iter().find(|r| r.name == new_name) {
+            return Err(RecordError::NameInUse {
+                name: new_name.to_string(),
+                id: other.id,
+            });
+        }
+        let mut renamed = record;
+        renamed.name = new_name.to_string();
+        self.save(&renamed)?;
+        Ok(renamed)
+    }
+
     /// Delete the container's directory. The record file goes first so that a removal cut
     /// short never leaves a record pointing at half-deleted state.
     pub fn remove(&self, id: &str) -> Result<(), RecordError> {
