@@ -1,0 +1,414 @@
+//! Process tier: what a Docker user does with a container after `run`: detached containers
+//! under their monitor, logs, stop/kill/wait, restart policies, exec, inspect, top, stats,
+//! rename, volumes, and the faults the monitor must survive.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Husk {
+    root: tempfile::TempDir,
+}
+
+impl Husk {
+    fn new() -> Option<Self> {
+        if !common::is_root() {
+            eprintln!("SKIP: process isolation needs root");
+            return None;
+        }
+        if common::host_busybox().is_none() {
+            eprintln!("SKIP: busybox-static is not installed (scripts/setup.sh installs it)");
+            return None;
+        }
+        let husk = Self {
+            root: tempfile::tempdir().unwrap(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        common::make_busybox_rootfs(&rootfs).unwrap();
+        std::fs::create_dir_all(rootfs.join("srv/www")).unwrap();
+        std::fs::write(rootfs.join("srv/www/index.html"), "from the image\n").unwrap();
+        let tar = dir.path().join("rootfs.tar");
+        assert!(Command::new("tar")
+            .args(["--numeric-owner", "-C"])
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        husk.ok(&[
+            "import",
+            "--change",
+            "CMD [\"sh\"]",
+            tar.to_str().unwrap(),
+            "busybox",
+        ]);
+        Some(husk)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
+        cmd.arg("--root").arg(self.root.path());
+        cmd.env("HUSK_ISOLATION", "process");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
+        eprintln!(
+            "husk {args:?} -> {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "husk {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn status(&self, name: &str) -> String {
+        self.ok(&["inspect", "-f", "{{.State.Status}}", name])
+            .trim()
+            .to_string()
+    }
+
+    fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self, name: &str) -> String {
+        self.ok(&["logs", name])
+    }
+}
+
+impl Drop for Husk {
+    fn drop(&mut self) {
+        if let Ok(out) = self.cmd().args(["ps", "-a", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.cmd().args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+#[test]
+fn detached_containers_log_stop_and_wait() {
+    let Some(husk) = Husk::new() else { return };
+    let id = husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo out; echo err >&2; while true; do sleep 0.1; done",
+    ]);
+    assert_eq!(id.trim().len(), 64, "run -d prints the full ID");
+    husk.wait_for("output", || husk.logs("ticker").contains("out"));
+    let out = husk.run(&["logs", "ticker"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // json-file on disk, Docker's format.
+    let log = std::fs::read_to_string(
+        husk.root
+            .path()
+            .join("containers")
+            .join(id.trim())
+            .join("container.log"),
+    )
+    .unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["stream"], "stdout");
+    assert_eq!(husk.status("ticker"), "running");
+    assert!(husk.ok(&["ps"]).contains("Up "));
+
+    // The trap runs: a graceful stop, exit 0, and the monitor recorded it.
+    husk.ok(&["stop", "ticker"]);
+    assert_eq!(husk.status("ticker"), "exited");
+    assert_eq!(husk.ok(&["wait", "ticker"]).trim(), "0");
+    assert!(husk.logs("ticker").contains("bye"));
+    let tail = husk.ok(&["logs", "--tail", "1", "ticker"]);
+    assert_eq!(tail, "bye\n");
+
+    // start again keeps the same container and writable layer.
+    husk.ok(&["start", "ticker"]);
+    husk.wait_for("restart", || husk.status("ticker") == "running");
+    husk.ok(&["kill", "ticker"]);
+    assert_eq!(husk.ok(&["wait", "ticker"]).trim(), "137");
+}
+
+#[test]
+fn restart_policy_on_failure_retries_then_gives_up() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo attempt; exit 3",
+    ]);
+    husk.wait_for("the retries", || {
+        husk.status("flaky") == "exited"
+            && husk
+                .ok(&["inspect", "-f", "{{.RestartCount}}", "flaky"])
+                .trim()
+                == "2"
+    });
+    assert_eq!(husk.logs("flaky").matches("attempt").count(), 3);
+    assert_eq!(
+        husk.ok(&["inspect", "-f", "{{.State.ExitCode}}", "flaky"])
+            .trim(),
+        "3"
+    );
+
+    let out = husk.run(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--restart and --rm"));
+}
+
+#[test]
+fn exec_inspect_top_stats_rename() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "-e",
+        "GREETING=hi",
+        "--memory",
+        "64m",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    husk.wait_for("running", || husk.status("box") == "running");
+
+    // exec sees the container's processes, environment and security settings.
+    let ps = husk.ok(&["exec", "box", "ps"]);
+    assert!(ps.contains("sleep 300") && !ps.contains("cargo"), "{ps}");
+    assert_eq!(
+        husk.ok(&["exec", "box", "sh", "-c", "echo $GREETING"]),
+        "hi\n"
+    );
+    assert_eq!(
+        husk.ok(&["exec", "-u", "nobody", "box", "id", "-u"]),
+        "65534\n"
+    );
+    assert_eq!(husk.ok(&["exec", "-w", "/tmp", "box", "pwd"]), "/tmp\n");
+    assert_eq!(
+        husk.run(&["exec", "box", "sh", "-c", "exit 5"])
+            .status
+            .code(),
+        Some(5)
+    );
+    assert_eq!(
+        husk.run(&["exec", "box", "no-such"]).status.code(),
+        Some(127)
+    );
+    assert_ne!(
+        husk.run(&["exec", "box", "mount", "-t", "tmpfs", "x", "/mnt"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    let inspect: serde_json::Value = serde_json::from_str(&husk.ok(&["inspect", "box"])).unwrap();
+    let c = &inspect[0];
+    assert_eq!(c["Name"], "/box");
+    assert_eq!(c["State"]["Running"], true);
+    assert!(c["State"]["Pid"].as_i64().unwrap() > 0);
+    assert_eq!(c["HostConfig"]["Memory"], 64 << 20);
+    assert_eq!(c["HostConfig"]["Isolation"], "process");
+    assert_eq!(c["Config"]["Cmd"], serde_json::json!(["sleep", "300"]));
+    assert!(c["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "GREETING=hi"));
+
+    let top = husk.ok(&["top", "box"]);
+    assert!(top.contains("sleep 300"), "{top}");
+    let stats = husk.ok(&["stats", "--no-stream", "box"]);
+    assert!(stats.contains("64MiB"), "{stats}");
+
+    husk.ok(&["rename", "box", "crate"]);
+    assert_eq!(husk.status("crate"), "running");
+    assert!(husk.run(&["inspect", "box"]).status.code() != Some(0));
+}
+
+#[test]
+fn volumes_persist_are_filled_from_the_image_and_refuse_removal_in_use() {
+    let Some(husk) = Husk::new() else { return };
+    // A named volume over an image path starts with the image's content.
+    let out = husk.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "site:/srv/www",
+        "busybox",
+        "cat",
+        "/srv/www/index.html",
+    ]);
+    assert_eq!(out, "from the image\n");
+    husk.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "site:/srv/www",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /srv/www/new",
+    ]);
+    assert_eq!(
+        husk.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "site:/data:ro",
+            "busybox",
+            "cat",
+            "/data/new"
+        ]),
+        "kept\n"
+    );
+    assert_ne!(
+        husk.run(&[
+            "run",
+            "--rm",
+            "-v",
+            "site:/data:ro",
+            "busybox",
+            "touch",
+            "/data/x"
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    // Bind mounts and tmpfs.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "host file\n").unwrap();
+    let bind = format!("{}:/h", host.path().display());
+    assert_eq!(
+        husk.ok(&["run", "--rm", "-v", &bind, "busybox", "cat", "/h/f"]),
+        "host file\n"
+    );
+    assert!(husk
+        .ok(&["run", "--rm", "--tmpfs", "/scratch", "busybox", "mount"])
+        .contains("/scratch"));
+
+    // In use (even by a stopped container): refused with one line; after rm it goes.
+    husk.ok(&[
+        "create",
+        "--name",
+        "user",
+        "-v",
+        "site:/data",
+        "busybox",
+        "true",
+    ]);
+    let out = husk.run(&["volume", "rm", "site"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("volume is in use"));
+    husk.ok(&["rm", "user"]);
+    husk.ok(&["volume", "rm", "site"]);
+    assert!(!husk.ok(&["volume", "ls", "-q"]).contains("site"));
+
+    // Anonymous volumes go with `rm -v`.
+    husk.ok(&["run", "--name", "anon", "-v", "/cache", "busybox", "true"]);
+    assert_eq!(husk.ok(&["volume", "ls", "-q"]).lines().count(), 1);
+    husk.ok(&["rm", "-v", "anon"]);
+    assert_eq!(husk.ok(&["volume", "ls", "-q"]).lines().count(), 0);
+}
+
+#[test]
+fn killed_monitor_leaves_a_truthful_record_that_rm_f_cleans() {
+    let Some(husk) = Husk::new() else { return };
+    let id = husk.ok(&["run", "-d", "--name", "orphan", "busybox", "sleep", "300"]);
+    let id = id.trim().to_string();
+    husk.wait_for("running", || husk.status("orphan") == "running");
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            husk.root
+                .path()
+                .join("containers")
+                .join(&id)
+                .join("record.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let monitor = record["state"]["supervisor"]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    husk.wait_for("dead", || husk.status("orphan") == "dead");
+    assert!(husk.ok(&["ps", "-a"]).contains("Dead"));
+    husk.ok(&["rm", "-f", "orphan"]);
+    assert!(husk.ok(&["ps", "-a", "-q"]).is_empty());
+    let leftover: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join("husk").join(&id))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(leftover.is_empty(), "{leftover:?}");
+}
+
+#[test]
+fn fifty_detached_containers_start_and_stop_cleanly() {
+    let Some(husk) = Husk::new() else { return };
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            husk.cmd()
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("many{i}"),
+                    "busybox",
+                    "sleep",
+                    "300",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    husk.wait_for("50 running", || {
+        husk.ok(&["ps", "-q"]).lines().count() == 50
+    });
+    let ids: Vec<String> = husk.ok(&["ps", "-q"]).lines().map(str::to_string).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().map(String::as_str));
+    husk.ok(&args);
+    assert!(husk.ok(&["ps", "-a", "-q"]).is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(husk.root.path().to_str().unwrap()));
+}
