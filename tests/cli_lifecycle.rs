@@ -412,3 +412,84 @@ fn fifty_detached_containers_start_and_stop_cleanly() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(husk.root.path().to_str().unwrap()));
 }
+
+/// The root on a small tmpfs: a container that prints more than the disk holds keeps running,
+/// and its exit is still recorded (the log leaves a reserve for the record).
+#[test]
+fn full_disk_while_logging_keeps_the_container_and_its_exit_status() {
+    let Some(_) = Husk::new() else { return };
+    let mount_dir = tempfile::tempdir().unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "husk-test-full", mount_dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount_dir.path().to_path_buf());
+    let root = mount_dir.path().join("root");
+    let husk_on_tmpfs = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_husk"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Only busybox itself: the smallest image that fits.
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs/bin");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::copy(common::host_busybox().unwrap(), rootfs.join("busybox")).unwrap();
+    for applet in ["sh", "yes", "head", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join(applet)).unwrap();
+    }
+    let tar = dir.path().join("rootfs.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(dir.path().join("rootfs"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    assert!(husk_on_tmpfs(&["import", tar.to_str().unwrap(), "tiny"]).status.success());
+    let out = husk_on_tmpfs(&[
+        "run", "-d", "--name", "chatty", "tiny", "sh", "-c",
+        "yes husk-fills-the-disk | head -c 40000000; echo done; exit 4",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = husk_on_tmpfs(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "chatty"]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if text == "exited 4" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recorded the exit: {text:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The log holds what fitted, and reading it still works.
+    let logs = husk_on_tmpfs(&["logs", "--tail", "1", "chatty"]);
+    assert!(logs.status.success());
+    assert!(husk_on_tmpfs(&["rm", "chatty"]).status.success());
+}
+
+#[test]
+fn logs_follow_across_a_restart() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&[
+        "run", "-d", "--name", "phoenix", "--restart", "on-failure:1", "busybox", "sh", "-c",
+        "echo life; sleep 0.3; exit 1",
+    ]);
+    // Follows until the container stops for good: both lives are in one stream.
+    let out = husk.ok(&["logs", "-f", "phoenix"]);
+    assert_eq!(out, "life\nlife\n");
+    assert_eq!(husk.status("phoenix"), "exited");
+}

@@ -115,11 +115,12 @@ pub fn logs(root: &Path, args: LogsArgs) -> Result<i32> {
     entries.iter().for_each(emit);
     if args.follow {
         // Follow until the container stops for good; a restart policy keeps it running.
+        // Its supervisor lives on between the runs of a restart policy.
         logs::follow(&dir, offset, emit, || {
-            store
-                .load(&record.id)
-                .map(|r| r.effective_status() == Status::Running)
-                .unwrap_or(false)
+            store.load(&record.id).is_ok_and(|r| {
+                r.effective_status() == Status::Running
+                    || r.state.supervisor.is_some_and(|s| s.is_alive())
+            })
         })?;
     }
     Ok(0)

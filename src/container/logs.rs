@@ -42,9 +42,13 @@ pub struct Entry {
     pub time: DateTime<Utc>,
 }
 
+/// Free space the log leaves on its filesystem, so that a container printing without end can
+/// never take the room its record needs to say how it exited.
+const RESERVED_BYTES: u64 = 4 << 20;
+
 pub struct LogWriter {
     file: File,
-    /// Lines lost to write errors (e.g. a full disk).
+    /// Chunks lost to write errors or to the reserve (e.g. a full disk).
     pub dropped: u64,
 }
 
@@ -57,6 +61,16 @@ impl LogWriter {
             .open(&path)
             .map_err(|source| LogError::Open { path, source })?;
         Ok(Self { file, dropped: 0 })
+    }
+
+    fn has_room(&self, bytes: u64) -> bool {
+        match nix::sys::statvfs::fstatvfs(&self.file) {
+            Ok(stat) => {
+                let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+                free >= bytes + RESERVED_BYTES
+            }
+            Err(_) => true, // cannot tell: let the write itself succeed or fail
+        }
     }
 
     /// Append one chunk of output, split into lines as Docker does (a partial last line is
@@ -74,7 +88,7 @@ impl LogWriter {
                 .expect("log entries always serialize");
             buffer.push(b'\n');
         }
-        if self.file.write_all(&buffer).is_err() {
+        if !self.has_room(buffer.len() as u64) || self.file.write_all(&buffer).is_err() {
             self.dropped += 1;
         }
     }
