@@ -58,6 +58,8 @@ pub enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Fetch the logs of a container.
     Logs(commands::lifecycle::LogsArgs),
+    /// Attach to a running container's output (and input, if started with -i).
+    Attach(commands::lifecycle::AttachArgs),
     /// Stop one or more running containers (SIGTERM, then SIGKILL after the grace period).
     Stop(commands::lifecycle::StopArgs),
     /// Kill one or more running containers.
@@ -105,6 +107,8 @@ pub enum ContainerCommand {
     Start(commands::run::StartArgs),
     /// Fetch the logs of a container.
     Logs(commands::lifecycle::LogsArgs),
+    /// Attach to a running container's output (and input, if started with -i).
+    Attach(commands::lifecycle::AttachArgs),
     /// Stop one or more running containers.
     Stop(commands::lifecycle::StopArgs),
     /// Kill one or more running containers.

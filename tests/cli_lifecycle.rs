@@ -420,7 +420,14 @@ fn full_disk_while_logging_keeps_the_container_and_its_exit_status() {
     let Some(_) = Husk::new() else { return };
     let mount_dir = tempfile::tempdir().unwrap();
     let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "husk-test-full", mount_dir.path().to_str().unwrap()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=16m",
+            "husk-test-full",
+            mount_dir.path().to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success(), "mounting a tmpfs");
@@ -459,20 +466,40 @@ fn full_disk_while_logging_keeps_the_container_and_its_exit_status() {
         .status()
         .unwrap()
         .success());
-    assert!(husk_on_tmpfs(&["import", tar.to_str().unwrap(), "tiny"]).status.success());
+    assert!(husk_on_tmpfs(&["import", tar.to_str().unwrap(), "tiny"])
+        .status
+        .success());
     let out = husk_on_tmpfs(&[
-        "run", "-d", "--name", "chatty", "tiny", "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        "chatty",
+        "tiny",
+        "sh",
+        "-c",
         "yes husk-fills-the-disk | head -c 40000000; echo done; exit 4",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = husk_on_tmpfs(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "chatty"]);
+        let out = husk_on_tmpfs(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "chatty",
+        ]);
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if text == "exited 4" {
             break;
         }
-        assert!(Instant::now() < deadline, "never recorded the exit: {text:?}");
+        assert!(
+            Instant::now() < deadline,
+            "never recorded the exit: {text:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The log holds what fitted, and reading it still works.
@@ -485,11 +512,48 @@ fn full_disk_while_logging_keeps_the_container_and_its_exit_status() {
 fn logs_follow_across_a_restart() {
     let Some(husk) = Husk::new() else { return };
     husk.ok(&[
-        "run", "-d", "--name", "phoenix", "--restart", "on-failure:1", "busybox", "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        "phoenix",
+        "--restart",
+        "on-failure:1",
+        "busybox",
+        "sh",
+        "-c",
         "echo life; sleep 0.3; exit 1",
     ]);
     // Follows until the container stops for good: both lives are in one stream.
     let out = husk.ok(&["logs", "-f", "phoenix"]);
     assert_eq!(out, "life\nlife\n");
     assert_eq!(husk.status("phoenix"), "exited");
+}
+
+#[test]
+fn attach_sends_input_and_follows_output_until_exit() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "echoer",
+        "busybox",
+        "sh",
+        "-c",
+        "read line; echo \"got $line\"; exit 6",
+    ]);
+    husk.wait_for("running", || husk.status("echoer") == "running");
+    let mut child = husk
+        .cmd()
+        .args(["attach", "echoer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
 }

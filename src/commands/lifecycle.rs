@@ -30,6 +30,14 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not attach STDIN.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
 pub struct StopArgs {
     /// Seconds to wait before killing the container.
     #[arg(short = 't', long = "time", default_value_t = 10)]
@@ -124,6 +132,38 @@ pub fn logs(root: &Path, args: LogsArgs) -> Result<i32> {
         })?;
     }
     Ok(0)
+}
+
+/// `attach`: the container's output from now on, and our stdin into its stdin when it was
+/// started with `-i`, until it stops. Returns its exit code.
+pub fn attach(root: &Path, args: AttachArgs) -> Result<i32> {
+    let store = Containers::open(root)?;
+    let record = store.find(&args.container)?;
+    if record.effective_status() != Status::Running {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    let dir = store.dir_of(&record.id);
+    if record.options.interactive && !args.no_stdin {
+        let fifo = dir.join(super::monitor::STDIN_FIFO);
+        if let Ok(mut input) = std::fs::OpenOptions::new().write(true).open(&fifo) {
+            std::thread::spawn(move || std::io::copy(&mut std::io::stdin(), &mut input));
+        }
+    }
+    let (_, offset) = logs::read(&dir, &ReadOptions::default())?;
+    let emit = |entry: &logs::Entry| {
+        let _ = match entry.stream {
+            Stream::Stdout => std::io::stdout().write_all(entry.log.as_bytes()),
+            Stream::Stderr => std::io::stderr().write_all(entry.log.as_bytes()),
+        };
+        let _ = std::io::stdout().flush();
+    };
+    logs::follow(&dir, offset, emit, || {
+        store
+            .load(&record.id)
+            .is_ok_and(|r| r.effective_status() == Status::Running)
+    })?;
+    let record = store.load(&record.id)?;
+    Ok(record.state.exit_code.unwrap_or(0))
 }
 
 /// Wait until the container is no longer running, up to `timeout`.

@@ -59,6 +59,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Rename(args) | Command::Container(ContainerCommand::Rename(args)) => {
             observe::rename(root, args)
         }
+        Command::Attach(args) | Command::Container(ContainerCommand::Attach(args)) => {
+            lifecycle::attach(root, args)
+        }
         Command::Volume(command) => volume::run(root, command),
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),

@@ -80,6 +80,22 @@ pub fn start_detached(root: &Path, store: &Containers, record: &Record) -> Resul
     }
 }
 
+/// Where `husk attach` sends input to a detached `-i` container.
+pub const STDIN_FIFO: &str = "stdin.fifo";
+
+fn open_stdin_fifo(dir: &Path) -> Result<File> {
+    let path = dir.join(STDIN_FIFO);
+    match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(err) => return Err(err).context("creating the stdin FIFO"),
+    }
+    File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .context("opening the stdin FIFO")
+}
+
 /// Copy one output stream into the log until the container side closes it.
 fn pump(mut from: File, stream: Stream, log: Arc<Mutex<LogWriter>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -170,7 +186,15 @@ fn run_process_once(
     let spec = load_spec(store, id)?;
     let layers = layer_dirs(root, record)?;
     let cgroup = cgroup_name(id);
+    // `-i`: stdin is a FIFO that `husk attach` writes to. Opened read-write so that it never
+    // reads EOF between attaches, as a detached container's stdin stays open in Docker.
+    let stdin = if record.options.interactive {
+        Some(open_stdin_fifo(&dir)?)
+    } else {
+        None
+    };
     let dev_null = File::open("/dev/null").context("opening /dev/null")?;
+    let stdin_fd = stdin.as_ref().unwrap_or(&dev_null);
     let (out_read, out_write) = nix::unistd::pipe().context("creating a pipe")?;
     let (err_read, err_write) = nix::unistd::pipe().context("creating a pipe")?;
     let cfg = LaunchConfig {
@@ -178,7 +202,7 @@ fn run_process_once(
         lower_dirs: &layers,
         container_dir: &dir,
         cgroup_name: &cgroup,
-        stdio: Some([dev_null.as_fd(), out_write.as_fd(), err_write.as_fd()]),
+        stdio: Some([stdin_fd.as_fd(), out_write.as_fd(), err_write.as_fd()]),
     };
     mark_starting(store, id)?;
     let spawned = process::spawn(&cfg);
@@ -191,7 +215,14 @@ fn run_process_once(
     let pid = container.pid();
     store.update(id, |r| r.state.pid = Some(pid))?;
     let pumps = match container.pty_master() {
-        Some(master) => vec![pump(File::from(master), Stream::Stdout, log.clone())],
+        Some(master) => {
+            if let Some(stdin) = &stdin {
+                // With a terminal, attached input goes to the pty.
+                let (mut from, mut to) = (stdin.try_clone()?, File::from(master.try_clone()?));
+                std::thread::spawn(move || std::io::copy(&mut from, &mut to));
+            }
+            vec![pump(File::from(master), Stream::Stdout, log.clone())]
+        }
         None => vec![
             pump(File::from(out_read), Stream::Stdout, log.clone()),
             pump(File::from(err_read), Stream::Stderr, log.clone()),
