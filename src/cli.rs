@@ -54,6 +54,8 @@ pub enum Command {
     Stats(commands::observe::StatsArgs),
     /// Rename a container.
     Rename(commands::observe::RenameArgs),
+    /// Copy files between a container and the host.
+    Cp(commands::cp::CpArgs),
     /// Return low-level information on containers or images.
     Inspect(commands::inspect::InspectArgs),
     /// Fetch the logs of a container.
@@ -132,4 +134,6 @@ pub enum ContainerCommand {
     Stats(commands::observe::StatsArgs),
     /// Rename a container.
     Rename(commands::observe::RenameArgs),
+    /// Copy files between a container and the host.
+    Cp(commands::cp::CpArgs),
 }

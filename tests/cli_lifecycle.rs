@@ -557,3 +557,46 @@ fn attach_sends_input_and_follows_output_until_exit() {
     assert_eq!(out.status.code(), Some(6));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
 }
+
+#[test]
+fn cp_copies_both_ways_running_or_stopped_without_following_container_symlinks() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "files",
+        "busybox",
+        "sh",
+        "-c",
+        "echo inside > /tmp/f; ln -s /etc/shadow /tmp/evil; sleep 300",
+    ]);
+    husk.wait_for("the file", || {
+        husk.run(&["exec", "files", "test", "-L", "/tmp/evil"])
+            .status
+            .success()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("f");
+    husk.ok(&["cp", "files:/tmp/f", dest.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "inside\n");
+    // A symlink in the container is copied as a symlink, never resolved on the host.
+    let evil = out.path().join("evil");
+    husk.ok(&["cp", "files:/tmp/evil", evil.to_str().unwrap()]);
+    assert!(evil.symlink_metadata().unwrap().file_type().is_symlink());
+
+    let host_file = out.path().join("from-host");
+    std::fs::write(&host_file, "host\n").unwrap();
+    husk.ok(&["cp", host_file.to_str().unwrap(), "files:/root/"]);
+    assert_eq!(
+        husk.ok(&["exec", "files", "cat", "/root/from-host"]),
+        "host\n"
+    );
+
+    husk.ok(&["stop", "-t", "0", "files"]);
+    let back = out.path().join("back");
+    husk.ok(&["cp", "files:/root/from-host", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "host\n");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(husk.root.path().to_str().unwrap()));
+}

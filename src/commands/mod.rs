@@ -1,5 +1,6 @@
 //! One thin function per verb. Each returns the process exit code (Docker's conventions).
 
+pub mod cp;
 pub mod exec;
 pub mod image;
 
@@ -62,6 +63,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Attach(args) | Command::Container(ContainerCommand::Attach(args)) => {
             lifecycle::attach(root, args)
         }
+        Command::Cp(args) | Command::Container(ContainerCommand::Cp(args)) => cp::cp(root, args),
         Command::Volume(command) => volume::run(root, command),
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),

@@ -1,0 +1,233 @@
+//! `husk cp`: copy files between the host and a process-isolated container.
+//!
+//! The container side is always read or written from inside the container's own mount view
+//! (its mount namespace when running; a private overlay mount and chroot when stopped), so a
+//! symlink in the container resolves inside the container and can never reach host files.
+//! The two sides exchange a tar stream over a pipe.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use husk::container::{Containers, Isolation, Record, Status};
+
+use super::run::layer_dirs;
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a host path.
+    pub source: String,
+    /// CONTAINER:DEST_PATH or a host path.
+    pub destination: String,
+}
+
+enum Direction {
+    FromContainer { container: String, path: String },
+    IntoContainer { container: String, path: String },
+}
+
+fn split(arg: &str) -> Option<(&str, &str)> {
+    // Docker's rule: a colon before any slash names a container.
+    let colon = arg.find(':')?;
+    if arg[..colon].contains('/') || colon == 0 {
+        return None;
+    }
+    Some((&arg[..colon], &arg[colon + 1..]))
+}
+
+/// Put the single top-level entry of a tar stream at `dest`: inside it when it is an existing
+/// directory, else as `dest` itself (Docker's naming).
+fn place(archive: impl std::io::Read, dest: &Path) -> Result<()> {
+    if dest.is_dir() {
+        let mut archive = tar::Archive::new(archive);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        return archive
+            .unpack(dest)
+            .with_context(|| format!("extracting into {}", dest.display()));
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        bail!("no such directory: {}", parent.display());
+    }
+    let staging = parent.join(format!(".husk-cp-{}", std::process::id()));
+    std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let result = (|| -> Result<()> {
+        let mut archive = tar::Archive::new(archive);
+        archive.set_preserve_permissions(true);
+        archive.unpack(&staging)?;
+        let entry = std::fs::read_dir(&staging)?
+            .next()
+            .context("nothing was copied")??;
+        std::fs::rename(entry.path(), dest)
+            .with_context(|| format!("moving into place at {}", dest.display()))
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+/// A tar stream of `source` (a file or a directory tree, symlinks kept as symlinks).
+fn send(source: &Path, out: impl std::io::Write) -> Result<()> {
+    let name = source
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let meta = std::fs::symlink_metadata(source)
+        .with_context(|| format!("no such file or directory: {}", source.display()))?;
+    if meta.is_dir() {
+        builder.append_dir_all(&name, source)?;
+    } else {
+        builder.append_path_with_name(source, &name)?;
+    }
+    std::io::Write::flush(&mut builder.into_inner()?)?;
+    Ok(())
+}
+
+/// Enter the container's filesystem view in this (forked, single-threaded) process.
+fn enter_container(store: &Containers, root: &Path, record: &Record) -> Result<()> {
+    if record.effective_status() == Status::Running {
+        let pid = record
+            .state
+            .pid
+            .context("the container has no recorded process")?;
+        let ns = File::open(format!("/proc/{pid}/ns/mnt"))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)?;
+        return Ok(());
+    }
+    // Stopped: the same overlay the container runs on, mounted privately for this process.
+    let dir = store.dir_of(&record.id);
+    let layers = layer_dirs(root, record)?;
+    let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir_all(d)?;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| l.display().to_string())
+        .collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .context("mounting the container's filesystem")?;
+    nix::unistd::chroot(&merged)?;
+    nix::unistd::chdir("/")?;
+    Ok(())
+}
+
+pub fn cp(root: &Path, args: CpArgs) -> Result<i32> {
+    let direction = match (split(&args.source), split(&args.destination)) {
+        (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+        (Some((c, p)), None) => Direction::FromContainer {
+            container: c.into(),
+            path: p.into(),
+        },
+        (None, Some((c, p))) => Direction::IntoContainer {
+            container: c.into(),
+            path: p.into(),
+        },
+        (None, None) => bail!("must specify at least one container source"),
+    };
+    let store = Containers::open(root)?;
+    let (container, path) = match &direction {
+        Direction::FromContainer { container, path }
+        | Direction::IntoContainer { container, path } => (container, path),
+    };
+    let record = store.find(container)?;
+    if record.isolation == Isolation::Vm {
+        bail!("cp is not supported for --isolation vm containers yet");
+    }
+    let container_path = PathBuf::from("/").join(path.trim_start_matches('/'));
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    let into = matches!(direction, Direction::IntoContainer { .. });
+
+    // SAFETY: the CLI is single-threaded here; the child only enters the container's
+    // filesystem, streams or extracts one tar, and exits with _exit.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => {
+            let result = (|| -> Result<()> {
+                enter_container(&store, root, &record)?;
+                if into {
+                    drop(write_end);
+                    place(File::from(read_end), &container_path)
+                } else {
+                    drop(read_end);
+                    send(&container_path, File::from(write_end))
+                }
+            })();
+            if let Err(err) = &result {
+                eprintln!("husk: {err:#}");
+            }
+            // SAFETY: ends the forked child without the parent's exit handlers.
+            unsafe { libc::_exit(i32::from(result.is_err())) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let local = if into {
+                drop(read_end);
+                send(Path::new(&args.source), File::from(write_end))
+            } else {
+                drop(write_end);
+                place(File::from(read_end), Path::new(&args.destination))
+            };
+            let status = nix::sys::wait::waitpid(child, None)?;
+            local?;
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(0),
+                _ => Ok(1),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_paths_follow_dockers_colon_rule() {
+        assert_eq!(split("web:/etc/hosts"), Some(("web", "/etc/hosts")));
+        assert_eq!(split("./a:b"), None);
+        assert_eq!(split("/tmp/x"), None);
+        assert_eq!(split(":x"), None);
+    }
+
+    #[test]
+    fn place_names_like_docker() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("tree")).unwrap();
+        std::fs::write(src.path().join("tree/f"), b"x").unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let mut tar = Vec::new();
+        send(&src.path().join("tree"), &mut tar).unwrap();
+        // Into an existing directory: keeps its name.
+        place(&tar[..], dst.path()).unwrap();
+        assert!(dst.path().join("tree/f").exists());
+        // To a new name: becomes that name.
+        place(&tar[..], &dst.path().join("renamed")).unwrap();
+        assert!(dst.path().join("renamed/f").exists());
+    }
+}
