@@ -478,6 +478,23 @@ fn capabilities_seccomp_and_readonly_root_apply() {
     let (_, out, _) = f.run(opts, b"").unwrap();
     assert_eq!(out, "Seccomp:\t0\nmounted\n");
 
+    let status = [
+        "sh",
+        "-c",
+        "grep -E '^CapEff|^NoNewPrivs|^Seccomp:' /proc/self/status",
+    ];
+    let opts = SpecOptions {
+        no_new_privileges: true,
+        cap_drop: vec!["ALL".into()],
+        ..cmd(&status)
+    };
+    let (_, out, _) = f.run(opts, b"").unwrap();
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(
+        out.contains("NoNewPrivs:\t1") && out.contains("Seccomp:\t2"),
+        "{out}"
+    );
+
     let opts = SpecOptions {
         read_only: true,
         ..cmd(&[
