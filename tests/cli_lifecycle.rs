@@ -600,3 +600,26 @@ fn cp_copies_both_ways_running_or_stopped_without_following_container_symlinks()
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(husk.root.path().to_str().unwrap()));
 }
+
+#[test]
+fn memory_limit_oom_kill_is_recorded() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hog",
+        "--memory",
+        "8m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=a; while true; do x=\"$x$x\"; done",
+    ]);
+    assert_eq!(husk.ok(&["wait", "hog"]).trim(), "137");
+    assert_eq!(
+        husk.ok(&["inspect", "-f", "{{.State.OOMKilled}}", "hog"])
+            .trim(),
+        "true"
+    );
+}

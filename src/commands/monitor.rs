@@ -228,13 +228,18 @@ fn run_process_once(
             pump(File::from(err_read), Stream::Stderr, log.clone()),
         ],
     };
-    let result = container.wait();
+    let result = container.wait_detailed();
     for pump in pumps {
         let _ = pump.join();
     }
-    Ok(Ok(record_exit(
+    let oom_killed = result.as_ref().is_ok_and(|exit| exit.oom_killed);
+    let code = record_exit(
         store,
         id,
-        result.map_err(StartFailure::from),
-    )))
+        result.map(|exit| exit.code).map_err(StartFailure::from),
+    );
+    if oom_killed {
+        store.update_durably(id, |r| r.state.oom_killed = true)?;
+    }
+    Ok(Ok(code))
 }

@@ -593,7 +593,17 @@ pub fn record_exit(store: &Containers, id: &str, result: Result<i32, StartFailur
             (failure.code, Some(failure.message))
         }
     };
-    let _ = store.update(id, |r| {
+    // The exit status is what a user asks for later: on disk before we go, unless the record
+    // is about to be removed (--rm).
+    let durable = store.load(id).is_ok_and(|r| !r.auto_remove);
+    let update = |change: &dyn Fn(&mut Record)| {
+        if durable {
+            store.update_durably(id, change)
+        } else {
+            store.update(id, change)
+        }
+    };
+    let _ = update(&|r: &mut Record| {
         r.state.status = if error.is_some() && r.restart_count == 0 {
             Status::Created
         } else {
@@ -602,7 +612,7 @@ pub fn record_exit(store: &Containers, id: &str, result: Result<i32, StartFailur
         r.state.exit_code = Some(code);
         r.state.finished_at = Some(now);
         r.state.pid = None;
-        r.state.error = error;
+        r.state.error = error.clone();
     });
     code
 }

@@ -346,24 +346,50 @@ impl Containers {
         Ok(record)
     }
 
-    /// Atomically replace the record on disk.
+    /// Atomically and durably replace the record on disk.
     pub fn save(&self, record: &Record) -> Result<(), RecordError> {
+        self.write(record, Durability::Synced)
+    }
+
+    fn write(&self, record: &Record, durability: Durability) -> Result<(), RecordError> {
         let dir = self.dir_of(&record.id);
         let bytes = serde_json::to_vec_pretty(record).expect("records always serialize");
-        write_atomic(&dir.join(RECORD_FILE), &bytes)
+        write_replacing(&dir.join(RECORD_FILE), &bytes, durability)
     }
 
     /// Read-modify-write of one record under the store lock, so a monitor recording an exit
     /// and a CLI call asking for a stop never overwrite each other's fields.
+    ///
+    /// Not fsynced: these are state changes (starting, pid) that a power loss makes moot
+    /// anyway, since every supervisor is gone after a reboot and the record then reads as
+    /// dead. Use [`Containers::update_durably`] for what must survive (the exit status).
     pub fn update(
         &self,
         id: &str,
         change: impl FnOnce(&mut Record),
     ) -> Result<Record, RecordError> {
+        self.update_with(id, Durability::Atomic, change)
+    }
+
+    /// [`Containers::update`], fsynced.
+    pub fn update_durably(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<Record, RecordError> {
+        self.update_with(id, Durability::Synced, change)
+    }
+
+    fn update_with(
+        &self,
+        id: &str,
+        durability: Durability,
+        change: impl FnOnce(&mut Record),
+    ) -> Result<Record, RecordError> {
         let _lock = self.lock()?;
         let mut record = self.load(id)?;
         change(&mut record);
-        self.save(&record)?;
+        self.write(&record, durability)?;
         Ok(record)
     }
 
@@ -467,11 +493,26 @@ fn new_id() -> String {
     }
 }
 
+/// How much a replacement of a file must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Readers see the old or the new file, never a mix (temp file + rename).
+    Atomic,
+    /// Atomic, and on disk before the call returns (fsync before the rename).
+    Synced,
+}
+
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError> {
+    write_replacing(path, bytes, Durability::Synced)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), RecordError> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
     file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
+    if durability == Durability::Synced {
+        file.sync_all().map_err(io_err(&tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
