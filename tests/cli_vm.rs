@@ -243,3 +243,53 @@ fn volumes_are_refused_with_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn exec_runs_in_the_running_guest() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&["run", "-d", "--name", "guest", "busybox", "sleep", "600"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !husk
+        .ok(&["inspect", "-f", "{{.State.Status}}", "guest"])
+        .contains("running")
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The guest's own kernel threads show: a different kernel, not a namespace.
+    let ps = husk.ok(&["exec", "guest", "ps"]);
+    assert!(ps.contains("sleep 600") && ps.contains("kthreadd"), "{ps}");
+    let out = husk.run(&[
+        "exec",
+        "guest",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 6",
+    ]);
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(
+        husk.ok(&["exec", "-u", "nobody", "guest", "id", "-u"]),
+        "65534\n"
+    );
+    let mut child = husk
+        .cmd()
+        .args(["exec", "-i", "guest", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through the agent\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through the agent\n");
+    assert_eq!(
+        husk.run(&["exec", "guest", "no-such"]).status.code(),
+        Some(127)
+    );
+}

@@ -80,7 +80,7 @@ pub fn exec_cmd(root: &Path, args: ExecArgs) -> Result<i32> {
         bail!("container {} is not running", record.short_id());
     }
     if record.isolation == Isolation::Vm {
-        bail!("exec into --isolation vm containers is not supported yet");
+        return exec_in_vm(root, &store, &record, &args);
     }
     let pid = record
         .state
@@ -188,4 +188,92 @@ pub fn exec_cmd(root: &Path, args: ExecArgs) -> Result<i32> {
     let code = started.wait()?;
     let _ = copier.join();
     Ok(code)
+}
+
+/// `exec` into a VM container: the supervisor holding the VM runs the command through the
+/// guest agent and streams its output back over the control socket.
+fn exec_in_vm(
+    root: &Path,
+    store: &Containers,
+    record: &husk::container::Record,
+    args: &ExecArgs,
+) -> Result<i32> {
+    use std::os::unix::net::UnixStream;
+
+    use super::vm_container::{
+        control_socket, ExecRequest, FRAME_ERROR, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT,
+        MAX_CONTROL_FRAME,
+    };
+
+    let spec = load_spec(store, &record.id)?;
+    let base = spec
+        .process()
+        .clone()
+        .context("the container's spec has no process")?;
+    let process = exec_process(&base, args)?;
+    let layers = super::run::layer_dirs(root, record)?;
+    let (uid, gid, additional_gids) = match process.user().username() {
+        Some(name) => husk::vm::backend::resolve_user(name, &layers)?,
+        None => (process.user().uid(), process.user().gid(), Vec::new()),
+    };
+    let request = ExecRequest {
+        process: rootfs_agent::protocol::ProcessSpec {
+            args: args.command.clone(),
+            env: process.env().clone().unwrap_or_default(),
+            cwd: process.cwd().display().to_string(),
+            uid,
+            gid,
+            additional_gids,
+            rlimits: Vec::new(),
+            terminal: args.tty,
+            console_size: args.tty.then(husk::vm::backend::terminal_size).flatten(),
+        },
+        interactive: args.interactive && !args.detach,
+    };
+    let mut conn = UnixStream::connect(control_socket(&record.id)).with_context(|| {
+        format!(
+            "the supervisor of container {} does not answer",
+            record.short_id()
+        )
+    })?;
+    writeln!(conn, "exec {}", serde_json::to_string(&request)?)?;
+    if args.detach {
+        return Ok(0);
+    }
+    let _raw = args.tty.then(husk::process::enter_raw_mode).flatten();
+    if request.interactive {
+        let mut input = conn.try_clone()?;
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut input);
+            let _ = input.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let mut header = [0u8; 5];
+    let mut payload = Vec::new();
+    loop {
+        if conn.read_exact(&mut header).is_err() {
+            bail!("the container's supervisor closed the exec session");
+        }
+        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_CONTROL_FRAME {
+            bail!("the container's supervisor sent an oversized frame");
+        }
+        payload.resize(len, 0);
+        conn.read_exact(&mut payload)?;
+        match header[0] {
+            FRAME_STDOUT => {
+                let mut out = std::io::stdout();
+                out.write_all(&payload)?;
+                out.flush()?;
+            }
+            FRAME_STDERR => std::io::stderr().write_all(&payload)?,
+            FRAME_EXIT if len == 4 => {
+                return Ok(i32::from_le_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]))
+            }
+            FRAME_ERROR => bail!("{}", String::from_utf8_lossy(&payload)),
+            other => bail!("the container's supervisor sent an unknown frame kind {other}"),
+        }
+    }
 }

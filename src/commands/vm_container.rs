@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -18,7 +18,8 @@ use husk::container::{Containers, Record};
 use husk::vm::backend::{self, Guest};
 use husk::vm::VmError;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use rootfs_agent::client::{Process, ProcessIo};
+use rootfs_agent::client::{AgentClient, Process, ProcessIo};
+use rootfs_agent::protocol::ProcessSpec;
 
 use super::run::{layer_dirs, load_spec, mark_starting, record_exit, StartFailure};
 
@@ -108,7 +109,12 @@ pub fn run(
         let process = Arc::new(guest.start(&request, io)?);
         let done = Arc::new(AtomicBool::new(false));
         let relay = relay_signals(mask, Arc::clone(&process), Arc::clone(&done));
-        let control = serve_control(&record.id, Arc::clone(&process), Arc::clone(&done));
+        let control = serve_control(
+            &record.id,
+            Arc::clone(&process),
+            guest.agent(),
+            Arc::clone(&done),
+        );
         let code = process.wait();
         done.store(true, Ordering::SeqCst);
         // Wake the relay (blocked in sigwait) and the control listener so they end.
@@ -158,10 +164,97 @@ fn relay_signals(
     rx.recv().expect("the relay thread reports its id")
 }
 
-/// Answer `signal N` requests from `husk kill`/`stop`/`rm -f` until the process has exited.
+/// Frames the supervisor sends back to `husk exec` over the control socket:
+/// kind (1 stdout, 2 stderr, 3 exit code, 4 error) + u32 length + payload.
+pub const FRAME_STDOUT: u8 = 1;
+pub const FRAME_STDERR: u8 = 2;
+pub const FRAME_EXIT: u8 = 3;
+pub const FRAME_ERROR: u8 = 4;
+/// Largest control frame either side accepts.
+pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
+
+struct FrameWriter {
+    conn: Arc<Mutex<UnixStream>>,
+    kind: u8,
+}
+
+fn write_frame(conn: &Mutex<UnixStream>, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+    for chunk in payload
+        .chunks(MAX_CONTROL_FRAME)
+        .chain(payload.is_empty().then_some(&[][..]))
+    {
+        conn.write_all(&[kind])?;
+        conn.write_all(&(chunk.len() as u32).to_le_bytes())?;
+        conn.write_all(chunk)?;
+    }
+    Ok(())
+}
+
+impl Write for FrameWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        write_frame(&self.conn, self.kind, buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What `husk exec` asks the supervisor of a VM container for (one JSON line).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ExecRequest {
+    pub process: ProcessSpec,
+    pub interactive: bool,
+}
+
+/// Read one request line without reading past it (what follows is the exec's stdin).
+fn read_request_line(conn: &mut UnixStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < MAX_CONTROL_FRAME {
+        match conn.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => return String::from_utf8(line).ok(),
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Run one exec request in the guest, streaming its output back as frames.
+fn serve_exec(agent: Arc<AgentClient>, conn: UnixStream, request: ExecRequest) {
+    let Ok(reader) = conn.try_clone() else { return };
+    let shared = Arc::new(Mutex::new(conn));
+    let io = ProcessIo {
+        stdin: request
+            .interactive
+            .then(|| Box::new(reader) as Box<dyn Read + Send>),
+        stdout: Box::new(FrameWriter {
+            conn: Arc::clone(&shared),
+            kind: FRAME_STDOUT,
+        }),
+        stderr: Box::new(FrameWriter {
+            conn: Arc::clone(&shared),
+            kind: FRAME_STDERR,
+        }),
+    };
+    let result = agent
+        .exec(&request.process, io)
+        .and_then(|process| process.wait());
+    let _ = match result {
+        Ok(code) => write_frame(&shared, FRAME_EXIT, &code.to_le_bytes()),
+        Err(err) => write_frame(&shared, FRAME_ERROR, err.to_string().as_bytes()),
+    };
+}
+
+/// Answer requests from `husk kill`/`stop`/`rm -f` (`signal N`) and `husk exec`
+/// (`exec {json}`) until the container's process has exited.
 fn serve_control(
     id: &str,
     process: Arc<Process>,
+    agent: Arc<AgentClient>,
     done: Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let path = control_socket(id);
@@ -173,14 +266,23 @@ fn serve_control(
             if done.load(Ordering::SeqCst) {
                 return;
             }
-            let Ok(conn) = conn else { continue };
+            let Ok(mut conn) = conn else { continue };
             let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut line = String::new();
-            // Requests are one short line; anything longer is not ours.
-            if BufReader::new((&conn).take(64))
-                .read_line(&mut line)
-                .is_err()
-            {
+            let Some(line) = read_request_line(&mut conn) else {
+                continue;
+            };
+            if let Some(json) = line.strip_prefix("exec ") {
+                let _ = conn.set_read_timeout(None);
+                match serde_json::from_str::<ExecRequest>(json) {
+                    Ok(request) => {
+                        let agent = Arc::clone(&agent);
+                        std::thread::spawn(move || serve_exec(agent, conn, request));
+                    }
+                    Err(err) => {
+                        let shared = Mutex::new(conn);
+                        let _ = write_frame(&shared, FRAME_ERROR, err.to_string().as_bytes());
+                    }
+                }
                 continue;
             }
             let reply = match line

@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -153,17 +154,7 @@ pub fn start_request(spec: &Spec, layers: &[PathBuf]) -> Result<StartRequest, Vm
         .as_ref()
         .ok_or_else(|| VmError::Invalid("the runtime spec has no process".into()))?;
     let (uid, gid, additional_gids) = match process.user().username().clone() {
-        Some(name) => {
-            let etc = layers
-                .iter()
-                .rev()
-                .find(|layer| layer.join("etc/passwd").is_file())
-                .cloned()
-                .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-            let resolved =
-                user::resolve(&name, &etc).map_err(|e| VmError::Invalid(e.to_string()))?;
-            (resolved.uid, resolved.gid, resolved.additional_gids)
-        }
+        Some(name) => resolve_user(&name, layers)?,
         None => (
             process.user().uid(),
             process.user().gid(),
@@ -201,6 +192,19 @@ pub fn start_request(spec: &Spec, layers: &[PathBuf]) -> Result<StartRequest, Vm
     })
 }
 
+/// A user name (or uid[:gid]) resolved on the host against the image's /etc/passwd and
+/// /etc/group (the topmost layer that has them): (uid, gid, supplementary gids).
+pub fn resolve_user(name: &str, layers: &[PathBuf]) -> Result<(u32, u32, Vec<u32>), VmError> {
+    let etc = layers
+        .iter()
+        .rev()
+        .find(|layer| layer.join("etc/passwd").is_file())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+    let resolved = user::resolve(name, &etc).map_err(|e| VmError::Invalid(e.to_string()))?;
+    Ok((resolved.uid, resolved.gid, resolved.additional_gids))
+}
+
 /// The host terminal's size (rows, cols), when stdin is a terminal.
 pub fn terminal_size() -> Option<(u16, u16)> {
     // SAFETY: winsize is plain data; all-zero is a valid value.
@@ -217,7 +221,7 @@ enum Monitor {
 
 /// A booted guest whose agent is ready.
 pub struct Guest {
-    client: AgentClient,
+    client: Arc<AgentClient>,
     monitor: Option<Monitor>,
     runtime_dir: PathBuf,
 }
@@ -236,7 +240,7 @@ impl Guest {
                 conn.try_clone()
                     .map_err(VmError::io("cloning", Path::new("agent socket")))?,
             ) {
-                Ok(client) => client,
+                Ok(client) => Arc::new(client),
                 Err(err) => {
                     stop_monitor(&mut Some(monitor));
                     let log = std::fs::read_to_string(&plan.serial_log).unwrap_or_default();
@@ -269,6 +273,11 @@ impl Guest {
 
     pub fn exec(&self, spec: &ProcessSpec, io: ProcessIo) -> Result<Process, VmError> {
         Ok(self.client.exec(spec, io)?)
+    }
+
+    /// The agent session, for serving `exec` requests while the container runs.
+    pub fn agent(&self) -> Arc<AgentClient> {
+        Arc::clone(&self.client)
     }
 
     /// Wait for the VM to power off after its container process ended (the agent syncs the
