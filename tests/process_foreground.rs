@@ -155,10 +155,8 @@ fn terminal_session_through_husks_own_tty() {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads the winsize we own from a pty we hold.
-    assert_eq!(
-        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size) },
-        0
-    );
+    let set = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(set, 0);
     let mut child = helper("tty", tmp.path())
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))

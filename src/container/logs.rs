@@ -66,7 +66,7 @@ impl LogWriter {
     fn has_room(&self, bytes: u64) -> bool {
         match nix::sys::statvfs::fstatvfs(&self.file) {
             Ok(stat) => {
-                let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+                let free = stat.blocks_available() * stat.fragment_size();
                 free >= bytes + RESERVED_BYTES
             }
             Err(_) => true, // cannot tell: let the write itself succeed or fail
