@@ -343,3 +343,78 @@ fn protocol_violations_are_reported_and_end_the_session() {
         assert_eq!(last.kind, FrameKind::Error, "{name}");
     }
 }
+
+#[test]
+fn exec_processes_die_and_report_before_the_container_process_exit() {
+    let (host, handle) = agent();
+    let client = connect_agent(host).unwrap();
+    let (_w, r) = UnixStream::pair().unwrap();
+    let main = client
+        .start(
+            &sh("read line"),
+            ProcessIo {
+                stdin: Some(Box::new(r)),
+                stdout: Box::new(std::io::sink()),
+                stderr: Box::new(std::io::sink()),
+            },
+        )
+        .unwrap();
+    let long = client
+        .exec(
+            &ProcessSpec::new(["/bin/sh", "-c", "exec sleep 60"]),
+            ProcessIo {
+                stdin: None,
+                stdout: Box::new(std::io::sink()),
+                stderr: Box::new(std::io::sink()),
+            },
+        )
+        .unwrap();
+    long.pid().unwrap().unwrap();
+    main.signal(9).unwrap();
+    assert_eq!(main.wait().unwrap(), 137);
+    // The exec process was killed with the sandbox and its Exit arrived before the session ended.
+    assert_eq!(long.wait().unwrap(), 137);
+    assert_eq!(handle.join().unwrap().unwrap(), SessionEnd::Exited(137));
+}
+
+/// A host that floods requests without ever reading replies is throttled, not buffered for.
+#[test]
+fn host_that_never_reads_is_not_buffered_without_bound() {
+    let (mut host, handle) = agent();
+    read_frame(&mut host).unwrap().unwrap();
+    let start = StartRequest {
+        process: ProcessSpec::new(["/bin/sh", "-c", "sleep 60"]),
+        hostname: None,
+    };
+    host.write_all(&Frame::json(FrameKind::Start, 0, &start).unwrap().encode())
+        .unwrap();
+    // Each failing exec makes the agent queue a Stderr and an Exit frame for us.
+    host.set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut sent = 0u32;
+    let mut blocked = false;
+    for id in 1..2_000_000u32 {
+        let frame = Frame::json(FrameKind::Exec, id, &ProcessSpec::new(["/nonexistent"])).unwrap();
+        if host.write_all(&frame.encode()).is_err() {
+            blocked = true;
+            break;
+        }
+        sent = id;
+    }
+    assert!(
+        blocked,
+        "the agent kept reading {sent} requests although nobody read its replies"
+    );
+    // Now read: the agent drains its queue, resumes, and the session is still healthy.
+    host.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut exits = 0;
+    while exits < 10 {
+        let f = read_frame(&mut host).unwrap().unwrap();
+        if f.kind == FrameKind::Exit {
+            exits += 1;
+        }
+    }
+    drop(host);
+    assert_eq!(handle.join().unwrap().unwrap(), SessionEnd::HostClosed);
+}
