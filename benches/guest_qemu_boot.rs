@@ -67,6 +67,8 @@ fn main() {
         "writable disk create (1 GiB)",
         "initramfs build (uncached)",
         "qemu start -> agent ready",
+        "  of which guest kernel boot",
+        "  of which agent setup",
         "start -> process started",
         "process started -> exit",
         "exit -> VM gone",
@@ -155,6 +157,11 @@ fn main() {
             .unwrap();
         let client = connect_agent(conn).unwrap();
         phases[3].1.push(ms(t_boot.elapsed()));
+        let ready = client.ready();
+        phases[4].1.push(ready.init_started_ms as f64);
+        phases[5]
+            .1
+            .push(ready.ready_ms.saturating_sub(ready.init_started_ms) as f64);
 
         let t = Instant::now();
         let start = StartRequest {
@@ -168,15 +175,15 @@ fn main() {
         };
         let p = client.start(&start, io).unwrap();
         p.pid().unwrap().expect("started");
-        phases[4].1.push(ms(t.elapsed()));
+        phases[6].1.push(ms(t.elapsed()));
         let t = Instant::now();
         assert_eq!(p.wait().unwrap(), 0);
-        phases[5].1.push(ms(t.elapsed()));
+        phases[7].1.push(ms(t.elapsed()));
         let t = Instant::now();
         let status = qemu.wait().unwrap();
         assert!(status.success(), "QEMU exited with {status}");
-        phases[6].1.push(ms(t.elapsed()));
-        phases[7].1.push(ms(t_boot.elapsed()));
+        phases[8].1.push(ms(t.elapsed()));
+        phases[9].1.push(ms(t_boot.elapsed()));
         eprint!(".");
         let _ = std::io::stderr().flush();
     }

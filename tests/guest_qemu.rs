@@ -283,6 +283,10 @@ fn boots_to_agent_with_both_disks_and_console() {
     );
     assert!(ready.writable_disk, "{ready:?}");
     assert_eq!(ready.console, "/dev/hvc0");
+    assert!(
+        ready.init_started_ms > 0 && ready.ready_ms >= ready.init_started_ms,
+        "{ready:?}"
+    );
     // The root is the overlay of the two disks and the hostname was applied.
     let (code, out, err) = guest.run(
         sh("grep ' / ' /proc/mounts; hostname; ls /bin/busybox"),
