@@ -418,3 +418,84 @@ fn host_that_never_reads_is_not_buffered_without_bound() {
     drop(host);
     assert_eq!(handle.join().unwrap().unwrap(), SessionEnd::HostClosed);
 }
+
+/// The client treats the guest as hostile: out-of-order, unknown-id and garbage frames from a
+/// fake agent end the session with an error from `wait`, never a panic or a hang.
+#[test]
+fn hostile_agent_frames_are_errors_on_the_host() {
+    use rootfs_agent::client::ClientError;
+    let ready = Frame::json(FrameKind::Ready, 0, &ready_info())
+        .unwrap()
+        .encode();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\x00\x01garbage-garbage-garbage".to_vec()),
+        (
+            "host-only kind",
+            Frame::new(FrameKind::Stdin, 0, b"x".to_vec()).encode(),
+        ),
+        (
+            "unknown process",
+            Frame::new(FrameKind::Stdout, 77, b"x".to_vec()).encode(),
+        ),
+        (
+            "bad exit json",
+            Frame::new(FrameKind::Exit, 0, b"{]".to_vec()).encode(),
+        ),
+        ("short credit", {
+            let mut f = Frame::credit(0, 1).encode();
+            f[12] = 3;
+            f.truncate(19);
+            f
+        }),
+        ("oversized", {
+            let mut f = Frame::new(FrameKind::Stdout, 0, Vec::new()).encode();
+            f[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+            f
+        }),
+        (
+            "hang-up mid-frame",
+            Frame::new(FrameKind::Stdout, 0, b"abcdef".to_vec()).encode()[..18].to_vec(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let (host, mut fake_agent) = UnixStream::pair().unwrap();
+        fake_agent.write_all(&ready).unwrap();
+        let client = connect_agent(host).unwrap();
+        let p = client
+            .start(
+                &sh("true"),
+                ProcessIo {
+                    stdin: None,
+                    stdout: Box::new(std::io::sink()),
+                    stderr: Box::new(std::io::sink()),
+                },
+            )
+            .unwrap();
+        fake_agent.write_all(&bytes).unwrap();
+        fake_agent.shutdown(std::net::Shutdown::Write).unwrap();
+        let result = p.wait();
+        assert!(
+            matches!(result, Err(ClientError::Closed(0, _))),
+            "{name}: {result:?}"
+        );
+    }
+    // Not a Ready first: refused at connect.
+    let (host, mut fake_agent) = UnixStream::pair().unwrap();
+    fake_agent
+        .write_all(
+            &Frame::json(
+                FrameKind::Exit,
+                0,
+                &rootfs_agent::protocol::ExitStatus { code: 0 },
+            )
+            .unwrap()
+            .encode(),
+        )
+        .unwrap();
+    assert!(matches!(
+        connect_agent(host),
+        Err(husk::vm::VmError::Client(ClientError::NotReady(
+            FrameKind::Exit
+        )))
+    ));
+}

@@ -290,11 +290,12 @@ fn boots_to_agent_with_both_disks_and_console() {
     );
     // The root is the overlay of the two disks and the hostname was applied.
     let (code, out, err) = guest.run(
-        sh("grep ' / ' /proc/mounts; hostname; ls /bin/busybox"),
+        sh("grep -E ' / | /sys/fs/cgroup ' /proc/mounts; hostname; ls /bin/busybox"),
         None,
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("overlay / overlay"), "{out}");
+    assert!(out.contains("cgroup2 /sys/fs/cgroup cgroup2"), "{out}");
     assert!(out.contains("husk-guest\n"), "{out}");
     guest.expect_shutdown();
 }

@@ -211,6 +211,17 @@ fn enter_container_root(ready: &mut ReadyInfo) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
+    // Tools inside containers expect the cgroup hierarchy; best effort, a container runs
+    // without it.
+    if let Err(e) = mount_fs(
+        "cgroup2",
+        "/newroot/sys/fs/cgroup",
+        "cgroup2",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    ) {
+        eprintln!("rootfs-agent: {e:#}");
+    }
     let ptmx = Path::new("/newroot/dev/ptmx");
     if !ptmx.exists() || fs::read_link(ptmx).is_err() {
         let _ = fs::remove_file(ptmx);
