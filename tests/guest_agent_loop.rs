@@ -499,3 +499,19 @@ fn hostile_agent_frames_are_errors_on_the_host() {
         )))
     ));
 }
+
+/// Huge names the host sends come back in error messages bounded, and the session stays framed.
+#[test]
+fn huge_program_name_is_reported_bounded() {
+    let name = format!("/{}", "\u{1F600}".repeat(200_000));
+    let (code, _, err, end) = run(
+        StartRequest {
+            process: ProcessSpec::new([name.as_str()]),
+            hostname: None,
+        },
+        None,
+    );
+    assert_eq!(code, 127);
+    assert!(err.text().len() < 8192, "{} bytes", err.text().len());
+    assert_eq!(end.unwrap(), SessionEnd::Exited(127));
+}

@@ -137,7 +137,8 @@ pub fn serve(
             FrameKind::Error,
             u32::MAX,
             &ErrorReport {
-                message: e.to_string(),
+                // Errors quote what the host sent; keep the report far below the frame bound.
+                message: bounded(&e.to_string(), 4096),
             },
         ) {
             session.queue(frame);
@@ -400,7 +401,11 @@ impl Session {
                 self.procs.insert(id, p);
             }
             Err(failure) => {
-                let msg = format!("husk-agent: exec {:?}: {}\n", spec.args[0], failure.message);
+                let program = bounded(&format!("{:?}", spec.args[0]), 1024);
+                let msg = format!(
+                    "husk-agent: exec {program}: {}\n",
+                    bounded(&failure.message, 4096)
+                );
                 self.queue(Frame::new(FrameKind::Stderr, id, msg.into_bytes()));
                 self.queue(Frame::json(
                     FrameKind::Exit,
@@ -606,6 +611,18 @@ impl Session {
         }
         self.procs.clear();
     }
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 fn exit_code(status: WaitStatus) -> Option<i32> {
