@@ -430,3 +430,36 @@ fn exec_into_a_running_guest_and_kill() {
     assert_eq!(main_out.text(), "up\n");
     guest.expect_shutdown();
 }
+
+#[test]
+fn process_spec_is_applied_in_the_guest() {
+    let assets = need_assets!();
+    let guest = Guest::boot(assets, None);
+    let mut spec = sh("echo $GREETING; pwd; id -u; id -g; id -G; ulimit -n");
+    spec.env.push("GREETING=from the host".into());
+    spec.cwd = "/work/dir".into(); // missing from the image: created, as runc does
+    spec.uid = 65534;
+    spec.gid = 65534;
+    spec.additional_gids = vec![65534, 10];
+    spec.rlimits.push(rootfs_agent::protocol::Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 123,
+        hard: 456,
+    });
+    let (code, out, err) = guest.run(spec, None);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "from the host",
+            "/work/dir",
+            "65534",
+            "65534",
+            "65534 10",
+            "123"
+        ],
+        "{out}"
+    );
+    guest.expect_shutdown();
+}
