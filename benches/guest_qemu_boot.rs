@@ -7,11 +7,11 @@
 //! reset). Run: scripts/bench-guest-qemu.sh [ROUNDS]
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use husk::vm::qemu::{QemuConfig, QemuGuest};
 use husk::vm::{connect_agent, image_disk, initramfs, writable_disk, DEFAULT_WRITABLE_DISK_BYTES};
 use rootfs_agent::client::ProcessIo;
 use rootfs_agent::protocol::{ProcessSpec, StartRequest};
@@ -99,64 +99,10 @@ fn main() {
         let initrd = initramfs(tmp.path(), &agent).unwrap();
         phases[2].1.push(ms(t.elapsed()));
 
-        let sock = tmp.path().join("agent.sock");
+        let mut cfg = QemuConfig::new(&kernel, &initrd, &image, tmp.path());
+        cfg.writable_disk = Some(rw);
         let t_boot = Instant::now();
-        let mut qemu = Command::new("qemu-system-x86_64")
-            .args([
-                "-M",
-                "microvm,acpi=off",
-                "-accel",
-                "tcg",
-                "-m",
-                "256",
-                "-smp",
-                "1",
-            ])
-            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1 reboot=t"])
-            .arg("-drive")
-            .arg(format!(
-                "id=img,file={},format=raw,if=none,readonly=on",
-                image.display()
-            ))
-            .args(["-device", "virtio-blk-device,drive=img"])
-            .arg("-drive")
-            .arg(format!("id=rw,file={},format=raw,if=none", rw.display()))
-            .args([
-                "-device",
-                "virtio-blk-device,drive=rw",
-                "-device",
-                "virtio-serial-device",
-            ])
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=agent,path={},server=on,wait=on",
-                sock.display()
-            ))
-            .args([
-                "-device",
-                "virtserialport,chardev=agent,name=husk.agent",
-                "-serial",
-                "null",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let conn = loop {
-            match UnixStream::connect(&sock) {
-                Ok(c) => break c,
-                Err(_) if t_boot.elapsed() < Duration::from_secs(20) => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err(e) => panic!("QEMU did not open its socket: {e}"),
-            }
-        };
+        let (mut qemu, conn) = QemuGuest::boot(&cfg).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let client = connect_agent(conn).unwrap();
@@ -184,7 +130,7 @@ fn main() {
         assert_eq!(p.wait().unwrap(), 0);
         phases[7].1.push(ms(t.elapsed()));
         let t = Instant::now();
-        let status = qemu.wait().unwrap();
+        let status = qemu.wait_exit(Duration::from_secs(30)).unwrap();
         assert!(status.success(), "QEMU exited with {status}");
         phases[8].1.push(ms(t.elapsed()));
         phases[9].1.push(ms(t_boot.elapsed()));

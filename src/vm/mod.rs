@@ -17,6 +17,7 @@ pub mod agent_client;
 pub mod disk;
 pub mod initramfs;
 pub mod kernel;
+pub mod qemu;
 
 use std::io;
 use std::path::{Path, PathBuf};
