@@ -67,7 +67,14 @@ impl QemuGuest {
                 cfg.memory_mib, cfg.cpus
             )));
         }
+        let image_drive = drive_arg("img", &cfg.image_disk, true)?;
+        let rw_drive = cfg
+            .writable_disk
+            .as_deref()
+            .map(|rw| drive_arg("rw", rw, false))
+            .transpose()?;
         let sock = cfg.work_dir.join("agent.sock");
+        let sock_arg = path_arg(&sock)?;
         let _ = std::fs::remove_file(&sock);
         let serial = match &cfg.serial_log {
             Some(path) => Stdio::from(File::create(path).map_err(VmError::io("creating", path))?),
@@ -93,11 +100,11 @@ impl QemuGuest {
         // microvm has no i8042: the agent's reset must be a triple fault for -no-reboot.
         .args(["-append", "console=ttyS0 quiet panic=-1 reboot=t"])
         .arg("-drive")
-        .arg(drive_arg("img", &cfg.image_disk, true)?)
+        .arg(image_drive)
         .args(["-device", "virtio-blk-device,drive=img"]);
-        if let Some(rw) = &cfg.writable_disk {
+        if let Some(rw) = rw_drive {
             cmd.arg("-drive")
-                .arg(drive_arg("rw", rw, false)?)
+                .arg(rw)
                 .args(["-device", "virtio-blk-device,drive=rw"]);
         }
         let port = if cfg.console_port {
@@ -107,10 +114,7 @@ impl QemuGuest {
         };
         cmd.args(["-device", "virtio-serial-device"])
             .arg("-chardev")
-            .arg(format!(
-                "socket,id=agent,path={},server=on,wait=on",
-                path_arg(&sock)?
-            ))
+            .arg(format!("socket,id=agent,path={sock_arg},server=on,wait=on"))
             .args(["-device", &port])
             .args(["-serial", "stdio"])
             .stdin(Stdio::null())
@@ -204,4 +208,25 @@ fn drive_arg(id: &str, path: &Path, read_only: bool) -> Result<String, VmError> 
         "id={id},file={},format=raw,if=none{ro}",
         path_arg(path)?
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_configs_are_refused_before_qemu_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x");
+        let mut cfg = QemuConfig::new(&p, &p, &p, tmp.path());
+        cfg.memory_mib = 1;
+        let err = QemuGuest::boot(&cfg).err().expect("tiny memory refused");
+        assert!(err.to_string().contains("64..=65536 MiB"), "{err}");
+
+        let mut cfg = QemuConfig::new(&p, &p, &tmp.path().join("a,b"), tmp.path());
+        cfg.cpus = 1;
+        let err = QemuGuest::boot(&cfg).err().expect("comma path refused");
+        assert!(err.to_string().contains("comma"), "{err}");
+        assert!(!tmp.path().join("agent.sock").exists());
+    }
 }
