@@ -42,6 +42,9 @@ if [ -f "$out/vmlinux" ] && [ -f "$out/config.sha256" ]; then
 fi
 
 work="$here/cache/build-$key"
+stage="$here/cache/stage-$key"
+# A failed or interrupted build leaves no half-extracted tree behind.
+trap 'rm -rf "$work" "$stage"' EXIT
 rm -rf "$work"
 mkdir -p "$work"
 echo "guest-kernel: extracting $src_tar ($src_version)" >&2
@@ -51,20 +54,25 @@ make -s ARCH=x86_64 tinyconfig >&2
 ./scripts/kconfig/merge_config.sh -m .config "$here/fragment.config" >&2
 make -s ARCH=x86_64 olddefconfig >&2
 
-# Every option the fragment asks for must have survived olddefconfig: a silently dropped
-# dependency would give a kernel that boots but cannot see its disks.
-missing=0
-grep -E '^CONFIG_[A-Z0-9_]+=y' "$here/fragment.config" | while IFS= read -r want; do
-    grep -qx "$want" .config || { echo "guest-kernel: $want did not survive olddefconfig" >&2; exit 1; }
-done || missing=1
-if [ "$missing" -ne 0 ]; then
+# Every option the fragment sets must have survived olddefconfig: a silently dropped
+# dependency would give a kernel that boots but cannot see its disks, and a =n that came back
+# would bring probing (PCI, ACPI) the boot does not need.
+bad=$(grep -E '^CONFIG_[A-Z0-9_]+=' "$here/fragment.config" | while IFS= read -r want; do
+    name=${want%%=*}
+    case "$want" in
+        *=n) if grep -q "^$name=" .config; then echo "$want"; fi ;;
+        *) if ! grep -qx "$want" .config; then echo "$want"; fi ;;
+    esac
+done)
+if [ -n "$bad" ]; then
+    echo "guest-kernel: these fragment options did not survive olddefconfig (missing dependency?):" >&2
+    echo "$bad" >&2
     exit 1
 fi
 
 echo "guest-kernel: building vmlinux + bzImage with -j$jobs" >&2
 make -s ARCH=x86_64 -j"$jobs" vmlinux bzImage >&2
 
-stage="$here/cache/stage-$key"
 rm -rf "$stage"
 mkdir -p "$stage"
 cp vmlinux "$stage/vmlinux"

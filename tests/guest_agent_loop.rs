@@ -343,3 +343,175 @@ fn protocol_violations_are_reported_and_end_the_session() {
         assert_eq!(last.kind, FrameKind::Error, "{name}");
     }
 }
+
+#[test]
+fn exec_processes_die_and_report_before_the_container_process_exit() {
+    let (host, handle) = agent();
+    let client = connect_agent(host).unwrap();
+    let (_w, r) = UnixStream::pair().unwrap();
+    let main = client
+        .start(
+            &sh("read line"),
+            ProcessIo {
+                stdin: Some(Box::new(r)),
+                stdout: Box::new(std::io::sink()),
+                stderr: Box::new(std::io::sink()),
+            },
+        )
+        .unwrap();
+    let long = client
+        .exec(
+            &ProcessSpec::new(["/bin/sh", "-c", "exec sleep 60"]),
+            ProcessIo {
+                stdin: None,
+                stdout: Box::new(std::io::sink()),
+                stderr: Box::new(std::io::sink()),
+            },
+        )
+        .unwrap();
+    long.pid().unwrap().unwrap();
+    main.signal(9).unwrap();
+    assert_eq!(main.wait().unwrap(), 137);
+    // The exec process was killed with the sandbox and its Exit arrived before the session ended.
+    assert_eq!(long.wait().unwrap(), 137);
+    assert_eq!(handle.join().unwrap().unwrap(), SessionEnd::Exited(137));
+}
+
+/// A host that floods requests without ever reading replies is throttled, not buffered for.
+#[test]
+fn host_that_never_reads_is_not_buffered_without_bound() {
+    let (mut host, handle) = agent();
+    read_frame(&mut host).unwrap().unwrap();
+    let start = StartRequest {
+        process: ProcessSpec::new(["/bin/sh", "-c", "sleep 60"]),
+        hostname: None,
+    };
+    host.write_all(&Frame::json(FrameKind::Start, 0, &start).unwrap().encode())
+        .unwrap();
+    // Each failing exec makes the agent queue a Stderr and an Exit frame for us.
+    host.set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut sent = 0u32;
+    let mut blocked = false;
+    for id in 1..2_000_000u32 {
+        let frame = Frame::json(FrameKind::Exec, id, &ProcessSpec::new(["/nonexistent"])).unwrap();
+        if host.write_all(&frame.encode()).is_err() {
+            blocked = true;
+            break;
+        }
+        sent = id;
+    }
+    assert!(
+        blocked,
+        "the agent kept reading {sent} requests although nobody read its replies"
+    );
+    // Now read: the agent drains its queue, resumes, and the session is still healthy.
+    host.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut exits = 0;
+    while exits < 10 {
+        let f = read_frame(&mut host).unwrap().unwrap();
+        if f.kind == FrameKind::Exit {
+            exits += 1;
+        }
+    }
+    drop(host);
+    assert_eq!(handle.join().unwrap().unwrap(), SessionEnd::HostClosed);
+}
+
+/// The client treats the guest as hostile: out-of-order, unknown-id and garbage frames from a
+/// fake agent end the session with an error from `wait`, never a panic or a hang.
+#[test]
+fn hostile_agent_frames_are_errors_on_the_host() {
+    use rootfs_agent::client::ClientError;
+    let ready = Frame::json(FrameKind::Ready, 0, &ready_info())
+        .unwrap()
+        .encode();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\x00\x01garbage-garbage-garbage".to_vec()),
+        (
+            "host-only kind",
+            Frame::new(FrameKind::Stdin, 0, b"x".to_vec()).encode(),
+        ),
+        (
+            "unknown process",
+            Frame::new(FrameKind::Stdout, 77, b"x".to_vec()).encode(),
+        ),
+        (
+            "bad exit json",
+            Frame::new(FrameKind::Exit, 0, b"{]".to_vec()).encode(),
+        ),
+        ("short credit", {
+            let mut f = Frame::credit(0, 1).encode();
+            f[12] = 3;
+            f.truncate(19);
+            f
+        }),
+        ("oversized", {
+            let mut f = Frame::new(FrameKind::Stdout, 0, Vec::new()).encode();
+            f[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+            f
+        }),
+        (
+            "hang-up mid-frame",
+            Frame::new(FrameKind::Stdout, 0, b"abcdef".to_vec()).encode()[..18].to_vec(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let (host, mut fake_agent) = UnixStream::pair().unwrap();
+        fake_agent.write_all(&ready).unwrap();
+        let client = connect_agent(host).unwrap();
+        let p = client
+            .start(
+                &sh("true"),
+                ProcessIo {
+                    stdin: None,
+                    stdout: Box::new(std::io::sink()),
+                    stderr: Box::new(std::io::sink()),
+                },
+            )
+            .unwrap();
+        fake_agent.write_all(&bytes).unwrap();
+        fake_agent.shutdown(std::net::Shutdown::Write).unwrap();
+        let result = p.wait();
+        assert!(
+            matches!(result, Err(ClientError::Closed(0, _))),
+            "{name}: {result:?}"
+        );
+    }
+    // Not a Ready first: refused at connect.
+    let (host, mut fake_agent) = UnixStream::pair().unwrap();
+    fake_agent
+        .write_all(
+            &Frame::json(
+                FrameKind::Exit,
+                0,
+                &rootfs_agent::protocol::ExitStatus { code: 0 },
+            )
+            .unwrap()
+            .encode(),
+        )
+        .unwrap();
+    assert!(matches!(
+        connect_agent(host),
+        Err(husk::vm::VmError::Client(ClientError::NotReady(
+            FrameKind::Exit
+        )))
+    ));
+}
+
+/// Huge names the host sends come back in error messages bounded, and the session stays framed.
+#[test]
+fn huge_program_name_is_reported_bounded() {
+    let name = format!("/{}", "\u{1F600}".repeat(200_000));
+    let (code, _, err, end) = run(
+        StartRequest {
+            process: ProcessSpec::new([name.as_str()]),
+            hostname: None,
+        },
+        None,
+    );
+    assert_eq!(code, 127);
+    assert!(err.text().len() < 8192, "{} bytes", err.text().len());
+    assert_eq!(end.unwrap(), SessionEnd::Exited(127));
+}

@@ -30,6 +30,9 @@ use crate::protocol::{
 
 /// Most processes (container process + exec) alive at once; bounds what a host can make us hold.
 pub const MAX_PROCESSES: usize = 64;
+/// Queued outgoing bytes above which the agent stops reading requests until the host drains
+/// them (stream data is bounded separately, by the per-process credit).
+pub const MAX_PENDING_OUT: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -116,14 +119,26 @@ pub fn serve(
         opts,
     };
     session.queue(Frame::json(FrameKind::Ready, 0, ready)?);
-    let result = session.run();
+    let result = match session.run() {
+        // A host that hangs up while we still have replies for it closed the session too.
+        Err(AgentError::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(SessionEnd::HostClosed)
+        }
+        other => other,
+    };
     if let Err(AgentError::Protocol(e)) = &result {
         // Tell the host why we hang up; best effort, it may be the one that is broken.
         if let Ok(frame) = Frame::json(
             FrameKind::Error,
             u32::MAX,
             &ErrorReport {
-                message: e.to_string(),
+                // Errors quote what the host sent; keep the report far below the frame bound.
+                message: bounded(&e.to_string(), 4096),
             },
         ) {
             session.queue(frame);
@@ -157,7 +172,12 @@ impl Session {
         // Interest set: fixed order so results map back by index.
         let ids: Vec<u32> = self.procs.keys().copied().collect();
         let mut fds = Vec::new();
-        let mut conn_flags = PollFlags::POLLIN;
+        // A host that sends requests but never reads our replies stops being read too.
+        let mut conn_flags = if self.outbuf.len() < MAX_PENDING_OUT {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        };
         if !self.outbuf.is_empty() {
             conn_flags |= PollFlags::POLLOUT;
         }
@@ -229,7 +249,7 @@ impl Session {
     /// Read what the host sent and act on every complete frame. True on a clean hang-up.
     fn read_conn(&mut self) -> Result<bool, AgentError> {
         let mut buf = [0u8; 64 * 1024];
-        loop {
+        while self.outbuf.len() < MAX_PENDING_OUT {
             let n = match self.conn.read(&mut buf) {
                 Ok(0) => return Ok(true),
                 Ok(n) => n,
@@ -246,6 +266,7 @@ impl Session {
                 }
             }
         }
+        Ok(false)
     }
 
     fn handle(&mut self, frame: Frame) -> Result<(), AgentError> {
@@ -380,7 +401,11 @@ impl Session {
                 self.procs.insert(id, p);
             }
             Err(failure) => {
-                let msg = format!("husk-agent: exec {:?}: {}\n", spec.args[0], failure.message);
+                let program = bounded(&format!("{:?}", spec.args[0]), 1024);
+                let msg = format!(
+                    "husk-agent: exec {program}: {}\n",
+                    bounded(&failure.message, 4096)
+                );
                 self.queue(Frame::new(FrameKind::Stderr, id, msg.into_bytes()));
                 self.queue(Frame::json(
                     FrameKind::Exit,
@@ -490,16 +515,26 @@ impl Session {
     /// For each exited process: drain what it left in its pipes (as far as credit allows), then
     /// send Exit and forget it.
     fn finish_exited(&mut self) -> Result<(), AgentError> {
-        let exited: Vec<u32> = self
+        let mut exited: Vec<u32> = self
             .procs
             .iter()
             .filter(|(_, p)| p.exit_code.is_some())
             .map(|(id, _)| *id)
             .collect();
+        // The container process goes last: its Exit ends the session, so every exec process
+        // must have reported first.
+        exited.sort_by_key(|id| *id == 0);
         for id in exited {
             let drained = self.drain_outputs(id)?;
             if !drained {
                 continue; // waiting for credit from the host
+            }
+            if id == 0 && self.procs.len() > 1 {
+                // As with a container's init: when it exits, the rest of the sandbox dies.
+                for p in self.procs.values().filter(|p| p.exit_code.is_none()) {
+                    let _ = kill(p.pid, Signal::SIGKILL);
+                }
+                continue;
             }
             let Some(p) = self.procs.remove(&id) else {
                 continue;
@@ -578,6 +613,18 @@ impl Session {
     }
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
         WaitStatus::Exited(_, code) => Some(code),
@@ -603,8 +650,15 @@ fn spawn_process(spec: &ProcessSpec, opts: ServeOptions) -> Result<Proc, SpawnFa
             return Err(fail(126, format!("cwd {} is not a directory", spec.cwd)));
         }
     }
-    let mut cmd = Command::new(&spec.args[0]);
-    cmd.args(&spec.args[1..]).env_clear().current_dir(cwd);
+    // Resolve the program here, as execvp would, so "not found" costs no fork and argv[0]
+    // stays what the image asked for (busybox applets dispatch on it).
+    let program = resolve_program(&spec.args[0], &spec.env, cwd)
+        .ok_or_else(|| fail(127, "executable file not found in $PATH".to_string()))?;
+    let mut cmd = Command::new(program);
+    cmd.arg0(&spec.args[0])
+        .args(&spec.args[1..])
+        .env_clear()
+        .current_dir(cwd);
     for entry in &spec.env {
         if let Some((k, v)) = entry.split_once('=') {
             cmd.env(k, v);
@@ -747,6 +801,26 @@ fn spawn_process(spec: &ProcessSpec, opts: ServeOptions) -> Result<Proc, SpawnFa
         out_credit: u64::from(INITIAL_WINDOW),
         exit_code: None,
     })
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The file execve should run for `arg0`: a path with a slash is taken as is (relative to the
+/// process's cwd), a bare name is looked up in the process's PATH. `None` when nothing exists.
+fn resolve_program(arg0: &str, env: &[String], cwd: &Path) -> Option<std::path::PathBuf> {
+    if arg0.contains('/') {
+        let path = cwd.join(arg0);
+        return path.exists().then_some(path);
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path_var
+        .split(':')
+        .map(|dir| cwd.join(if dir.is_empty() { "." } else { dir }).join(arg0))
+        .find(|candidate| candidate.is_file())
 }
 
 fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {

@@ -154,9 +154,13 @@ impl AgentClient {
         }
         self.shared.send(&frame)?;
         match io.stdin {
-            None => self
-                .shared
-                .send(&Frame::new(FrameKind::StdinEof, id, Vec::new()))?,
+            None => {
+                // The process may already be over (a program that does not exist) and the agent
+                // gone; `wait` reports that, so a failed EOF is not a failed start.
+                let _ = self
+                    .shared
+                    .send(&Frame::new(FrameKind::StdinEof, id, Vec::new()));
+            }
             Some(stdin) => {
                 let shared = Arc::clone(&self.shared);
                 // Detached on purpose: a terminal stdin may block in read long after the process

@@ -38,7 +38,14 @@ fn main() {
     shutdown();
 }
 
+fn boottime_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
 fn run() -> Result<()> {
+    let init_started_ms = boottime_ms();
     mount_fs(
         "proc",
         "/proc",
@@ -69,8 +76,11 @@ fn run() -> Result<()> {
         image_fs: None,
         writable_disk: false,
         console: console_path,
+        init_started_ms,
+        ready_ms: 0,
     };
     enter_container_root(&mut ready)?;
+    ready.ready_ms = boottime_ms();
 
     match serve(console, &ready, ServeOptions { sandbox: true }) {
         Ok(SessionEnd::Exited(code)) => {
@@ -201,6 +211,17 @@ fn enter_container_root(ready: &mut ReadyInfo) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
+    // Tools inside containers expect the cgroup hierarchy; best effort, a container runs
+    // without it.
+    if let Err(e) = mount_fs(
+        "cgroup2",
+        "/newroot/sys/fs/cgroup",
+        "cgroup2",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    ) {
+        eprintln!("rootfs-agent: {e:#}");
+    }
     let ptmx = Path::new("/newroot/dev/ptmx");
     if !ptmx.exists() || fs::read_link(ptmx).is_err() {
         let _ = fs::remove_file(ptmx);

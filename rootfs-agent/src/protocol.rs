@@ -385,6 +385,14 @@ pub struct ReadyInfo {
     pub writable_disk: bool,
     /// The console device the agent speaks on.
     pub console: String,
+    /// Guest CLOCK_BOOTTIME (ms since the kernel started) when the agent began as PID 1: the
+    /// kernel's share of the boot.
+    #[serde(default)]
+    pub init_started_ms: u64,
+    /// Guest CLOCK_BOOTTIME when the agent was ready: minus the above, the agent's setup
+    /// (mounts, console).
+    #[serde(default)]
+    pub ready_ms: u64,
 }
 
 /// One resource limit, named as in the OCI runtime spec ("RLIMIT_NOFILE").

@@ -25,9 +25,11 @@ pub enum DiskFormat {
     Ext4,
 }
 
-/// Where the read-only disk for `image_id` lives under a husk root.
+/// Where the read-only disk for `image_id` lives under a husk root ("sha256:ab.." is stored as
+/// "sha256_ab..": a colon in a disk path confuses tools that parse `proto:path`).
 pub fn image_disk_path(root: &Path, image_id: &str) -> PathBuf {
-    root.join("vm/images").join(format!("{image_id}.erofs"))
+    root.join("vm/images")
+        .join(format!("{}.erofs", image_id.replace(':', "_")))
 }
 
 /// The read-only disk for an image, built from its unpacked layer directories (bottom layer
@@ -69,9 +71,19 @@ pub fn image_disk(root: &Path, image_id: &str, layers: &[PathBuf]) -> Result<Pat
 
 /// Build a filesystem image of `dir` at `out`, preferring erofs.
 pub fn make_filesystem(dir: &Path, out: &Path) -> Result<DiskFormat, VmError> {
-    if tool_available("mkfs.erofs") {
-        run_tool(Command::new("mkfs.erofs").arg("--quiet").arg(out).arg(dir))?;
-        return Ok(DiskFormat::Erofs);
+    let format = if tool_available("mkfs.erofs") {
+        DiskFormat::Erofs
+    } else {
+        DiskFormat::Ext4
+    };
+    make_filesystem_as(dir, out, format)?;
+    Ok(format)
+}
+
+/// Build a filesystem image of `dir` at `out` in the given format.
+pub fn make_filesystem_as(dir: &Path, out: &Path, format: DiskFormat) -> Result<(), VmError> {
+    if format == DiskFormat::Erofs {
+        return run_tool(Command::new("mkfs.erofs").arg("--quiet").arg(out).arg(dir));
     }
     // ext4 needs a size: content plus room for metadata.
     let bytes = tree_bytes(dir)?;
@@ -82,8 +94,7 @@ pub fn make_filesystem(dir: &Path, out: &Path) -> Result<DiskFormat, VmError> {
             .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
             .arg(dir)
             .arg(out),
-    )?;
-    Ok(DiskFormat::Ext4)
+    )
 }
 
 /// The container's writable disk at `<container_dir>/rw.ext4`: created (sparse, ext4) if
@@ -376,6 +387,89 @@ mod tests {
         } else {
             eprintln!("SKIP part of flatten test: creating 0:0 whiteouts needs root");
         }
+    }
+
+    fn tool(name: &str) -> bool {
+        Command::new(name).arg("--help").output().is_ok()
+    }
+
+    #[test]
+    fn image_disk_is_built_once_and_holds_the_tree() {
+        if !tool("mkfs.erofs") || !tool("fsck.erofs") {
+            eprintln!(
+                "SKIP image_disk_is_built_once_and_holds_the_tree: erofs-utils not installed"
+            );
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = tmp.path().join("layer");
+        fs::create_dir_all(layer.join("etc")).unwrap();
+        fs::write(layer.join("etc/motd"), "hi from the image\n").unwrap();
+        let disk = image_disk(tmp.path(), "sha256:abc", std::slice::from_ref(&layer)).unwrap();
+        assert_eq!(disk, tmp.path().join("vm/images/sha256_abc.erofs"));
+        let built = fs::metadata(&disk).unwrap().modified().unwrap();
+        // Cached: a second call neither rebuilds nor needs the layers.
+        fs::remove_dir_all(&layer).unwrap();
+        assert_eq!(
+            image_disk(tmp.path(), "sha256:abc", &[layer]).unwrap(),
+            disk
+        );
+        assert_eq!(fs::metadata(&disk).unwrap().modified().unwrap(), built);
+        // No staging or temp files are left next to it.
+        assert_eq!(fs::read_dir(disk.parent().unwrap()).unwrap().count(), 1);
+        let out = tmp.path().join("extract");
+        let status = Command::new("fsck.erofs")
+            .arg(format!("--extract={}", out.display()))
+            .arg(&disk)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        assert_eq!(
+            fs::read_to_string(out.join("etc/motd")).unwrap(),
+            "hi from the image\n"
+        );
+    }
+
+    #[test]
+    fn ext4_fallback_holds_the_tree() {
+        if !tool("debugfs") {
+            eprintln!("SKIP ext4_fallback_holds_the_tree: e2fsprogs' debugfs not installed");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tree");
+        fs::create_dir_all(dir.join("bin")).unwrap();
+        fs::write(dir.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        let img = tmp.path().join("img.ext4");
+        make_filesystem_as(&dir, &img, DiskFormat::Ext4).unwrap();
+        let out = Command::new("debugfs")
+            .args(["-R", "cat /bin/tool"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "#!/bin/sh\n");
+    }
+
+    #[test]
+    fn writable_disk_is_ext4_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = writable_disk(tmp.path(), 32 << 20).unwrap();
+        assert_eq!(fs::metadata(&disk).unwrap().len(), 32 << 20);
+        // Sparse: far fewer blocks than the size.
+        assert!(fs::metadata(&disk).unwrap().blocks() * 512 < 16 << 20);
+        let magic = {
+            let bytes = fs::read(&disk).unwrap();
+            u16::from_le_bytes([bytes[1024 + 0x38], bytes[1024 + 0x39]])
+        };
+        assert_eq!(magic, 0xef53, "ext4 superblock magic");
+        fs::write(&disk, b"marker").unwrap();
+        // Reused as is (it holds the container's writes), never reformatted.
+        assert_eq!(writable_disk(tmp.path(), 32 << 20).unwrap(), disk);
+        assert_eq!(fs::read(&disk).unwrap(), b"marker");
     }
 
     #[test]

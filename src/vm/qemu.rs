@@ -1,0 +1,232 @@
+//! Booting a guest under QEMU (microvm machine, TCG or KVM) with the same kernel, initramfs,
+//! disks and agent channel husk's own monitor uses: the T2 test tier and a reference to compare
+//! the monitor against on hosts where it cannot run (PVM).
+
+use std::fs::File;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::VmError;
+
+/// Name of the virtio serial port the agent looks for first.
+pub const AGENT_PORT_NAME: &str = "husk.agent";
+
+/// What to boot. Paths must stay valid while the guest runs.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// ELF vmlinux with a PVH note (guest-kernel/build.sh builds one) or a bzImage.
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub image_disk: PathBuf,
+    pub writable_disk: Option<PathBuf>,
+    pub memory_mib: u32,
+    pub cpus: u8,
+    /// Use KVM instead of TCG (needs a host where a stock kernel boots under KVM).
+    pub kvm: bool,
+    /// Offer the agent a console port (/dev/hvc0) instead of the named serial port. QEMU drops
+    /// console output its socket does not take at once, so this is only for small exchanges.
+    pub console_port: bool,
+    /// Where the guest's serial console goes (the kernel log and the agent's own messages).
+    pub serial_log: Option<PathBuf>,
+    /// Directory for the agent socket.
+    pub work_dir: PathBuf,
+}
+
+impl QemuConfig {
+    pub fn new(kernel: &Path, initrd: &Path, image_disk: &Path, work_dir: &Path) -> QemuConfig {
+        QemuConfig {
+            kernel: kernel.to_path_buf(),
+            initrd: initrd.to_path_buf(),
+            image_disk: image_disk.to_path_buf(),
+            writable_disk: None,
+            memory_mib: 256,
+            cpus: 1,
+            kvm: false,
+            console_port: false,
+            serial_log: None,
+            work_dir: work_dir.to_path_buf(),
+        }
+    }
+}
+
+/// A running QEMU guest; killed and reaped on drop.
+pub struct QemuGuest {
+    child: Child,
+}
+
+impl QemuGuest {
+    /// Start QEMU and connect to the agent channel. QEMU holds the guest until the connection
+    /// is made, so nothing the agent sends is lost. Returns the connected socket: hand it to
+    /// [`super::connect_agent`].
+    pub fn boot(cfg: &QemuConfig) -> Result<(QemuGuest, UnixStream), VmError> {
+        if !(64..=65536).contains(&cfg.memory_mib) || !(1..=32).contains(&cfg.cpus) {
+            return Err(VmError::Invalid(format!(
+                "QEMU guest needs 64..=65536 MiB and 1..=32 vCPUs, got {} MiB and {} vCPUs",
+                cfg.memory_mib, cfg.cpus
+            )));
+        }
+        let image_drive = drive_arg("img", &cfg.image_disk, true)?;
+        let rw_drive = cfg
+            .writable_disk
+            .as_deref()
+            .map(|rw| drive_arg("rw", rw, false))
+            .transpose()?;
+        let sock = cfg.work_dir.join("agent.sock");
+        let sock_arg = path_arg(&sock)?;
+        let _ = std::fs::remove_file(&sock);
+        let serial = match &cfg.serial_log {
+            Some(path) => Stdio::from(File::create(path).map_err(VmError::io("creating", path))?),
+            None => Stdio::null(),
+        };
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-M",
+            "microvm,acpi=off",
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+        ])
+        .args(["-no-reboot", "-accel", if cfg.kvm { "kvm" } else { "tcg" }])
+        .arg("-m")
+        .arg(cfg.memory_mib.to_string())
+        .arg("-smp")
+        .arg(cfg.cpus.to_string())
+        .arg("-kernel")
+        .arg(&cfg.kernel)
+        .arg("-initrd")
+        .arg(&cfg.initrd)
+        // microvm has no i8042: the agent's reset must be a triple fault for -no-reboot.
+        .args(["-append", "console=ttyS0 quiet panic=-1 reboot=t"])
+        .arg("-drive")
+        .arg(image_drive)
+        .args(["-device", "virtio-blk-device,drive=img"]);
+        if let Some(rw) = rw_drive {
+            cmd.arg("-drive")
+                .arg(rw)
+                .args(["-device", "virtio-blk-device,drive=rw"]);
+        }
+        let port = if cfg.console_port {
+            "virtconsole,chardev=agent".to_string()
+        } else {
+            format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}")
+        };
+        cmd.args(["-device", "virtio-serial-device"])
+            .arg("-chardev")
+            .arg(format!("socket,id=agent,path={sock_arg},server=on,wait=on"))
+            .args(["-device", &port])
+            .args(["-serial", "stdio"])
+            .stdin(Stdio::null())
+            .stdout(serial)
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().map_err(|e| VmError::Tool {
+            tool: "qemu-system-x86_64".into(),
+            message: e.to_string(),
+        })?;
+        let mut guest = QemuGuest { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match UnixStream::connect(&sock) {
+                Ok(conn) => return Ok((guest, conn)),
+                Err(_) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = guest.child.try_wait() {
+                        let mut err = String::new();
+                        if let Some(mut pipe) = guest.child.stderr.take() {
+                            use std::io::Read;
+                            let _ = pipe.read_to_string(&mut err);
+                        }
+                        return Err(VmError::Tool {
+                            tool: "qemu-system-x86_64".into(),
+                            message: format!(
+                                "{status}: {}",
+                                err.lines().last().unwrap_or("").trim()
+                            ),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => {
+                    guest.kill();
+                    return Err(VmError::Tool {
+                        tool: "qemu-system-x86_64".into(),
+                        message: format!("no agent socket after 20 s: {e}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Wait for QEMU to exit (the guest reset itself), up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(VmError::io("waiting for", Path::new("qemu")))?
+            {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::Agent(format!(
+                    "the guest did not stop within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for QemuGuest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// QEMU splits option values at commas: a path with one cannot be passed safely.
+fn path_arg(path: &Path) -> Result<String, VmError> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| VmError::Invalid(format!("{} is not UTF-8", path.display())))?;
+    if text.contains(',') {
+        return Err(VmError::Invalid(format!(
+            "QEMU cannot take a path with a comma: {text}"
+        )));
+    }
+    Ok(text.to_string())
+}
+
+fn drive_arg(id: &str, path: &Path, read_only: bool) -> Result<String, VmError> {
+    let ro = if read_only { ",readonly=on" } else { "" };
+    Ok(format!(
+        "id={id},file={},format=raw,if=none{ro}",
+        path_arg(path)?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_configs_are_refused_before_qemu_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x");
+        let mut cfg = QemuConfig::new(&p, &p, &p, tmp.path());
+        cfg.memory_mib = 1;
+        let err = QemuGuest::boot(&cfg).err().expect("tiny memory refused");
+        assert!(err.to_string().contains("64..=65536 MiB"), "{err}");
+
+        let mut cfg = QemuConfig::new(&p, &p, &tmp.path().join("a,b"), tmp.path());
+        cfg.cpus = 1;
+        let err = QemuGuest::boot(&cfg).err().expect("comma path refused");
+        assert!(err.to_string().contains("comma"), "{err}");
+        assert!(!tmp.path().join("agent.sock").exists());
+    }
+}
