@@ -7,11 +7,8 @@
 //! and agent protocol under QEMU's microvm machine instead, so VM isolation can be used and
 //! taught there too, at emulation speed.
 
-use std::fs::File;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +17,7 @@ use oci_spec::runtime::Spec;
 use rootfs_agent::client::{AgentClient, Process, ProcessIo};
 use rootfs_agent::protocol::{ProcessSpec, Rlimit, StartRequest};
 
+use super::qemu::{QemuConfig, QemuGuest};
 use super::{connect_agent, image_disk, initramfs, locate_agent, writable_disk, VmError};
 use crate::container::spec::SpecOptions;
 use crate::process::user;
@@ -216,7 +214,7 @@ pub fn terminal_size() -> Option<(u16, u16)> {
 
 enum Monitor {
     Husk(JoinHandle<Result<vmm::VmExit, vmm::VmmError>>),
-    Qemu(Child),
+    Qemu(QemuGuest),
 }
 
 /// A booted guest whose agent is ready.
@@ -262,7 +260,7 @@ impl Guest {
     /// The host pid that holds the VM: QEMU's, or ours for husk's in-process monitor.
     pub fn monitor_pid(&self) -> i32 {
         match &self.monitor {
-            Some(Monitor::Qemu(child)) => child.id() as i32,
+            Some(Monitor::Qemu(guest)) => guest.pid() as i32,
             _ => std::process::id() as i32,
         }
     }
@@ -294,15 +292,9 @@ impl Guest {
                 }
                 // A monitor that did not stop is abandoned with its thread; the process exits soon.
             }
-            Some(Monitor::Qemu(mut child)) => {
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+            Some(Monitor::Qemu(mut guest)) => {
+                let _ = guest.wait_exit(SHUTDOWN_TIMEOUT);
+                guest.kill();
             }
             None => {}
         }
@@ -317,9 +309,8 @@ impl Drop for Guest {
 }
 
 fn stop_monitor(monitor: &mut Option<Monitor>) {
-    if let Some(Monitor::Qemu(child)) = monitor {
-        let _ = child.kill();
-        let _ = child.wait();
+    if let Some(Monitor::Qemu(guest)) = monitor {
+        guest.kill();
     }
 }
 
@@ -350,91 +341,12 @@ fn boot_husk(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
 }
 
 fn boot_qemu(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
-    let socket = plan.runtime_dir.join("agent.sock");
-    let _ = std::fs::remove_file(&socket);
-    let serial =
-        File::create(&plan.serial_log).map_err(VmError::io("creating", &plan.serial_log))?;
-    let accel =
-        if Path::new("/dev/kvm").exists() && vmm::probe_host().kind == vmm::KvmKind::Hardware {
-            "kvm"
-        } else {
-            "tcg"
-        };
-    let mut command = Command::new("qemu-system-x86_64");
-    command
-        .args(["-M", "microvm,acpi=off", "-accel", accel])
-        .args([
-            "-m",
-            &plan.memory_mib.to_string(),
-            "-smp",
-            &plan.vcpus.to_string(),
-        ])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&plan.kernel)
-        .arg("-initrd")
-        .arg(&plan.initrd)
-        // reboot=t: microvm has no i8042, so the agent's reset is a triple fault that QEMU
-        // (-no-reboot) turns into an exit.
-        .args(["-append", "console=ttyS0 quiet panic=-1 reboot=t"])
-        .arg("-drive")
-        .arg(format!(
-            "id=img,file={},format=raw,if=none,readonly=on",
-            plan.image_disk.display()
-        ))
-        .args(["-device", "virtio-blk-device,drive=img"])
-        .arg("-drive")
-        .arg(format!(
-            "id=rw,file={},format=raw,if=none",
-            plan.writable_disk.display()
-        ))
-        .args(["-device", "virtio-blk-device,drive=rw"])
-        .args(["-device", "virtio-serial-device"])
-        .arg("-chardev")
-        .arg(format!(
-            "socket,id=agent,path={},server=on,wait=on",
-            socket.display()
-        ))
-        .args(["-device", "virtserialport,chardev=agent,name=husk.agent"])
-        .args(["-serial", "stdio"])
-        .stdin(Stdio::null())
-        .stdout(serial)
-        .stderr(Stdio::null());
-    // SAFETY: runs in the forked child before exec and only calls prctl, which is
-    // async-signal-safe: QEMU dies with the husk process that supervises it.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().map_err(|e| VmError::Tool {
-        tool: "qemu-system-x86_64".into(),
-        message: e.to_string(),
-    })?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match UnixStream::connect(&socket) {
-            Ok(conn) => return Ok((conn, Monitor::Qemu(child))),
-            Err(err) => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(VmError::Tool {
-                        tool: "qemu-system-x86_64".into(),
-                        message: format!("exited with {status} before the guest started"),
-                    });
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(VmError::Tool {
-                        tool: "qemu-system-x86_64".into(),
-                        message: format!("never opened {}: {err}", socket.display()),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
+    let mut config = QemuConfig::new(&plan.kernel, &plan.initrd, &plan.image_disk, &plan.runtime_dir);
+    config.writable_disk = Some(plan.writable_disk.clone());
+    config.memory_mib = plan.memory_mib;
+    config.cpus = plan.vcpus;
+    config.kvm = vmm::probe_host().kind == vmm::KvmKind::Hardware;
+    config.serial_log = Some(plan.serial_log.clone());
+    let (guest, conn) = QemuGuest::boot(&config)?;
+    Ok((conn, Monitor::Qemu(guest)))
 }

@@ -120,6 +120,17 @@ impl QemuGuest {
             .stdin(Stdio::null())
             .stdout(serial)
             .stderr(Stdio::piped());
+        // SAFETY: runs in the forked child before exec and only calls prctl, which is
+        // async-signal-safe: QEMU dies with the husk process that supervises it.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().map_err(|e| VmError::Tool {
             tool: "qemu-system-x86_64".into(),
             message: e.to_string(),
@@ -175,6 +186,11 @@ impl QemuGuest {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {
