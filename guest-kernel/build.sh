@@ -6,7 +6,7 @@
 # config.sha256 sit next to it.
 #
 # Environment: HUSK_KERNEL_SOURCE (tarball, default Debian's linux-source-6.1),
-#              HUSK_KERNEL_JOBS (default: nproc).
+#              HUSK_KERNEL_JOBS (default: nproc), HUSK_KERNEL_CACHE_DIR (default: ./cache).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,23 +26,26 @@ else
 fi
 
 key=$( { echo "$src_version"; cat "$here/fragment.config" "$here/build.sh"; } | sha256sum | cut -c1-16)
-out="$here/cache/$key"
+# HUSK_KERNEL_CACHE_DIR lets every clone on a machine share one build (scripts/setup.sh points
+# it at /var/cache/husk/kernel-builds); the default keeps the cache inside this checkout.
+cache=${HUSK_KERNEL_CACHE_DIR:-$here/cache}
+out="$cache/$key"
 if [ -f "$out/vmlinux" ] && [ -f "$out/config.sha256" ]; then
     echo "$out/vmlinux"
     exit 0
 fi
 
-mkdir -p "$here/cache"
+mkdir -p "$cache"
 # One build at a time per cache key: parallel test binaries all call this script.
-exec 9>"$here/cache/.lock-$key"
+exec 9>"$cache/.lock-$key"
 flock 9
 if [ -f "$out/vmlinux" ] && [ -f "$out/config.sha256" ]; then
     echo "$out/vmlinux"
     exit 0
 fi
 
-work="$here/cache/build-$key"
-stage="$here/cache/stage-$key"
+work="$cache/build-$key"
+stage="$cache/stage-$key"
 # A failed or interrupted build leaves no half-extracted tree behind.
 trap 'rm -rf "$work" "$stage"' EXIT
 rm -rf "$work"

@@ -12,7 +12,9 @@ packages=(
   qemu-system-x86         # T2: our guest kernel + agent under QEMU TCG
   erofs-utils e2fsprogs   # VM image and writable disks
   linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio  # the guest kernel
+  make gcc libc6-dev xz-utils  # the guest kernel and the static hello-world image
   file iproute2 procps util-linux
+  hyperfine jq            # benchmark scripts
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +30,7 @@ cargo build --release --workspace
 
 # The guest side of VM isolation: our kernel (built once per machine and cached; about 5
 # minutes on 2 cores the first time) and the static guest agent.
+export HUSK_KERNEL_CACHE_DIR=${HUSK_KERNEL_CACHE_DIR:-/var/cache/husk/kernel-builds}
 kernel=$(./guest-kernel/build.sh)
 agent=$(./rootfs-agent/build-static.sh)
 # husk finds the kernel at /var/cache/husk/guest-kernel/vmlinux (HUSK_KERNEL overrides it).
