@@ -320,9 +320,11 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     }
     drop(vm);
     drop(mem);
+    let first_exit = stop.first_exit().map(|t| t.duration_since(started));
     Ok(VmExit {
         reason,
         runtime: started.elapsed(),
+        first_exit,
     })
 }
 

@@ -69,14 +69,8 @@ impl EventLoop {
                 )
                 .map_err(|e| fault("epoll_ctl", e))?;
             }
-            if let Some(fd) = lock(&slot.transport).host_fd() {
-                epoll
-                    .ctl(
-                        ControlOperation::Add,
-                        fd,
-                        EpollEvent::new(EventSet::empty(), TOKEN_HOST_BASE + d as u64),
-                    )
-                    .map_err(|e| fault("epoll_ctl", e))?;
+            if lock(&slot.transport).host_fd().is_some() {
+                // Registered by update_host_interest once the device wants something.
                 host_regs[d] = Some(HostInterest::default());
             }
         }
@@ -131,12 +125,15 @@ impl EventLoop {
     }
 
     /// Re-arm each device's host fd for exactly the readiness it can use now (back-pressure:
-    /// a console with no guest receive buffers stops watching its socket for input).
+    /// a console with no guest receive buffers stops watching its socket for input). A device
+    /// that wants nothing is removed from the epoll set altogether, since epoll reports hang-up
+    /// even for an empty event mask and a closed socket would otherwise spin the loop.
     fn update_host_interest(
         &self,
         epoll: &Epoll,
         regs: &mut [Option<HostInterest>],
     ) -> std::io::Result<()> {
+        let none = HostInterest::default();
         for (d, slot) in self.devices.iter().enumerate() {
             let Some(current) = regs[d] else { continue };
             let transport = lock(&slot.transport);
@@ -154,11 +151,13 @@ impl EventLoop {
             if wanted.writable {
                 set |= EventSet::OUT;
             }
-            epoll.ctl(
-                ControlOperation::Modify,
-                fd,
-                EpollEvent::new(set, TOKEN_HOST_BASE + d as u64),
-            )?;
+            let event = EpollEvent::new(set, TOKEN_HOST_BASE + d as u64);
+            let op = match (current == none, wanted == none) {
+                (true, _) => ControlOperation::Add,
+                (false, true) => ControlOperation::Delete,
+                (false, false) => ControlOperation::Modify,
+            };
+            epoll.ctl(op, fd, event)?;
             regs[d] = Some(wanted);
         }
         Ok(())

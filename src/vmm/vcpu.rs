@@ -1,7 +1,8 @@
 //! The vCPU threads: run KVM_RUN and dispatch port I/O and MMIO exits through the buses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::Instant;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use seccompiler::SeccompAction;
@@ -23,6 +24,8 @@ const I8042_CMD_RESET_CPU: u8 = 0xfe;
 
 /// Shared "the VM is stopping" state: the first reason wins; `evt` wakes the event loop.
 pub struct StopState {
+    /// When any vCPU first came back from the guest (benchmarks: start to first instruction).
+    first_exit: OnceLock<Instant>,
     stopping: AtomicBool,
     reason: Mutex<Option<ExitReason>>,
     evt: EventFd,
@@ -31,6 +34,7 @@ pub struct StopState {
 impl StopState {
     pub fn new() -> std::io::Result<Self> {
         Ok(StopState {
+            first_exit: OnceLock::new(),
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
             evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
@@ -53,6 +57,10 @@ impl StopState {
 
     pub fn reason(&self) -> Option<ExitReason> {
         lock(&self.reason).clone()
+    }
+
+    pub fn first_exit(&self) -> Option<Instant> {
+        self.first_exit.get().copied()
     }
 
     pub fn eventfd(&self) -> &EventFd {
@@ -108,7 +116,12 @@ impl Vcpu {
     /// One KVM_RUN; Some(reason) when the VM must stop.
     fn run_once(&mut self) -> Option<ExitReason> {
         let exit = match self.fd.run() {
-            Ok(exit) => exit,
+            Ok(exit) => {
+                if self.stop.first_exit.get().is_none() {
+                    let _ = self.stop.first_exit.set(Instant::now());
+                }
+                exit
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 self.fd.set_kvm_immediate_exit(0);
                 return None;
