@@ -363,3 +363,98 @@ fn tiny_guest_driver_reads_a_disk_through_ioeventfd_and_virtio_blk() {
     );
     assert_eq!(out, b"disk says hi\n0", "sector 0 then VIRTIO_BLK_S_OK");
 }
+
+/// A minimal virtio-console driver: queue 0 (receive) gets one 64-byte buffer, queue 1
+/// (transmit) one chain holding "pong"; both are notified, then the guest polls the receive
+/// used ring and prints what the host sent.
+fn virtio_console_program() -> Vec<u8> {
+    const RX_RINGS: u64 = 0x10_1000;
+    const TX_RINGS: u64 = 0x10_1800;
+    const RX_BUF: u64 = 0x10_2000;
+    const TX_BUF: u64 = 0x10_2100;
+    let mut c: Vec<u8> = vec![0x48, 0xbf];
+    c.extend_from_slice(&0xd000_0000u64.to_le_bytes()); // mov rdi, first virtio-mmio window
+    let mut mmio = |off: u32, val: u32| {
+        c.extend_from_slice(&[0xc7, 0x87]);
+        c.extend_from_slice(&off.to_le_bytes());
+        c.extend_from_slice(&val.to_le_bytes());
+    };
+    mmio(0x70, 1);
+    mmio(0x70, 3);
+    mmio(0x24, 1);
+    mmio(0x20, 1);
+    mmio(0x70, 0xb);
+    for (q, rings) in [(0u32, RX_RINGS), (1, TX_RINGS)] {
+        mmio(0x30, q);
+        mmio(0x38, 16);
+        mmio(0x80, rings as u32);
+        mmio(0x90, rings as u32 + 0x100);
+        mmio(0xa0, rings as u32 + 0x200);
+        mmio(0x44, 1);
+    }
+    mmio(0x70, 0xf);
+    mmio(0x50, 1); // transmit "pong"
+    mmio(0x50, 0); // receive buffer posted
+    c.extend_from_slice(&[0x0f, 0xb7, 0x04, 0x25]);
+    c.extend_from_slice(&(RX_RINGS as u32 + 0x202).to_le_bytes()); // movzx eax, [rx used.idx]
+    c.extend_from_slice(&[0x66, 0x83, 0xf8, 0x01, 0x75, 0xf2]);
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0x48, 0xbe]);
+    c.extend_from_slice(&RX_BUF.to_le_bytes());
+    c.extend_from_slice(&[0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8]);
+    c.extend_from_slice(I8042_RESET);
+
+    let base = LOAD_ADDR as usize;
+    let mut image = vec![0u8; (TX_BUF + 16) as usize - base];
+    image[..c.len()].copy_from_slice(&c);
+    let mut put = |addr: u64, bytes: &[u8]| {
+        let off = addr as usize - base;
+        image[off..off + bytes.len()].copy_from_slice(bytes);
+    };
+    let desc = |addr: u64, len: u32, flags: u16| {
+        let mut d = addr.to_le_bytes().to_vec();
+        d.extend_from_slice(&len.to_le_bytes());
+        d.extend_from_slice(&flags.to_le_bytes());
+        d.extend_from_slice(&0u16.to_le_bytes());
+        d
+    };
+    put(RX_RINGS, &desc(RX_BUF, 64, 2));
+    put(RX_RINGS + 0x100, &[0, 0, 1, 0, 0, 0]);
+    put(TX_RINGS, &desc(TX_BUF, 4, 0));
+    put(TX_RINGS + 0x100, &[0, 0, 1, 0, 0, 0]);
+    put(TX_BUF, b"pong");
+    image
+}
+
+#[test]
+fn tiny_guest_driver_talks_over_virtio_console_to_a_host_socket() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, &virtio_console_program());
+    let log = dir.path().join("serial.log");
+    let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    // Sent before the guest exists: it waits in the socket until the guest posts a buffer.
+    (&host).write_all(b"ping from host\n").unwrap();
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.console = Some(guest);
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm(cfg).expect("run_vm");
+    let out = std::fs::read(&log).unwrap();
+    assert_eq!(
+        exit.reason,
+        ExitReason::Reset,
+        "serial: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(out, b"ping from host\n");
+    let mut got = [0u8; 4];
+    use std::io::Read;
+    host.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    (&host).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong");
+}
