@@ -98,6 +98,25 @@ const TRIPLE_FAULT: &[u8] = &[0x0f, 0x0b];
 /// mov al, 0xfe; out 0x64, al: i8042 CPU reset.
 const I8042_RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xf4];
 
+/// run_vm, but a guest that never stops is stopped with SIGTERM after `secs` (the monitor's
+/// handler turns it into ExitReason::Signal), so a regression fails instead of hanging.
+fn run_vm_with_deadline(cfg: VmConfig, secs: u64) -> husk::vmm::VmExit {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let vm = std::thread::spawn(move || {
+        let r = run_vm(cfg);
+        let _ = tx.send(());
+        r
+    });
+    if rx
+        .recv_timeout(std::time::Duration::from_secs(secs))
+        .is_err()
+    {
+        // SAFETY: signalling our own process while run_vm's handler is installed.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    }
+    vm.join().unwrap().expect("run_vm")
+}
+
 /// The VM tests share the process's SIGTERM handling: run them one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -135,7 +154,7 @@ fn tiny_guest_writes_serial_reads_virtio_magic_and_resets() {
         read_only: true,
     }];
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     let out = std::fs::read(&log).unwrap();
     assert_eq!(
         exit.reason,
@@ -159,7 +178,7 @@ fn boot(code: &[u8], vcpus: u8) -> (husk::vmm::VmExit, Vec<u8>) {
     cfg.memory_mib = 64;
     cfg.vcpus = vcpus;
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     (exit, std::fs::read(&log).unwrap_or_default())
 }
 
@@ -244,7 +263,7 @@ fn console_socket_is_accepted_and_vm_still_boots() {
     cfg.memory_mib = 64;
     cfg.console = Some(guest);
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     assert_eq!(exit.reason, ExitReason::Reset);
     // The first (and only) virtio device is the console: magic still "virt".
     assert_eq!(std::fs::read(&log).unwrap(), b"con\nvirt");
@@ -353,7 +372,7 @@ fn tiny_guest_driver_reads_a_disk_through_ioeventfd_and_virtio_blk() {
         read_only: true,
     }];
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     let out = std::fs::read(&log).unwrap();
     assert_eq!(
         exit.reason,
@@ -367,7 +386,7 @@ fn tiny_guest_driver_reads_a_disk_through_ioeventfd_and_virtio_blk() {
 /// A minimal virtio-console driver: queue 0 (receive) gets one 64-byte buffer, queue 1
 /// (transmit) one chain holding "pong"; both are notified, then the guest polls the receive
 /// used ring and prints what the host sent.
-fn virtio_console_program() -> Vec<u8> {
+fn virtio_console_program(notify: bool) -> Vec<u8> {
     const RX_RINGS: u64 = 0x10_1000;
     const TX_RINGS: u64 = 0x10_1800;
     const RX_BUF: u64 = 0x10_2000;
@@ -393,8 +412,10 @@ fn virtio_console_program() -> Vec<u8> {
         mmio(0x44, 1);
     }
     mmio(0x70, 0xf);
-    mmio(0x50, 1); // transmit "pong"
-    mmio(0x50, 0); // receive buffer posted
+    if notify {
+        mmio(0x50, 1); // transmit "pong"
+        mmio(0x50, 0); // receive buffer posted
+    }
     c.extend_from_slice(&[0x0f, 0xb7, 0x04, 0x25]);
     c.extend_from_slice(&(RX_RINGS as u32 + 0x202).to_le_bytes()); // movzx eax, [rx used.idx]
     c.extend_from_slice(&[0x66, 0x83, 0xf8, 0x01, 0x75, 0xf2]);
@@ -433,7 +454,7 @@ fn tiny_guest_driver_talks_over_virtio_console_to_a_host_socket() {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("guest.elf");
-    write_elf(&kernel, &virtio_console_program());
+    write_elf(&kernel, &virtio_console_program(true));
     let log = dir.path().join("serial.log");
     let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
     // Sent before the guest exists: it waits in the socket until the guest posts a buffer.
@@ -442,7 +463,7 @@ fn tiny_guest_driver_talks_over_virtio_console_to_a_host_socket() {
     cfg.memory_mib = 64;
     cfg.console = Some(guest);
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     let out = std::fs::read(&log).unwrap();
     assert_eq!(
         exit.reason,
@@ -457,4 +478,26 @@ fn tiny_guest_driver_talks_over_virtio_console_to_a_host_socket() {
         .unwrap();
     (&host).read_exact(&mut got).unwrap();
     assert_eq!(&got, b"pong");
+}
+
+#[test]
+fn console_input_reaches_a_guest_that_never_kicks_its_receive_queue() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    // Only activation (DRIVER_OK) can make the monitor start reading the socket here.
+    write_elf(&kernel, &virtio_console_program(false));
+    let log = dir.path().join("serial.log");
+    let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    (&host).write_all(b"late\n").unwrap();
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.console = Some(guest);
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm_with_deadline(cfg, 20);
+    assert_eq!(exit.reason, ExitReason::Reset);
+    assert_eq!(std::fs::read(&log).unwrap(), b"late\n");
 }

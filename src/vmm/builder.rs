@@ -181,6 +181,8 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
             Console::new(sock).map_err(io_err("console socket"))?,
         ));
     }
+    let activation_evt =
+        EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("eventfd"))?;
     let mut slots = Vec::new();
     let mut mmio_windows = Vec::new();
     for (i, device) in virtio.into_iter().enumerate() {
@@ -202,11 +204,14 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
             .map_err(kvm_err("KVM_IOEVENTFD"))?;
             queue_evts.push(evt);
         }
-        let transport = Arc::new(Mutex::new(MmioTransport::new(
-            device,
-            mem.clone(),
-            Arc::new(Interrupt::new(irq_evt)),
-        )));
+        let has_host_fd = device.host_fd().is_some();
+        let mut transport =
+            MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(irq_evt)));
+        if has_host_fd {
+            transport
+                .set_activation_notifier(activation_evt.try_clone().map_err(io_err("eventfd"))?);
+        }
+        let transport = Arc::new(Mutex::new(transport));
         mmio.insert(
             transport.clone() as Arc<Mutex<dyn BusDevice>>,
             base,
@@ -280,6 +285,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         devices: slots,
         reset_evt,
         signal_evt,
+        activation_evt,
         stop: stop.clone(),
         seccomp,
     };

@@ -18,6 +18,8 @@ use super::ExitReason;
 const TOKEN_STOP: u64 = 1;
 const TOKEN_RESET: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
+/// A device was activated or reset: re-evaluate host fd interest.
+const TOKEN_ACTIVATION: u64 = 4;
 /// Queue notification tokens: QUEUE_BASE + device << 8 | queue.
 const TOKEN_QUEUE_BASE: u64 = 1 << 16;
 /// Host fd tokens: HOST_BASE + device.
@@ -33,6 +35,8 @@ pub struct EventLoop {
     pub devices: Vec<VirtioSlot>,
     pub reset_evt: EventFd,
     pub signal_evt: EventFd,
+    /// Written by transports whose activation state changed (see MmioTransport).
+    pub activation_evt: EventFd,
     pub stop: Arc<StopState>,
     pub seccomp: Option<SeccompAction>,
 }
@@ -60,6 +64,8 @@ impl EventLoop {
         add(self.stop.eventfd().as_raw_fd(), TOKEN_STOP).map_err(|e| fault("epoll_ctl", e))?;
         add(self.reset_evt.as_raw_fd(), TOKEN_RESET).map_err(|e| fault("epoll_ctl", e))?;
         add(self.signal_evt.as_raw_fd(), TOKEN_SIGNAL).map_err(|e| fault("epoll_ctl", e))?;
+        add(self.activation_evt.as_raw_fd(), TOKEN_ACTIVATION)
+            .map_err(|e| fault("epoll_ctl", e))?;
         let mut host_regs: Vec<Option<HostInterest>> = vec![None; self.devices.len()];
         for (d, slot) in self.devices.iter().enumerate() {
             for (q, evt) in slot.queue_evts.iter().enumerate() {
@@ -102,6 +108,10 @@ impl EventLoop {
                         let sig = SignalGuard::received().unwrap_or(libc::SIGTERM);
                         self.stop.stop(ExitReason::Signal(sig));
                         return Ok(());
+                    }
+                    TOKEN_ACTIVATION => {
+                        // Interest is re-evaluated at the top of the loop.
+                        let _ = self.activation_evt.read();
                     }
                     t if t >= TOKEN_HOST_BASE => {
                         if let Some(slot) = self.devices.get((t - TOKEN_HOST_BASE) as usize) {
