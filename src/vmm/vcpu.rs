@@ -166,10 +166,20 @@ impl Vcpu {
             VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::Fault(format!(
                 "KVM entry failed on cpu {cpu}: hardware reason {reason:#x}"
             ))),
-            VcpuExit::InternalError => Some(ExitReason::Fault(format!(
-                "vCPU {}: KVM internal error",
-                self.id
-            ))),
+            VcpuExit::InternalError => {
+                let run = self.fd.get_kvm_run();
+                // SAFETY: after KVM_EXIT_INTERNAL_ERROR the kvm_run union holds `internal`.
+                let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+                let hint = if suberror == 1 {
+                    " (instruction emulation failed; on PVM hosts a stock kernel stops here)"
+                } else {
+                    ""
+                };
+                Some(ExitReason::Fault(format!(
+                    "vCPU {}: KVM internal error, suberror {suberror}{hint}",
+                    self.id
+                )))
+            }
             VcpuExit::Intr => None,
             other => Some(ExitReason::Fault(format!(
                 "vCPU {}: unhandled exit {other:?}",
