@@ -12,7 +12,7 @@ use super::devices::virtio_mmio::MmioTransport;
 use super::devices::HostInterest;
 use super::host_signals::SignalGuard;
 use super::seccomp::{self, ThreadRole};
-use super::vcpu::StopState;
+use super::vcpu::{StopOnExit, StopState};
 use super::ExitReason;
 
 const TOKEN_STOP: u64 = 1;
@@ -44,6 +44,10 @@ pub struct EventLoop {
 impl EventLoop {
     /// Runs until the VM stops; the reason is recorded in `stop`.
     pub fn run(self) {
+        let _stop_on_exit = StopOnExit {
+            stop: self.stop.clone(),
+            thread: "device".into(),
+        };
         if let Err(reason) = self.run_inner() {
             self.stop.stop(reason);
         }

@@ -68,6 +68,25 @@ impl StopState {
     }
 }
 
+/// Records a stop when dropped: a thread that unwinds (a bug, never guest input) still stops
+/// the VM instead of leaving the others waiting. After a normal stop it changes nothing, since
+/// the first recorded reason wins.
+pub struct StopOnExit {
+    pub stop: Arc<StopState>,
+    pub thread: String,
+}
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        if !self.stop.is_stopping() {
+            self.stop.stop(ExitReason::Fault(format!(
+                "{} thread exited unexpectedly",
+                self.thread
+            )));
+        }
+    }
+}
+
 /// The signal used to knock a vCPU thread out of KVM_RUN when the VM stops.
 pub fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN()
@@ -98,6 +117,10 @@ pub struct Vcpu {
 impl Vcpu {
     /// Thread body: returns when the VM stops (for any reason, recorded in `stop`).
     pub fn run(mut self) {
+        let _stop_on_exit = StopOnExit {
+            stop: self.stop.clone(),
+            thread: format!("vCPU {}", self.id),
+        };
         if let Some(action) = self.seccomp.clone() {
             if let Err(err) = seccomp::apply(ThreadRole::Vcpu, action) {
                 self.stop
