@@ -501,3 +501,20 @@ fn console_input_reaches_a_guest_that_never_kicks_its_receive_queue() {
     assert_eq!(exit.reason, ExitReason::Reset);
     assert_eq!(std::fs::read(&log).unwrap(), b"late\n");
 }
+
+#[test]
+fn bad_kernel_fails_cleanly_without_creating_the_serial_log() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("garbage");
+    std::fs::write(&kernel, vec![0x5a; 8192]).unwrap();
+    let log = dir.path().join("serial.log");
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.serial = SerialOutput::File(log.clone());
+    let err = run_vm(cfg).unwrap_err().to_string();
+    assert!(err.starts_with("cannot load kernel"), "{err}");
+    assert!(!log.exists(), "nothing half-written");
+}

@@ -147,6 +147,12 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         source,
     })?;
     let vm = create_vm(&kvm, &mem)?;
+    // Kernel and initramfs first: a bad image fails before anything (a serial log) is created.
+    let kernel: LoadedKernel = boot::load_kernel(&mem, &cfg.kernel)?;
+    let initrd = match &cfg.initrd {
+        Some(path) => Some(boot::load_initrd(&mem, path, cfg.memory_mib, &kernel)?),
+        None => None,
+    };
 
     // Devices first: the kernel command line names every virtio-mmio window.
     let stop = Arc::new(StopState::new().map_err(io_err("eventfd"))?);
@@ -224,12 +230,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         mmio_windows.push((base, VIRTIO_MMIO_SIZE, irq));
     }
 
-    // Guest memory contents: kernel, initramfs, command line, zero page, MP table, page tables.
-    let kernel: LoadedKernel = boot::load_kernel(&mem, &cfg.kernel)?;
-    let initrd = match &cfg.initrd {
-        Some(path) => Some(boot::load_initrd(&mem, path, cfg.memory_mib, &kernel)?),
-        None => None,
-    };
+    // The rest of guest memory: command line, zero page, MP table, page tables.
     let cmdline = boot::build_cmdline(&cfg.cmdline, &mmio_windows)?;
     let params = boot::build_boot_params(
         &kernel,
@@ -324,12 +325,14 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     if reason == ExitReason::Reset && panicked.load(std::sync::atomic::Ordering::SeqCst) {
         reason = ExitReason::Panic;
     }
+    // Runtime ends at the stop; KVM's VM teardown (closing the fds) comes after.
+    let runtime = started.elapsed();
     drop(vm);
     drop(mem);
     let first_exit = stop.first_exit().map(|t| t.duration_since(started));
     Ok(VmExit {
         reason,
-        runtime: started.elapsed(),
+        runtime,
         first_exit,
     })
 }
