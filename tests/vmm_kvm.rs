@@ -518,3 +518,61 @@ fn bad_kernel_fails_cleanly_without_creating_the_serial_log() {
     assert!(err.starts_with("cannot load kernel"), "{err}");
     assert!(!log.exists(), "nothing half-written");
 }
+
+/// Print the NUL-terminated string at guest address `addr`, then read the device-id register
+/// of the virtio-mmio window at `mmio` and print its low byte, then reset.
+fn print_memory_and_device_id_program(addr: u64, mmio: u64) -> Vec<u8> {
+    let mut c = vec![0x66, 0xba, 0xf8, 0x03, 0x48, 0xbe]; // mov dx, 0x3f8; mov rsi, imm64
+    c.extend_from_slice(&addr.to_le_bytes());
+    c.extend_from_slice(&[0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8]); // print string
+    c.push(0xa1); // mov eax, [moffs64]
+    c.extend_from_slice(&(mmio + 8).to_le_bytes());
+    c.push(0xee); // out dx, al
+    c.extend_from_slice(I8042_RESET);
+    c
+}
+
+#[test]
+fn several_disks_and_a_console_appear_on_the_cmdline_and_the_bus() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    // The third window (two disks, then the console) should report device id 3.
+    write_elf(
+        &kernel,
+        &print_memory_and_device_id_program(0x20000, 0xd000_2000),
+    );
+    let mut disks = Vec::new();
+    for (i, ro) in [(0, true), (1, false)] {
+        let path = dir.path().join(format!("disk{i}.img"));
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        disks.push(DiskConfig {
+            path,
+            read_only: ro,
+        });
+    }
+    let (_host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    let log = dir.path().join("serial.log");
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.cmdline = "console=ttyS0 panic=-1".into();
+    cfg.disks = disks;
+    cfg.console = Some(guest);
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm_with_deadline(cfg, 20);
+    let out = std::fs::read(&log).unwrap();
+    assert_eq!(exit.reason, ExitReason::Reset);
+    let (cmdline, id) = out.split_at(out.len() - 1);
+    assert_eq!(
+        String::from_utf8_lossy(cmdline),
+        "console=ttyS0 panic=-1 virtio_mmio.device=512@0xd0000000:5 \
+         virtio_mmio.device=512@0xd0001000:6 virtio_mmio.device=512@0xd0002000:7"
+    );
+    assert_eq!(id, [3], "virtio-console device id in the third window");
+}
