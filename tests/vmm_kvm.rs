@@ -576,3 +576,39 @@ fn several_disks_and_a_console_appear_on_the_cmdline_and_the_bus() {
     );
     assert_eq!(id, [3], "virtio-console device id in the third window");
 }
+
+/// Execute CPUID as the guest sees it and print: the hypervisor signature (leaf 0x4000_0000,
+/// 12 bytes), the core count of leaf 0xB subleaf 1, the top byte of leaf 1 ECX (hypervisor
+/// bit), and the logical processor count of leaf 1 EBX.
+fn cpuid_program() -> Vec<u8> {
+    let mut c = vec![0xb8, 0x00, 0x00, 0x00, 0x40, 0x0f, 0xa2]; // mov eax, 0x40000000; cpuid
+    c.extend_from_slice(&[0x89, 0xd6, 0x89, 0xcf]); // mov esi, edx; mov edi, ecx
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    for mov_eax in [[0x89, 0xd8], [0x89, 0xf8], [0x89, 0xf0]] {
+        c.extend_from_slice(&mov_eax); // mov eax, ebx / edi / esi
+        c.extend_from_slice(&[0xee, 0xc1, 0xe8, 0x08, 0xee, 0xc1, 0xe8, 0x08]);
+        c.extend_from_slice(&[0xee, 0xc1, 0xe8, 0x08, 0xee]);
+    }
+    c.extend_from_slice(&[0xb8, 0x0b, 0, 0, 0, 0xb9, 0x01, 0, 0, 0, 0x0f, 0xa2]); // leaf 0xb.1
+    c.extend_from_slice(&[0x89, 0xd8, 0x66, 0xba, 0xf8, 0x03, 0xee]); // print ebx low byte
+    c.extend_from_slice(&[0xb8, 0x01, 0, 0, 0, 0x0f, 0xa2]); // leaf 1
+    c.extend_from_slice(&[0x89, 0xc8, 0xc1, 0xe8, 0x18, 0x66, 0xba, 0xf8, 0x03, 0xee]); // ecx >> 24
+    c.extend_from_slice(&[0x89, 0xd8, 0xc1, 0xe8, 0x10, 0xee]); // ebx >> 16
+    c.extend_from_slice(I8042_RESET);
+    c
+}
+
+#[test]
+fn guest_sees_the_cpuid_topology_and_hypervisor_leaves() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (exit, out) = boot(&cpuid_program(), 3);
+    assert_eq!(exit.reason, ExitReason::Reset);
+    assert_eq!(out.len(), 15, "{out:?}");
+    assert_eq!(&out[..12], b"KVMKVMKVM\0\0\0");
+    assert_eq!(out[12], 3, "leaf 0xB core level: 3 logical processors");
+    assert_ne!(out[13] & 0x80, 0, "leaf 1 ECX hypervisor bit");
+    assert_eq!(out[14], 3, "leaf 1 EBX logical processor count");
+}
