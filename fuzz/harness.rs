@@ -126,15 +126,18 @@ fn write_queue(mem: &GuestMemoryMmap, mock: &Rings, inp: &mut Input) -> (u16, bo
     (avail_idx, any_indirect)
 }
 
+fn fill_memory(mem: &GuestMemoryMmap, inp: &mut Input) {
+    let fill = inp.bytes(4096);
+    mem.write_slice(&fill, GuestAddress(0x1_0000)).unwrap();
+}
+
 pub fn run(data: &[u8]) {
     let mut inp = Input(data);
     let kind = inp.u8() % 3;
     let mem: GuestMemoryMmap =
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
-    // Request headers and payloads: fill the upper part of guest memory from the input, with
-    // a good share of plausible request headers.
-    let fill = inp.bytes(4096);
-    mem.write_slice(&fill, GuestAddress(0x1_0000)).unwrap();
+    // A good share of plausible request headers; the rest of the input (after the queues)
+    // fills guest memory with payload and indirect tables.
     for slot in 0..8u64 {
         let req_type = [0u32, 1, 4, 8, 0x55][usize::from(inp.u8() % 5)];
         let sector = if inp.u8() < 200 {
@@ -158,6 +161,7 @@ pub fn run(data: &[u8]) {
             let mut dev = block_from_file(file, read_only, b"fuzz").unwrap();
             let mock = Rings { base: 0 };
             let (offered, indirect) = write_queue(&mem, &mock, &mut inp);
+            fill_memory(&mem, &mut inp);
             let mut queues = vec![mock.create_queue()];
             let _ = dev.process_queue(0, &mut queues, &mem);
             let used_idx: u16 = mem.read_obj(GuestAddress(mock.used_addr().0 + 2)).unwrap();
@@ -193,6 +197,7 @@ pub fn run(data: &[u8]) {
             let mut queues = vec![rx.create_queue(), tx.create_queue()];
             let host_len = usize::from(inp.u8()) * 8;
             let host_bytes = inp.bytes(host_len);
+            fill_memory(&mem, &mut inp);
             let _ = (&host).write(&host_bytes);
             let _ = dev.process_queue(1, &mut queues, &mem);
             let _ = dev.process_host_event(&mut queues, &mem);

@@ -98,6 +98,25 @@ const TRIPLE_FAULT: &[u8] = &[0x0f, 0x0b];
 /// mov al, 0xfe; out 0x64, al: i8042 CPU reset.
 const I8042_RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xf4];
 
+/// run_vm, but a guest that never stops is stopped with SIGTERM after `secs` (the monitor's
+/// handler turns it into ExitReason::Signal), so a regression fails instead of hanging.
+fn run_vm_with_deadline(cfg: VmConfig, secs: u64) -> husk::vmm::VmExit {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let vm = std::thread::spawn(move || {
+        let r = run_vm(cfg);
+        let _ = tx.send(());
+        r
+    });
+    if rx
+        .recv_timeout(std::time::Duration::from_secs(secs))
+        .is_err()
+    {
+        // SAFETY: signalling our own process while run_vm's handler is installed.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    }
+    vm.join().unwrap().expect("run_vm")
+}
+
 /// The VM tests share the process's SIGTERM handling: run them one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -135,7 +154,7 @@ fn tiny_guest_writes_serial_reads_virtio_magic_and_resets() {
         read_only: true,
     }];
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     let out = std::fs::read(&log).unwrap();
     assert_eq!(
         exit.reason,
@@ -159,7 +178,7 @@ fn boot(code: &[u8], vcpus: u8) -> (husk::vmm::VmExit, Vec<u8>) {
     cfg.memory_mib = 64;
     cfg.vcpus = vcpus;
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     (exit, std::fs::read(&log).unwrap_or_default())
 }
 
@@ -244,7 +263,7 @@ fn console_socket_is_accepted_and_vm_still_boots() {
     cfg.memory_mib = 64;
     cfg.console = Some(guest);
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     assert_eq!(exit.reason, ExitReason::Reset);
     // The first (and only) virtio device is the console: magic still "virt".
     assert_eq!(std::fs::read(&log).unwrap(), b"con\nvirt");
@@ -353,7 +372,7 @@ fn tiny_guest_driver_reads_a_disk_through_ioeventfd_and_virtio_blk() {
         read_only: true,
     }];
     cfg.serial = SerialOutput::File(log.clone());
-    let exit = run_vm(cfg).expect("run_vm");
+    let exit = run_vm_with_deadline(cfg, 20);
     let out = std::fs::read(&log).unwrap();
     assert_eq!(
         exit.reason,
@@ -362,4 +381,234 @@ fn tiny_guest_driver_reads_a_disk_through_ioeventfd_and_virtio_blk() {
         String::from_utf8_lossy(&out)
     );
     assert_eq!(out, b"disk says hi\n0", "sector 0 then VIRTIO_BLK_S_OK");
+}
+
+/// A minimal virtio-console driver: queue 0 (receive) gets one 64-byte buffer, queue 1
+/// (transmit) one chain holding "pong"; both are notified, then the guest polls the receive
+/// used ring and prints what the host sent.
+fn virtio_console_program(notify: bool) -> Vec<u8> {
+    const RX_RINGS: u64 = 0x10_1000;
+    const TX_RINGS: u64 = 0x10_1800;
+    const RX_BUF: u64 = 0x10_2000;
+    const TX_BUF: u64 = 0x10_2100;
+    let mut c: Vec<u8> = vec![0x48, 0xbf];
+    c.extend_from_slice(&0xd000_0000u64.to_le_bytes()); // mov rdi, first virtio-mmio window
+    let mut mmio = |off: u32, val: u32| {
+        c.extend_from_slice(&[0xc7, 0x87]);
+        c.extend_from_slice(&off.to_le_bytes());
+        c.extend_from_slice(&val.to_le_bytes());
+    };
+    mmio(0x70, 1);
+    mmio(0x70, 3);
+    mmio(0x24, 1);
+    mmio(0x20, 1);
+    mmio(0x70, 0xb);
+    for (q, rings) in [(0u32, RX_RINGS), (1, TX_RINGS)] {
+        mmio(0x30, q);
+        mmio(0x38, 16);
+        mmio(0x80, rings as u32);
+        mmio(0x90, rings as u32 + 0x100);
+        mmio(0xa0, rings as u32 + 0x200);
+        mmio(0x44, 1);
+    }
+    mmio(0x70, 0xf);
+    if notify {
+        mmio(0x50, 1); // transmit "pong"
+        mmio(0x50, 0); // receive buffer posted
+    }
+    c.extend_from_slice(&[0x0f, 0xb7, 0x04, 0x25]);
+    c.extend_from_slice(&(RX_RINGS as u32 + 0x202).to_le_bytes()); // movzx eax, [rx used.idx]
+    c.extend_from_slice(&[0x66, 0x83, 0xf8, 0x01, 0x75, 0xf2]);
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03, 0x48, 0xbe]);
+    c.extend_from_slice(&RX_BUF.to_le_bytes());
+    c.extend_from_slice(&[0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8]);
+    c.extend_from_slice(I8042_RESET);
+
+    let base = LOAD_ADDR as usize;
+    let mut image = vec![0u8; (TX_BUF + 16) as usize - base];
+    image[..c.len()].copy_from_slice(&c);
+    let mut put = |addr: u64, bytes: &[u8]| {
+        let off = addr as usize - base;
+        image[off..off + bytes.len()].copy_from_slice(bytes);
+    };
+    let desc = |addr: u64, len: u32, flags: u16| {
+        let mut d = addr.to_le_bytes().to_vec();
+        d.extend_from_slice(&len.to_le_bytes());
+        d.extend_from_slice(&flags.to_le_bytes());
+        d.extend_from_slice(&0u16.to_le_bytes());
+        d
+    };
+    put(RX_RINGS, &desc(RX_BUF, 64, 2));
+    put(RX_RINGS + 0x100, &[0, 0, 1, 0, 0, 0]);
+    put(TX_RINGS, &desc(TX_BUF, 4, 0));
+    put(TX_RINGS + 0x100, &[0, 0, 1, 0, 0, 0]);
+    put(TX_BUF, b"pong");
+    image
+}
+
+#[test]
+fn tiny_guest_driver_talks_over_virtio_console_to_a_host_socket() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, &virtio_console_program(true));
+    let log = dir.path().join("serial.log");
+    let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    // Sent before the guest exists: it waits in the socket until the guest posts a buffer.
+    (&host).write_all(b"ping from host\n").unwrap();
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.console = Some(guest);
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm_with_deadline(cfg, 20);
+    let out = std::fs::read(&log).unwrap();
+    assert_eq!(
+        exit.reason,
+        ExitReason::Reset,
+        "serial: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(out, b"ping from host\n");
+    let mut got = [0u8; 4];
+    use std::io::Read;
+    host.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    (&host).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong");
+}
+
+#[test]
+fn console_input_reaches_a_guest_that_never_kicks_its_receive_queue() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    // Only activation (DRIVER_OK) can make the monitor start reading the socket here.
+    write_elf(&kernel, &virtio_console_program(false));
+    let log = dir.path().join("serial.log");
+    let (host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    (&host).write_all(b"late\n").unwrap();
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.console = Some(guest);
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm_with_deadline(cfg, 20);
+    assert_eq!(exit.reason, ExitReason::Reset);
+    assert_eq!(std::fs::read(&log).unwrap(), b"late\n");
+}
+
+#[test]
+fn bad_kernel_fails_cleanly_without_creating_the_serial_log() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("garbage");
+    std::fs::write(&kernel, vec![0x5a; 8192]).unwrap();
+    let log = dir.path().join("serial.log");
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.serial = SerialOutput::File(log.clone());
+    let err = run_vm(cfg).unwrap_err().to_string();
+    assert!(err.starts_with("cannot load kernel"), "{err}");
+    assert!(!log.exists(), "nothing half-written");
+}
+
+/// Print the NUL-terminated string at guest address `addr`, then read the device-id register
+/// of the virtio-mmio window at `mmio` and print its low byte, then reset.
+fn print_memory_and_device_id_program(addr: u64, mmio: u64) -> Vec<u8> {
+    let mut c = vec![0x66, 0xba, 0xf8, 0x03, 0x48, 0xbe]; // mov dx, 0x3f8; mov rsi, imm64
+    c.extend_from_slice(&addr.to_le_bytes());
+    c.extend_from_slice(&[0xac, 0x84, 0xc0, 0x74, 0x03, 0xee, 0xeb, 0xf8]); // print string
+    c.push(0xa1); // mov eax, [moffs64]
+    c.extend_from_slice(&(mmio + 8).to_le_bytes());
+    c.push(0xee); // out dx, al
+    c.extend_from_slice(I8042_RESET);
+    c
+}
+
+#[test]
+fn several_disks_and_a_console_appear_on_the_cmdline_and_the_bus() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    // The third window (two disks, then the console) should report device id 3.
+    write_elf(
+        &kernel,
+        &print_memory_and_device_id_program(0x20000, 0xd000_2000),
+    );
+    let mut disks = Vec::new();
+    for (i, ro) in [(0, true), (1, false)] {
+        let path = dir.path().join(format!("disk{i}.img"));
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        disks.push(DiskConfig {
+            path,
+            read_only: ro,
+        });
+    }
+    let (_host, guest) = std::os::unix::net::UnixStream::pair().unwrap();
+    let log = dir.path().join("serial.log");
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.cmdline = "console=ttyS0 panic=-1".into();
+    cfg.disks = disks;
+    cfg.console = Some(guest);
+    cfg.serial = SerialOutput::File(log.clone());
+    let exit = run_vm_with_deadline(cfg, 20);
+    let out = std::fs::read(&log).unwrap();
+    assert_eq!(exit.reason, ExitReason::Reset);
+    let (cmdline, id) = out.split_at(out.len() - 1);
+    assert_eq!(
+        String::from_utf8_lossy(cmdline),
+        "console=ttyS0 panic=-1 virtio_mmio.device=512@0xd0000000:5 \
+         virtio_mmio.device=512@0xd0001000:6 virtio_mmio.device=512@0xd0002000:7"
+    );
+    assert_eq!(id, [3], "virtio-console device id in the third window");
+}
+
+/// Execute CPUID as the guest sees it and print: the hypervisor signature (leaf 0x4000_0000,
+/// 12 bytes), the core count of leaf 0xB subleaf 1, the top byte of leaf 1 ECX (hypervisor
+/// bit), and the logical processor count of leaf 1 EBX.
+fn cpuid_program() -> Vec<u8> {
+    let mut c = vec![0xb8, 0x00, 0x00, 0x00, 0x40, 0x0f, 0xa2]; // mov eax, 0x40000000; cpuid
+    c.extend_from_slice(&[0x89, 0xd6, 0x89, 0xcf]); // mov esi, edx; mov edi, ecx
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    for mov_eax in [[0x89, 0xd8], [0x89, 0xf8], [0x89, 0xf0]] {
+        c.extend_from_slice(&mov_eax); // mov eax, ebx / edi / esi
+        c.extend_from_slice(&[0xee, 0xc1, 0xe8, 0x08, 0xee, 0xc1, 0xe8, 0x08]);
+        c.extend_from_slice(&[0xee, 0xc1, 0xe8, 0x08, 0xee]);
+    }
+    c.extend_from_slice(&[0xb8, 0x0b, 0, 0, 0, 0xb9, 0x01, 0, 0, 0, 0x0f, 0xa2]); // leaf 0xb.1
+    c.extend_from_slice(&[0x89, 0xd8, 0x66, 0xba, 0xf8, 0x03, 0xee]); // print ebx low byte
+    c.extend_from_slice(&[0xb8, 0x01, 0, 0, 0, 0x0f, 0xa2]); // leaf 1
+    c.extend_from_slice(&[0x89, 0xc8, 0xc1, 0xe8, 0x18, 0x66, 0xba, 0xf8, 0x03, 0xee]); // ecx >> 24
+    c.extend_from_slice(&[0x89, 0xd8, 0xc1, 0xe8, 0x10, 0xee]); // ebx >> 16
+    c.extend_from_slice(I8042_RESET);
+    c
+}
+
+#[test]
+fn guest_sees_the_cpuid_topology_and_hypervisor_leaves() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (exit, out) = boot(&cpuid_program(), 3);
+    assert_eq!(exit.reason, ExitReason::Reset);
+    assert_eq!(out.len(), 15, "{out:?}");
+    assert_eq!(&out[..12], b"KVMKVMKVM\0\0\0");
+    assert_eq!(out[12], 3, "leaf 0xB core level: 3 logical processors");
+    assert_ne!(out[13] & 0x80, 0, "leaf 1 ECX hypervisor bit");
+    assert_eq!(out[14], 3, "leaf 1 EBX logical processor count");
 }

@@ -109,8 +109,12 @@ fn vm_boot(args: VmBootArgs, debug: bool) -> Result<i32> {
         (false, None) => SerialOutput::None,
     };
     let exit = vmm::run_vm(cfg)?;
+    let first = exit
+        .first_exit
+        .map(|d| format!(", first guest exit at {:.6}s", d.as_secs_f64()))
+        .unwrap_or_default();
     eprintln!(
-        "husk: VM stopped: {:?} after {:.3}s",
+        "husk: VM stopped: {:?} after {:.6}s{first}",
         exit.reason,
         exit.runtime.as_secs_f64()
     );

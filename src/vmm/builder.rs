@@ -147,6 +147,12 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         source,
     })?;
     let vm = create_vm(&kvm, &mem)?;
+    // Kernel and initramfs first: a bad image fails before anything (a serial log) is created.
+    let kernel: LoadedKernel = boot::load_kernel(&mem, &cfg.kernel)?;
+    let initrd = match &cfg.initrd {
+        Some(path) => Some(boot::load_initrd(&mem, path, cfg.memory_mib, &kernel)?),
+        None => None,
+    };
 
     // Devices first: the kernel command line names every virtio-mmio window.
     let stop = Arc::new(StopState::new().map_err(io_err("eventfd"))?);
@@ -181,6 +187,8 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
             Console::new(sock).map_err(io_err("console socket"))?,
         ));
     }
+    let activation_evt =
+        EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("eventfd"))?;
     let mut slots = Vec::new();
     let mut mmio_windows = Vec::new();
     for (i, device) in virtio.into_iter().enumerate() {
@@ -202,11 +210,14 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
             .map_err(kvm_err("KVM_IOEVENTFD"))?;
             queue_evts.push(evt);
         }
-        let transport = Arc::new(Mutex::new(MmioTransport::new(
-            device,
-            mem.clone(),
-            Arc::new(Interrupt::new(irq_evt)),
-        )));
+        let has_host_fd = device.host_fd().is_some();
+        let mut transport =
+            MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(irq_evt)));
+        if has_host_fd {
+            transport
+                .set_activation_notifier(activation_evt.try_clone().map_err(io_err("eventfd"))?);
+        }
+        let transport = Arc::new(Mutex::new(transport));
         mmio.insert(
             transport.clone() as Arc<Mutex<dyn BusDevice>>,
             base,
@@ -219,12 +230,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         mmio_windows.push((base, VIRTIO_MMIO_SIZE, irq));
     }
 
-    // Guest memory contents: kernel, initramfs, command line, zero page, MP table, page tables.
-    let kernel: LoadedKernel = boot::load_kernel(&mem, &cfg.kernel)?;
-    let initrd = match &cfg.initrd {
-        Some(path) => Some(boot::load_initrd(&mem, path, cfg.memory_mib, &kernel)?),
-        None => None,
-    };
+    // The rest of guest memory: command line, zero page, MP table, page tables.
     let cmdline = boot::build_cmdline(&cfg.cmdline, &mmio_windows)?;
     let params = boot::build_boot_params(
         &kernel,
@@ -280,6 +286,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         devices: slots,
         reset_evt,
         signal_evt,
+        activation_evt,
         stop: stop.clone(),
         seccomp,
     };
@@ -318,11 +325,15 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     if reason == ExitReason::Reset && panicked.load(std::sync::atomic::Ordering::SeqCst) {
         reason = ExitReason::Panic;
     }
+    // Runtime ends at the stop; KVM's VM teardown (closing the fds) comes after.
+    let runtime = started.elapsed();
     drop(vm);
     drop(mem);
+    let first_exit = stop.first_exit().map(|t| t.duration_since(started));
     Ok(VmExit {
         reason,
-        runtime: started.elapsed(),
+        runtime,
+        first_exit,
     })
 }
 

@@ -1,7 +1,9 @@
 //! vCPU register state for the Linux 64-bit boot protocol: CPUID with topology, MSRs, FPU,
 //! LAPIC LINT pins, and long mode (identity page tables, GDT/IDT, segments).
 
-use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs,
+};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
@@ -40,12 +42,10 @@ const CPUID_HTT_BIT: u32 = 1 << 28;
 /// KVM's paravirt signature, reported at leaf 0x4000_0000.
 const KVM_SIGNATURE: [u32; 3] = [0x4b4d_564b, 0x564b_4d56, 0x0000_004d]; // "KVMKVMKVM\0\0\0"
 
-/// Adjust KVM's supported CPUID for vCPU `id` of `count`: APIC ids, one thread per core, all
-/// cores in one package, and the hypervisor leaves.
+/// Adjust leaves 1, 4 and 0x4000_0000 for vCPU `id` of `count`: initial APIC id, logical CPU
+/// count and HTT, cores per package, the hypervisor bit and the KVM signature.
 pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
     let count32 = u32::from(count.max(1));
-    // Bits needed to number `count` cores (x2APIC topology shift).
-    let core_bits = u32::BITS - (count32 - 1).leading_zeros();
     for entry in cpuid.as_mut_slice() {
         match entry.function {
             1 => {
@@ -61,28 +61,6 @@ pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
                 // EAX[31:26] = cores per package - 1; keep cache description bits.
                 entry.eax = (entry.eax & 0x03ff_ffff) | ((count32 - 1) << 26);
             }
-            0xb => {
-                entry.edx = u32::from(id);
-                match entry.index {
-                    // SMT level: one thread per core.
-                    0 => {
-                        entry.eax = 0;
-                        entry.ebx = 1;
-                        entry.ecx = (1 << 8) | entry.index;
-                    }
-                    // Core level: all vCPUs.
-                    1 => {
-                        entry.eax = core_bits;
-                        entry.ebx = count32;
-                        entry.ecx = (2 << 8) | entry.index;
-                    }
-                    _ => {
-                        entry.eax = 0;
-                        entry.ebx = 0;
-                        entry.ecx = entry.index;
-                    }
-                }
-            }
             0x4000_0000 => {
                 entry.ebx = KVM_SIGNATURE[0];
                 entry.ecx = KVM_SIGNATURE[1];
@@ -93,9 +71,58 @@ pub fn filter_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
     }
 }
 
-pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, id: u8, count: u8) -> Result<(), CpuError> {
-    let mut cpuid = supported.clone();
+/// KVM_CPUID_FLAG_SIGNIFCANT_INDEX: the entry depends on the subleaf in ECX.
+const CPUID_FLAG_SIGNIFICANT_INDEX: u32 = 1;
+
+/// Leaf 0xB (extended topology) for vCPU `id` of `count`: an SMT level with one thread per
+/// core, a core level with every vCPU, and the terminating invalid level. KVM often reports
+/// only subleaf 0 (all zero), so the monitor writes the whole leaf.
+pub fn topology_leaf(id: u8, count: u8) -> [kvm_cpuid_entry2; 3] {
+    let count32 = u32::from(count.max(1));
+    // Bits needed to number `count` cores (x2APIC id shift to the package level).
+    let core_bits = u32::BITS - (count32 - 1).leading_zeros();
+    let entry = |index: u32, eax: u32, ebx: u32, level_type: u32| kvm_cpuid_entry2 {
+        function: 0xb,
+        index,
+        flags: CPUID_FLAG_SIGNIFICANT_INDEX,
+        eax,
+        ebx,
+        ecx: (level_type << 8) | index,
+        edx: u32::from(id),
+        ..Default::default()
+    };
+    [
+        entry(0, 0, 1, 1),
+        entry(1, core_bits, count32, 2),
+        entry(2, 0, 0, 0),
+    ]
+}
+
+/// The CPUID table for vCPU `id`: KVM's supported table with `filter_cpuid` applied and leaf
+/// 0xB replaced by `topology_leaf` when the CPU's maximum basic leaf reaches it.
+pub fn vcpu_cpuid(supported: &CpuId, id: u8, count: u8) -> CpuId {
+    let mut entries: Vec<kvm_cpuid_entry2> = supported
+        .as_slice()
+        .iter()
+        .filter(|e| e.function != 0xb)
+        .copied()
+        .collect();
+    let max_basic = entries
+        .iter()
+        .find(|e| e.function == 0)
+        .map_or(0, |e| e.eax);
+    if max_basic >= 0xb {
+        entries.extend(topology_leaf(id, count));
+    }
+    // KVM's own table has at most KVM_MAX_CPUID_ENTRIES; three extra entries still fit the
+    // FAM wrapper's limit, and from_entries only fails past it.
+    let mut cpuid = CpuId::from_entries(&entries).unwrap_or_else(|_| supported.clone());
     filter_cpuid(&mut cpuid, id, count);
+    cpuid
+}
+
+pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, id: u8, count: u8) -> Result<(), CpuError> {
+    let cpuid = vcpu_cpuid(supported, id, count);
     vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))
 }
 
@@ -344,17 +371,18 @@ mod tests {
     fn cpuid_topology_and_hypervisor_leaves() {
         let entries = [
             kvm_cpuid_entry2 {
+                function: 0,
+                eax: 0x1c,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
                 function: 1,
                 ..Default::default()
             },
             kvm_cpuid_entry2 {
                 function: 0xb,
                 index: 0,
-                ..Default::default()
-            },
-            kvm_cpuid_entry2 {
-                function: 0xb,
-                index: 1,
+                flags: 1,
                 ..Default::default()
             },
             kvm_cpuid_entry2 {
@@ -362,15 +390,19 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let mut cpuid = CpuId::from_entries(&entries).unwrap();
-        filter_cpuid(&mut cpuid, 3, 4);
+        let supported = CpuId::from_entries(&entries).unwrap();
+        let cpuid = vcpu_cpuid(&supported, 3, 4);
         let e = cpuid.as_slice();
-        assert_eq!(e[0].ebx >> 24, 3, "initial APIC id");
-        assert_eq!((e[0].ebx >> 16) & 0xff, 4, "logical processor count");
-        assert_ne!(e[0].ecx & CPUID_HYPERVISOR_BIT, 0);
-        assert_ne!(e[0].edx & CPUID_HTT_BIT, 0);
-        assert_eq!((e[1].ebx, e[1].edx, e[1].ecx >> 8), (1, 3, 1));
-        assert_eq!((e[2].eax, e[2].ebx, e[2].ecx >> 8), (2, 4, 2));
-        assert_eq!(e[3].ebx, 0x4b4d_564b);
+        let leaf = |f: u32, i: u32| *e.iter().find(|x| x.function == f && x.index == i).unwrap();
+        assert_eq!(leaf(1, 0).ebx >> 24, 3, "initial APIC id");
+        assert_eq!((leaf(1, 0).ebx >> 16) & 0xff, 4, "logical processor count");
+        assert_ne!(leaf(1, 0).ecx & CPUID_HYPERVISOR_BIT, 0);
+        assert_ne!(leaf(1, 0).edx & CPUID_HTT_BIT, 0);
+        let (smt, core, end) = (leaf(0xb, 0), leaf(0xb, 1), leaf(0xb, 2));
+        assert_eq!((smt.ebx, smt.edx, smt.ecx >> 8), (1, 3, 1));
+        assert_eq!((core.eax, core.ebx, core.ecx >> 8), (2, 4, 2));
+        assert_eq!(end.ecx >> 8, 0, "terminating level");
+        assert_eq!(e.iter().filter(|x| x.function == 0xb).count(), 3);
+        assert_eq!(leaf(0x4000_0000, 0).ebx, 0x4b4d_564b);
     }
 }

@@ -12,12 +12,14 @@ use super::devices::virtio_mmio::MmioTransport;
 use super::devices::HostInterest;
 use super::host_signals::SignalGuard;
 use super::seccomp::{self, ThreadRole};
-use super::vcpu::StopState;
+use super::vcpu::{StopOnExit, StopState};
 use super::ExitReason;
 
 const TOKEN_STOP: u64 = 1;
 const TOKEN_RESET: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
+/// A device was activated or reset: re-evaluate host fd interest.
+const TOKEN_ACTIVATION: u64 = 4;
 /// Queue notification tokens: QUEUE_BASE + device << 8 | queue.
 const TOKEN_QUEUE_BASE: u64 = 1 << 16;
 /// Host fd tokens: HOST_BASE + device.
@@ -33,6 +35,8 @@ pub struct EventLoop {
     pub devices: Vec<VirtioSlot>,
     pub reset_evt: EventFd,
     pub signal_evt: EventFd,
+    /// Written by transports whose activation state changed (see MmioTransport).
+    pub activation_evt: EventFd,
     pub stop: Arc<StopState>,
     pub seccomp: Option<SeccompAction>,
 }
@@ -40,6 +44,10 @@ pub struct EventLoop {
 impl EventLoop {
     /// Runs until the VM stops; the reason is recorded in `stop`.
     pub fn run(self) {
+        let _stop_on_exit = StopOnExit {
+            stop: self.stop.clone(),
+            thread: "device".into(),
+        };
         if let Err(reason) = self.run_inner() {
             self.stop.stop(reason);
         }
@@ -60,6 +68,8 @@ impl EventLoop {
         add(self.stop.eventfd().as_raw_fd(), TOKEN_STOP).map_err(|e| fault("epoll_ctl", e))?;
         add(self.reset_evt.as_raw_fd(), TOKEN_RESET).map_err(|e| fault("epoll_ctl", e))?;
         add(self.signal_evt.as_raw_fd(), TOKEN_SIGNAL).map_err(|e| fault("epoll_ctl", e))?;
+        add(self.activation_evt.as_raw_fd(), TOKEN_ACTIVATION)
+            .map_err(|e| fault("epoll_ctl", e))?;
         let mut host_regs: Vec<Option<HostInterest>> = vec![None; self.devices.len()];
         for (d, slot) in self.devices.iter().enumerate() {
             for (q, evt) in slot.queue_evts.iter().enumerate() {
@@ -69,14 +79,8 @@ impl EventLoop {
                 )
                 .map_err(|e| fault("epoll_ctl", e))?;
             }
-            if let Some(fd) = lock(&slot.transport).host_fd() {
-                epoll
-                    .ctl(
-                        ControlOperation::Add,
-                        fd,
-                        EpollEvent::new(EventSet::empty(), TOKEN_HOST_BASE + d as u64),
-                    )
-                    .map_err(|e| fault("epoll_ctl", e))?;
+            if lock(&slot.transport).host_fd().is_some() {
+                // Registered by update_host_interest once the device wants something.
                 host_regs[d] = Some(HostInterest::default());
             }
         }
@@ -109,6 +113,10 @@ impl EventLoop {
                         self.stop.stop(ExitReason::Signal(sig));
                         return Ok(());
                     }
+                    TOKEN_ACTIVATION => {
+                        // Interest is re-evaluated at the top of the loop.
+                        let _ = self.activation_evt.read();
+                    }
                     t if t >= TOKEN_HOST_BASE => {
                         if let Some(slot) = self.devices.get((t - TOKEN_HOST_BASE) as usize) {
                             lock(&slot.transport).host_event();
@@ -131,12 +139,15 @@ impl EventLoop {
     }
 
     /// Re-arm each device's host fd for exactly the readiness it can use now (back-pressure:
-    /// a console with no guest receive buffers stops watching its socket for input).
+    /// a console with no guest receive buffers stops watching its socket for input). A device
+    /// that wants nothing is removed from the epoll set altogether, since epoll reports hang-up
+    /// even for an empty event mask and a closed socket would otherwise spin the loop.
     fn update_host_interest(
         &self,
         epoll: &Epoll,
         regs: &mut [Option<HostInterest>],
     ) -> std::io::Result<()> {
+        let none = HostInterest::default();
         for (d, slot) in self.devices.iter().enumerate() {
             let Some(current) = regs[d] else { continue };
             let transport = lock(&slot.transport);
@@ -154,11 +165,13 @@ impl EventLoop {
             if wanted.writable {
                 set |= EventSet::OUT;
             }
-            epoll.ctl(
-                ControlOperation::Modify,
-                fd,
-                EpollEvent::new(set, TOKEN_HOST_BASE + d as u64),
-            )?;
+            let event = EpollEvent::new(set, TOKEN_HOST_BASE + d as u64);
+            let op = match (current == none, wanted == none) {
+                (true, _) => ControlOperation::Add,
+                (false, true) => ControlOperation::Delete,
+                (false, false) => ControlOperation::Modify,
+            };
+            epoll.ctl(op, fd, event)?;
             regs[d] = Some(wanted);
         }
         Ok(())

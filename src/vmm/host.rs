@@ -85,7 +85,9 @@ fn pvm_module_loaded() -> bool {
             .unwrap_or(false)
 }
 
-/// The guest kernel `husk` would boot: $HUSK_KERNEL, else the build cache of guest-kernel/.
+/// The guest kernel `husk` would boot: $HUSK_KERNEL; else `vmlinux` in $HUSK_KERNEL_CACHE
+/// (default /var/cache/husk/guest-kernel); else, for a development build, the newest
+/// `guest-kernel/cache/<hash>/vmlinux` that guest-kernel/build.sh left in the source tree.
 pub fn default_guest_kernel() -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("HUSK_KERNEL") {
         return Some(PathBuf::from(k));
@@ -93,8 +95,21 @@ pub fn default_guest_kernel() -> Option<PathBuf> {
     let cache = std::env::var_os("HUSK_KERNEL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/husk/guest-kernel"));
-    let link = cache.join("vmlinux");
-    link.exists().then_some(link)
+    let installed = cache.join("vmlinux");
+    if installed.is_file() {
+        return Some(installed);
+    }
+    newest_vmlinux_under(&Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-kernel/cache"))
+}
+
+fn newest_vmlinux_under(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("vmlinux"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
 }
 
 pub fn probe_host() -> HostVirt {
@@ -125,6 +140,23 @@ mod tests {
         assert_eq!(classify(hw, true, false), KvmKind::None);
         // "vmx" must be a whole flag, not a substring of another one.
         assert_eq!(classify("flags : avx512vmxfoo\n", true, true), KvmKind::Pvm);
+    }
+
+    #[test]
+    fn newest_cached_kernel_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(newest_vmlinux_under(dir.path()), None);
+        for (name, age) in [("aaaa", 100u64), ("bbbb", 10)] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            let f = std::fs::File::create(dir.path().join(name).join("vmlinux")).unwrap();
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+            f.set_modified(t).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("build-cccc")).unwrap(); // no vmlinux: ignored
+        assert_eq!(
+            newest_vmlinux_under(dir.path()),
+            Some(dir.path().join("bbbb/vmlinux"))
+        );
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub struct VmExit {
     pub reason: ExitReason,
     /// Wall time from `run_vm` entry to the stop.
     pub runtime: Duration,
+    /// From `run_vm` entry to the first exit out of guest mode (for a guest whose first
+    /// instructions do port I/O: monitor start to first guest instruction).
+    pub first_exit: Option<Duration>,
 }
 
 impl VmExit {

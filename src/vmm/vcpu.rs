@@ -1,7 +1,8 @@
 //! The vCPU threads: run KVM_RUN and dispatch port I/O and MMIO exits through the buses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::Instant;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use seccompiler::SeccompAction;
@@ -23,6 +24,8 @@ const I8042_CMD_RESET_CPU: u8 = 0xfe;
 
 /// Shared "the VM is stopping" state: the first reason wins; `evt` wakes the event loop.
 pub struct StopState {
+    /// When any vCPU first came back from the guest (benchmarks: start to first instruction).
+    first_exit: OnceLock<Instant>,
     stopping: AtomicBool,
     reason: Mutex<Option<ExitReason>>,
     evt: EventFd,
@@ -31,6 +34,7 @@ pub struct StopState {
 impl StopState {
     pub fn new() -> std::io::Result<Self> {
         Ok(StopState {
+            first_exit: OnceLock::new(),
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
             evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
@@ -55,8 +59,31 @@ impl StopState {
         lock(&self.reason).clone()
     }
 
+    pub fn first_exit(&self) -> Option<Instant> {
+        self.first_exit.get().copied()
+    }
+
     pub fn eventfd(&self) -> &EventFd {
         &self.evt
+    }
+}
+
+/// Records a stop when dropped: a thread that unwinds (a bug, never guest input) still stops
+/// the VM instead of leaving the others waiting. After a normal stop it changes nothing, since
+/// the first recorded reason wins.
+pub struct StopOnExit {
+    pub stop: Arc<StopState>,
+    pub thread: String,
+}
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        if !self.stop.is_stopping() {
+            self.stop.stop(ExitReason::Fault(format!(
+                "{} thread exited unexpectedly",
+                self.thread
+            )));
+        }
     }
 }
 
@@ -90,6 +117,10 @@ pub struct Vcpu {
 impl Vcpu {
     /// Thread body: returns when the VM stops (for any reason, recorded in `stop`).
     pub fn run(mut self) {
+        let _stop_on_exit = StopOnExit {
+            stop: self.stop.clone(),
+            thread: format!("vCPU {}", self.id),
+        };
         if let Some(action) = self.seccomp.clone() {
             if let Err(err) = seccomp::apply(ThreadRole::Vcpu, action) {
                 self.stop
@@ -108,7 +139,12 @@ impl Vcpu {
     /// One KVM_RUN; Some(reason) when the VM must stop.
     fn run_once(&mut self) -> Option<ExitReason> {
         let exit = match self.fd.run() {
-            Ok(exit) => exit,
+            Ok(exit) => {
+                if self.stop.first_exit.get().is_none() {
+                    let _ = self.stop.first_exit.set(Instant::now());
+                }
+                exit
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 self.fd.set_kvm_immediate_exit(0);
                 return None;
@@ -153,10 +189,20 @@ impl Vcpu {
             VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::Fault(format!(
                 "KVM entry failed on cpu {cpu}: hardware reason {reason:#x}"
             ))),
-            VcpuExit::InternalError => Some(ExitReason::Fault(format!(
-                "vCPU {}: KVM internal error",
-                self.id
-            ))),
+            VcpuExit::InternalError => {
+                let run = self.fd.get_kvm_run();
+                // SAFETY: after KVM_EXIT_INTERNAL_ERROR the kvm_run union holds `internal`.
+                let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+                let hint = if suberror == 1 {
+                    " (instruction emulation failed; on PVM hosts a stock kernel stops here)"
+                } else {
+                    ""
+                };
+                Some(ExitReason::Fault(format!(
+                    "vCPU {}: KVM internal error, suberror {suberror}{hint}",
+                    self.id
+                )))
+            }
             VcpuExit::Intr => None,
             other => Some(ExitReason::Fault(format!(
                 "vCPU {}: unhandled exit {other:?}",

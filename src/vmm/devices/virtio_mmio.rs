@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     DeviceError, HostInterest, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_CONFIG,
@@ -68,6 +69,9 @@ pub struct MmioTransport {
     driver_features: u64,
     queue_sel: u32,
     config_generation: u32,
+    /// Written when activation state changes, so the event loop re-arms the device's host fd
+    /// (activation happens on a vCPU thread, which the event loop would not otherwise notice).
+    activation_evt: Option<EventFd>,
 }
 
 impl MmioTransport {
@@ -93,6 +97,19 @@ impl MmioTransport {
             driver_features: 0,
             queue_sel: 0,
             config_generation: 0,
+            activation_evt: None,
+        }
+    }
+
+    pub fn set_activation_notifier(&mut self, evt: EventFd) {
+        self.activation_evt = Some(evt);
+    }
+
+    fn activation_changed(&self) {
+        if let Some(evt) = &self.activation_evt {
+            if let Err(err) = evt.write(1) {
+                log::error!("virtio activation event: {err}");
+            }
         }
     }
 
@@ -175,6 +192,7 @@ impl MmioTransport {
     }
 
     fn reset(&mut self) {
+        let was_active = self.is_activated();
         self.status = 0;
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
@@ -185,6 +203,9 @@ impl MmioTransport {
             q.reset();
         }
         self.device.reset();
+        if was_active {
+            self.activation_changed();
+        }
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -328,6 +349,7 @@ impl MmioTransport {
                     return self.needs_reset();
                 }
                 self.status |= DRIVER_OK;
+                self.activation_changed();
             }
             bit => self.status |= bit,
         }
