@@ -46,6 +46,8 @@ pub enum Command {
     Ps(commands::ps::PsArgs),
     /// Remove one or more containers.
     Rm(commands::ps::RmArgs),
+    /// Run a container under both isolations and compare what each costs.
+    Compare(commands::compare::CompareArgs),
     /// Return low-level information on containers or images.
     Inspect(commands::inspect::InspectArgs),
     /// Fetch the logs of a container.

@@ -83,6 +83,7 @@ pub fn run(
 
     mark_starting(store, &record.id)?;
     let result = (|| -> Result<i32, VmError> {
+        husk::cost::begin(husk::cost::Phase::MonitorBuild); // cost ledger
         let plan = backend::plan(
             root,
             &dir,
@@ -92,7 +93,9 @@ pub fn run(
             &record.options,
         )?;
         let request = backend::start_request(&spec, &layers)?;
+        husk::cost::begin(husk::cost::Phase::Boot); // cost ledger
         let guest = Guest::boot(&plan)?;
+        husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib, guest.monitor_pid());
         let supervisor = std::process::id() as i32;
         let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
         let io = match stdio {
@@ -105,11 +108,15 @@ pub fn run(
             VmStdio::Writers(io) => io,
         };
         let _raw = tty.then(husk::process::enter_raw_mode).flatten();
+        husk::cost::begin(husk::cost::Phase::ProcessStart); // cost ledger
         let process = Arc::new(guest.start(&request, io)?);
+        husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
         let done = Arc::new(AtomicBool::new(false));
         let relay = relay_signals(mask, Arc::clone(&process), Arc::clone(&done));
         let control = serve_control(&record.id, Arc::clone(&process), Arc::clone(&done));
         let code = process.wait();
+        husk::cost::sample_now(); // cost ledger: vCPU time before the VMM exits
+        husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
         done.store(true, Ordering::SeqCst);
         // Wake the relay (blocked in sigwait) and the control listener so they end.
         let _ = nix::sys::pthread::pthread_kill(relay, Signal::SIGWINCH);

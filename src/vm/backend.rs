@@ -361,6 +361,8 @@ fn boot_qemu(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
             &plan.vcpus.to_string(),
         ])
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        // cost ledger: names vCPU threads "CPU n/KVM|TCG" so guest time is told from QEMU's own.
+        .args(["-name", "husk,debug-threads=on"])
         .arg("-kernel")
         .arg(&plan.kernel)
         .arg("-initrd")
