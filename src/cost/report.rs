@@ -135,10 +135,16 @@ fn rows(c: &Comparison) -> Vec<[String; 4]> {
         },
         "-".into(),
     ]);
+    // Host memory a container costs beyond its own processes: the machinery, plus for a VM
+    // the guest RAM it touched (guest kernel, page cache, the workload's own memory).
+    let host_memory = |r: &IsolationReport| match (r.machinery_peak_pss_kib, r.guest_resident_kib) {
+        (Some(pss), Some(guest)) => format!("{:.1}", (pss.median + guest.median) / mib),
+        _ => "-".into(),
+    };
     rows.push([
-        "host memory overhead".into(),
-        "1.00x".into(),
-        "machinery PSS + resident guest RAM".into(),
+        "host memory overhead MiB".into(),
+        host_memory(&c.process),
+        host_memory(&c.vm),
         ratio_cell(c.ratios.host_memory),
     ]);
     rows.push([
@@ -243,7 +249,7 @@ pub fn reading(c: &Comparison) -> String {
         return "No process-isolation run succeeded, so there is nothing to compare; see the failed runs above.".into();
     };
     let mut text = format!(
-        "Under process isolation the container took {p_total:.0} ms from `husk run` to exit (median of {} runs); the machinery around it (husk itself) used {:.0} ms of CPU and {:.1} MiB of memory. ",
+        "Under process isolation the container took {p_total:.0} ms from `husk run` to exit (median of {} run(s)); the machinery around it (husk itself) used {:.0} ms of CPU and {:.1} MiB of memory. ",
         c.process.succeeded,
         median(c.process.machinery_cpu_ms).unwrap_or(0.0),
         median(c.process.machinery_peak_pss_kib).unwrap_or(0.0) / 1024.0
@@ -265,6 +271,9 @@ pub fn reading(c: &Comparison) -> String {
                 text.push_str(&format!(
                     "Host memory for the VM (monitor plus guest RAM actually touched) was {mem:.1} times what husk alone needed for the process container. "
                 ));
+            }
+            if c.vm.vmm.as_deref() == Some("qemu") && !hardware_virtualization() {
+                text.push_str("This host has no hardware virtualization, so QEMU emulates every guest instruction (TCG): the VM figures are far above what KVM would show. ");
             }
             text.push_str("The VM buys a separate kernel between the workload and the host; these numbers are what that boundary costs on this machine.");
         }
@@ -331,7 +340,14 @@ pub fn html(c: &Comparison) -> String {
             )],
         ));
     }
-    let mut table_rows = String::new();
+    let vm_title = match &c.vm.vmm {
+        Some(vmm) => format!("vm ({vmm})"),
+        None => "vm".to_string(),
+    };
+    let mut table_rows = format!(
+        "<tr><th>measure</th><th>process</th><th>{}</th><th>vm/process</th></tr>\n",
+        escape(&vm_title)
+    );
     for row in rows(c) {
         table_rows.push_str("<tr>");
         for (i, text) in row.iter().enumerate() {
@@ -383,4 +399,11 @@ Host: {kernel}, {cpus} CPUs, {cpu_model}; husk {version}.</p>
                 .unwrap_or_default(),
         reading = escape(&reading(c)),
     )
+}
+
+/// Whether the CPU offers VMX/SVM (without it, QEMU falls back to TCG emulation).
+fn hardware_virtualization() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        .unwrap_or(false)
 }
