@@ -162,3 +162,36 @@ fn vm_ledger_has_boot_phases_and_guest_memory() {
         );
     }
 }
+
+#[test]
+fn detached_run_gets_a_ledger_from_its_monitor() {
+    let husk = match Husk::new() {
+        Ok(h) => h,
+        Err(why) => skip!("{why}"),
+    };
+    let out = husk.run(&[
+        "run",
+        "-d",
+        "--name",
+        "detached",
+        "--isolation",
+        "process",
+        "busybox",
+        "sleep",
+        "0.2",
+    ]);
+    assert!(out.status.success());
+    assert!(husk.run(&["wait", "detached"]).status.success());
+    // The monitor stores the ledger right after it records the exit.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let cost = loop {
+        let cost = inspect_cost(&husk, "detached");
+        if !cost.is_null() || Instant::now() > deadline {
+            break cost;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(phase_names(&cost), ["setup", "process_run", "teardown"]);
+    let run_ms = cost["phases"][1]["ms"].as_f64().unwrap();
+    assert!(run_ms >= 200.0, "sleep 0.2 ran {run_ms} ms");
+}
