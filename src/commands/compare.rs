@@ -21,9 +21,10 @@ pub struct CompareArgs {
     /// Runs per isolation (process and vm runs alternate).
     #[arg(long, default_value_t = 5)]
     pub runs: u32,
-    /// What the container does: a built-in workload, or `cmd` for the command after IMAGE.
-    #[arg(long, value_enum, default_value = "startup")]
-    pub workload: Workload,
+    /// What the container does: a built-in workload, or `cmd` for the command after IMAGE
+    /// (default: cmd when a command is given, else startup).
+    #[arg(long, value_enum)]
+    pub workload: Option<Workload>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -43,7 +44,11 @@ pub fn compare(root: &Path, args: CompareArgs) -> Result<i32> {
         husk,
         root: root.to_path_buf(),
         image: args.image,
-        workload: args.workload,
+        workload: args.workload.unwrap_or(if args.command.is_empty() {
+            Workload::Startup
+        } else {
+            Workload::Cmd
+        }),
         command: args.command,
         runs: args.runs,
     };
