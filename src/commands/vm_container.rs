@@ -93,7 +93,6 @@ pub fn run(
             &record.options,
         )?;
         let request = backend::start_request(&spec, &layers)?;
-        husk::cost::begin(husk::cost::Phase::Boot); // cost ledger
         let guest = Guest::boot(&plan)?;
         husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib, guest.monitor_pid());
         let supervisor = std::process::id() as i32;

@@ -44,9 +44,11 @@ pub enum Phase {
     Prepare,
     /// Process isolation: namespaces, cgroup, overlay rootfs, up to the container's exec.
     Setup,
-    /// VM isolation: guest disks and initramfs built for the monitor.
+    /// VM isolation: guest disks and initramfs built, the monitor (husk's thread or the QEMU
+    /// process) started and its agent channel open.
     MonitorBuild,
-    /// VM isolation: monitor started, guest kernel booted, guest agent answered.
+    /// VM isolation: the guest kernel booted and the guest agent answered. One phase: with a
+    /// quiet guest console there is no host-visible moment between the two.
     Boot,
     /// VM isolation: the agent set up the container and started its process.
     ProcessStart,
@@ -71,7 +73,7 @@ impl Phase {
         match self {
             Phase::Prepare => "image+rootfs prepare",
             Phase::Setup => "namespace+cgroup setup",
-            Phase::MonitorBuild => "monitor build",
+            Phase::MonitorBuild => "monitor build+start",
             Phase::Boot => "kernel boot+agent ready",
             Phase::ProcessStart => "process start",
             Phase::ProcessRun => "process run",
