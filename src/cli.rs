@@ -56,6 +56,8 @@ pub enum Command {
     Rename(commands::observe::RenameArgs),
     /// Copy files between a container and the host.
     Cp(commands::cp::CpArgs),
+    /// Run a container under both isolations and compare what each costs.
+    Compare(commands::compare::CompareArgs),
     /// Return low-level information on containers or images.
     Inspect(commands::inspect::InspectArgs),
     /// Fetch the logs of a container.

@@ -4,6 +4,7 @@
 //! The binary (src/main.rs) is a thin Docker-shaped CLI over these modules.
 
 pub mod container;
+pub mod cost;
 pub mod display;
 pub mod image;
 pub mod process;

@@ -91,6 +91,7 @@ pub fn container_value(store: &Containers, record: &Record) -> Value {
             "CapDrop": options.cap_drop,
         },
         "Mounts": [],
+        "Cost": record.cost,
         "Config": {
             "Hostname": spec.as_ref().and_then(|s| s.hostname().clone()).unwrap_or_default(),
             "User": options.user.clone().unwrap_or_default(),

@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command, ContainerCommand};
 
+pub mod compare;
 pub mod inspect;
 pub mod lifecycle;
 pub mod monitor;
@@ -69,5 +70,6 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Images(command) => image::run(root, command),
         Command::Info(args) => vm::info(args),
         Command::Vm(args) => vm::vm(args, cli.debug),
+        Command::Compare(args) => compare::compare(root, args),
     }
 }

@@ -137,6 +137,12 @@ pub fn monitor(root: &Path, id: &str) -> Result<i32> {
     let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
     let mut backoff = Duration::from_millis(100);
     let code = loop {
+        // cost ledger: a detached run's ledger starts here (the CLI did the prepare phase).
+        let first = match record.isolation {
+            Isolation::Process => husk::cost::Phase::Setup,
+            Isolation::Vm => husk::cost::Phase::MonitorBuild,
+        };
+        husk::cost::start(&record.isolation.to_string(), first);
         let run = match record.isolation {
             Isolation::Process => run_process_once(root, &store, &record, &log)?,
             Isolation::Vm => {
@@ -154,6 +160,9 @@ pub fn monitor(root: &Path, id: &str) -> Result<i32> {
                 vm_container::run(root, &store, &record, VmStdio::Writers(io))?
             }
         };
+        if let Some(ledger) = husk::cost::finish() {
+            let _ = store.update(id, |r| r.cost = Some(ledger)); // cost ledger
+        }
         let code = match run {
             Ok(code) => code,
             Err(code) => break code, // the command could not start: restarting will not help
@@ -212,6 +221,7 @@ fn run_process_once(
         Ok(container) => container,
         Err(err) => return Ok(Err(record_exit(store, id, Err(StartFailure::from(err))))),
     };
+    husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
     let pid = container.pid();
     store.update(id, |r| r.state.pid = Some(pid))?;
     let pumps = match container.pty_master() {
@@ -229,6 +239,7 @@ fn run_process_once(
         ],
     };
     let result = container.wait_detailed();
+    husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
     for pump in pumps {
         let _ = pump.join();
     }

@@ -107,6 +107,12 @@ pub struct RunArgs {
     /// Run container in background and print container ID.
     #[arg(short, long)]
     pub detach: bool,
+    /// Print what the isolation cost (phase times, CPU, memory) after the container exits.
+    #[arg(long, conflicts_with = "detach")]
+    pub cost: bool,
+    /// Write the cost ledger as JSON to FILE after the container exits (used by compare).
+    #[arg(long, value_name = "FILE", hide = true, conflicts_with = "detach")]
+    pub cost_file: Option<PathBuf>,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -520,6 +526,7 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
     let dir = store.dir_of(&record.id);
     let spec = load_spec(store, &record.id)?;
     let layers = layer_dirs(root, &record)?;
+    husk::cost::begin(husk::cost::Phase::Setup); // cost ledger
     let cgroup = cgroup_name(&record.id);
     let cfg = LaunchConfig {
         spec: &spec,
@@ -530,9 +537,11 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
     };
     mark_starting(store, &record.id)?;
     let result = process::run_foreground(&cfg, |container| {
+        husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
         let pid = container.pid();
         let _ = store.update(&record.id, |r| r.state.pid = Some(pid));
     });
+    husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
     let code = record_exit(store, &record.id, result.map_err(StartFailure::from));
     remove_if_auto(root, store, &record.id)?;
     Ok(code)
@@ -618,6 +627,14 @@ pub fn record_exit(store: &Containers, id: &str, result: Result<i32, StartFailur
 }
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
+    let costed = args.cost || args.cost_file.is_some();
+    if costed {
+        let isolation = match args.create.isolation {
+            Some(isolation) => isolation,
+            None => default_isolation(root)?,
+        };
+        husk::cost::start(&isolation.to_string(), husk::cost::Phase::Prepare);
+    }
     let record = create_container(root, &args.create)?;
     let store = Containers::open(root)?;
     if args.detach {
@@ -625,7 +642,33 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
         println!("{}", record.id);
         return Ok(0);
     }
-    start_attached(root, &store, record)
+    let id = record.id.clone();
+    let code = start_attached(root, &store, record)?;
+    if let Some(ledger) = husk::cost::finish() {
+        save_cost(&store, &id, &ledger, &args)?;
+    }
+    Ok(code)
+}
+
+/// Keep the ledger in the record (unless `--rm` removed it) and report it as asked.
+fn save_cost(
+    store: &Containers,
+    id: &str,
+    ledger: &husk::cost::Ledger,
+    args: &RunArgs,
+) -> Result<()> {
+    if store.load(id).is_ok() {
+        store.update(id, |r| r.cost = Some(ledger.clone()))?;
+    }
+    if args.cost {
+        eprintln!("{}", ledger.summary());
+    }
+    if let Some(path) = &args.cost_file {
+        let bytes = serde_json::to_vec_pretty(ledger).context("serializing the cost ledger")?;
+        std::fs::write(path, bytes)
+            .with_context(|| format!("writing the cost ledger to {}", path.display()))?;
+    }
+    Ok(())
 }
 
 pub fn create(root: &Path, args: CreateArgs) -> Result<i32> {

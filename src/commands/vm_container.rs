@@ -84,6 +84,7 @@ pub fn run(
 
     mark_starting(store, &record.id)?;
     let result = (|| -> Result<i32, VmError> {
+        husk::cost::begin(husk::cost::Phase::MonitorBuild); // cost ledger
         let plan = backend::plan(
             root,
             &dir,
@@ -94,6 +95,7 @@ pub fn run(
         )?;
         let request = backend::start_request(&spec, &layers)?;
         let guest = Guest::boot(&plan)?;
+        husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib, guest.monitor_pid());
         let supervisor = std::process::id() as i32;
         let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
         let io = match stdio {
@@ -106,7 +108,9 @@ pub fn run(
             VmStdio::Writers(io) => io,
         };
         let _raw = tty.then(husk::process::enter_raw_mode).flatten();
+        husk::cost::begin(husk::cost::Phase::ProcessStart); // cost ledger
         let process = Arc::new(guest.start(&request, io)?);
+        husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
         let done = Arc::new(AtomicBool::new(false));
         let relay = relay_signals(mask, Arc::clone(&process), Arc::clone(&done));
         let control = serve_control(
@@ -116,6 +120,8 @@ pub fn run(
             Arc::clone(&done),
         );
         let code = process.wait();
+        husk::cost::sample_now(); // cost ledger: vCPU time before the VMM exits
+        husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
         done.store(true, Ordering::SeqCst);
         // Wake the relay (blocked in sigwait) and the control listener so they end.
         let _ = nix::sys::pthread::pthread_kill(relay, Signal::SIGWINCH);

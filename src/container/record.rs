@@ -174,6 +174,9 @@ pub struct Record {
     #[serde(default)]
     pub restart_count: u32,
     pub state: State,
+    /// The cost ledger of the last `husk run` of this container.
+    #[serde(default)]
+    pub cost: Option<crate::cost::Ledger>,
 }
 
 /// Docker's `--restart` policies, applied by the detached monitor.
@@ -325,6 +328,7 @@ impl Containers {
             options: new.options,
             restart: new.restart,
             restart_count: 0,
+            cost: None,
             state: State {
                 status: Status::Created,
                 exit_code: None,

@@ -231,6 +231,7 @@ impl Guest {
             Hypervisor::Husk => boot_husk(plan)?,
             Hypervisor::Qemu => boot_qemu(plan)?,
         };
+        crate::cost::begin(crate::cost::Phase::Boot); // cost ledger: the VMM is up
         conn.set_read_timeout(Some(BOOT_TIMEOUT))
             .map_err(VmError::io("configuring", Path::new("agent socket")))?;
         let guest = Guest {

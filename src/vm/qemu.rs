@@ -89,6 +89,9 @@ impl QemuGuest {
             "-nographic",
         ])
         .args(["-no-reboot", "-accel", if cfg.kvm { "kvm" } else { "tcg" }])
+        // Names vCPU threads "CPU n/KVM|TCG", so the cost ledger can tell guest time from
+        // QEMU's own.
+        .args(["-name", "husk,debug-threads=on"])
         .arg("-m")
         .arg(cfg.memory_mib.to_string())
         .arg("-smp")
