@@ -10,7 +10,12 @@ fn husk() -> Command {
 
 /// A 5-byte guest: mov al, 0xfe; out 0x64, al; hlt (an i8042 reset).
 fn write_reset_elf(path: &std::path::Path) {
-    let code = [0xb0u8, 0xfe, 0xe6, 0x64, 0xf4];
+    write_elf(path, &[0xb0u8, 0xfe, 0xe6, 0x64, 0xf4]);
+}
+
+/// An ELF64 with `code` loaded and entered at 1 MiB.
+fn write_elf(path: &std::path::Path, code: &[u8]) {
+    let len = code.len() as u64;
     let load: u64 = 0x10_0000;
     let mut f = b"\x7fELF\x02\x01\x01\x00".to_vec();
     f.extend_from_slice(&[0; 8]);
@@ -37,13 +42,13 @@ fn write_reset_elf(path: &std::path::Path) {
         (120, 8),
         (load, 8),
         (load, 8),
-        (5, 8),
-        (5, 8),
+        (len, 8),
+        (len, 8),
         (0x1000, 8),
     ] {
         f.extend_from_slice(&v.to_le_bytes()[..n]);
     }
-    f.extend_from_slice(&code);
+    f.extend_from_slice(code);
     std::fs::write(path, f).unwrap();
 }
 
@@ -112,4 +117,57 @@ fn vm_boot_runs_a_guest_to_reset_and_exits_zero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("VM stopped: Reset"), "{err}");
+}
+
+#[test]
+fn vm_boot_debug_connects_the_serial_console_to_stdin_and_stdout() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("echo.elf");
+    // Poll the UART's line status for received data, echo one byte back, then reset.
+    let code = [
+        0x66, 0xba, 0xfd, 0x03, // mov dx, 0x3fd (LSR)
+        0xec, // in al, dx
+        0xa8, 0x01, // test al, 1 (data ready)
+        0x74, 0xfb, // jz -5
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xec, // in al, dx (RBR)
+        0xee, // out dx, al (THR)
+        0xb0, 0xfe, 0xe6, 0x64, 0xf4, // i8042 reset
+    ];
+    write_elf(&kernel, &code);
+    let mut child = husk()
+        .args(["vm", "boot", "--debug", "--memory", "64M", "--kernel"])
+        .arg(&kernel)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"Q").unwrap();
+    // A guest that never sees the byte polls forever: fail after 20 s instead of hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"Q");
 }

@@ -25,7 +25,7 @@ use super::devices::virtio_block::Block;
 use super::devices::virtio_console::Console;
 use super::devices::virtio_mmio::{reg, MmioTransport};
 use super::devices::{Interrupt, VirtioDevice};
-use super::event_loop::{EventLoop, VirtioSlot};
+use super::event_loop::{EventLoop, SerialInput, VirtioSlot};
 use super::host::{probe_host, KvmKind};
 use super::host_signals::SignalGuard;
 use super::layout::{
@@ -166,15 +166,20 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("eventfd"))?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ)
         .map_err(kvm_err("KVM_IRQFD"))?;
-    let serial = Serial::new(
+    let serial = Arc::new(Mutex::new(Serial::new(
         serial_irq,
         ConsoleWriter::new(serial_writer(&cfg.serial)?, panicked.clone()),
-    );
-    pio.insert(
-        Arc::new(Mutex::new(serial)),
-        SERIAL_PIO_BASE,
-        SERIAL_PIO_LEN,
-    )?;
+    )));
+    pio.insert(serial.clone(), SERIAL_PIO_BASE, SERIAL_PIO_LEN)?;
+    // With the console on our stdout, our stdin is its keyboard.
+    let serial_input = (cfg.serial == SerialOutput::Stdout).then(|| SerialInput {
+        fd: libc::STDIN_FILENO,
+        serial: serial.clone(),
+    });
+    let _terminal = match serial_input {
+        Some(_) => TerminalMode::char_at_a_time(libc::STDIN_FILENO),
+        None => None,
+    };
     let i8042 = I8042::new(reset_evt.try_clone().map_err(io_err("eventfd"))?);
     pio.insert(Arc::new(Mutex::new(i8042)), I8042_PIO_BASE, I8042_PIO_LEN)?;
 
@@ -287,6 +292,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         reset_evt,
         signal_evt,
         activation_evt,
+        serial_input,
         stop: stop.clone(),
         seccomp,
     };
@@ -358,5 +364,35 @@ fn seccomp_action_from_env() -> Result<Option<SeccompAction>, VmmError> {
         Ok(other) => Err(VmmError::Config(format!(
             "HUSK_VMM_SECCOMP={other}: expected kill, log or off"
         ))),
+    }
+}
+
+/// While alive, a terminal on `fd` delivers keys one at a time without echo (the guest echoes).
+/// Signals stay enabled so Ctrl-C still stops the VM. Restored on drop.
+struct TerminalMode {
+    fd: std::os::fd::RawFd,
+    saved: nix::sys::termios::Termios,
+}
+
+impl TerminalMode {
+    fn char_at_a_time(fd: std::os::fd::RawFd) -> Option<Self> {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        // SAFETY: fd 0 stays open for the life of the process; the borrow ends with this call.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let saved = tcgetattr(borrowed).ok()?; // not a terminal: nothing to change
+        let mut raw = saved.clone();
+        raw.local_flags
+            .remove(LocalFlags::ICANON | LocalFlags::ECHO);
+        tcsetattr(borrowed, SetArg::TCSANOW, &raw).ok()?;
+        Some(TerminalMode { fd, saved })
+    }
+}
+
+impl Drop for TerminalMode {
+    fn drop(&mut self) {
+        // SAFETY: as in char_at_a_time.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        let _ =
+            nix::sys::termios::tcsetattr(borrowed, nix::sys::termios::SetArg::TCSANOW, &self.saved);
     }
 }

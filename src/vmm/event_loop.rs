@@ -8,6 +8,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::lock;
+use super::devices::serial::Serial;
 use super::devices::virtio_mmio::MmioTransport;
 use super::devices::HostInterest;
 use super::host_signals::SignalGuard;
@@ -20,6 +21,8 @@ const TOKEN_RESET: u64 = 2;
 const TOKEN_SIGNAL: u64 = 3;
 /// A device was activated or reset: re-evaluate host fd interest.
 const TOKEN_ACTIVATION: u64 = 4;
+/// Host input for the serial console.
+const TOKEN_STDIN: u64 = 5;
 /// Queue notification tokens: QUEUE_BASE + device << 8 | queue.
 const TOKEN_QUEUE_BASE: u64 = 1 << 16;
 /// Host fd tokens: HOST_BASE + device.
@@ -31,12 +34,19 @@ pub struct VirtioSlot {
     pub queue_evts: Vec<EventFd>,
 }
 
+/// Terminal input forwarded to the guest's serial port (`husk vm boot --debug`).
+pub struct SerialInput {
+    pub fd: std::os::fd::RawFd,
+    pub serial: Arc<Mutex<Serial>>,
+}
+
 pub struct EventLoop {
     pub devices: Vec<VirtioSlot>,
     pub reset_evt: EventFd,
     pub signal_evt: EventFd,
     /// Written by transports whose activation state changed (see MmioTransport).
     pub activation_evt: EventFd,
+    pub serial_input: Option<SerialInput>,
     pub stop: Arc<StopState>,
     pub seccomp: Option<SeccompAction>,
 }
@@ -70,6 +80,9 @@ impl EventLoop {
         add(self.signal_evt.as_raw_fd(), TOKEN_SIGNAL).map_err(|e| fault("epoll_ctl", e))?;
         add(self.activation_evt.as_raw_fd(), TOKEN_ACTIVATION)
             .map_err(|e| fault("epoll_ctl", e))?;
+        if let Some(input) = &self.serial_input {
+            add(input.fd, TOKEN_STDIN).map_err(|e| fault("epoll_ctl", e))?;
+        }
         let mut host_regs: Vec<Option<HostInterest>> = vec![None; self.devices.len()];
         for (d, slot) in self.devices.iter().enumerate() {
             for (q, evt) in slot.queue_evts.iter().enumerate() {
@@ -112,6 +125,17 @@ impl EventLoop {
                         let sig = SignalGuard::received().unwrap_or(libc::SIGTERM);
                         self.stop.stop(ExitReason::Signal(sig));
                         return Ok(());
+                    }
+                    TOKEN_STDIN => {
+                        if let Some(input) = &self.serial_input {
+                            if !forward_input(input) {
+                                let _ = epoll.ctl(
+                                    ControlOperation::Delete,
+                                    input.fd,
+                                    EpollEvent::default(),
+                                );
+                            }
+                        }
                     }
                     TOKEN_ACTIVATION => {
                         // Interest is re-evaluated at the top of the loop.
@@ -175,5 +199,26 @@ impl EventLoop {
             regs[d] = Some(wanted);
         }
         Ok(())
+    }
+}
+
+/// Move available input into the serial FIFO; false once the input is closed or broken.
+fn forward_input(input: &SerialInput) -> bool {
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` is valid for writes of its length; `fd` stays open for the VM's lifetime.
+    let n = unsafe { libc::read(input.fd, buf.as_mut_ptr().cast(), buf.len()) };
+    match n {
+        0 => false,
+        n if n < 0 => {
+            let err = std::io::Error::last_os_error();
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            )
+        }
+        n => {
+            lock(&input.serial).enqueue_input(&buf[..n as usize]);
+            true
+        }
     }
 }

@@ -46,7 +46,8 @@ pub enum SerialOutput {
     None,
     /// Appended to a file.
     File(PathBuf),
-    /// The monitor's stdout (`husk vm boot --debug`).
+    /// The monitor's stdout, with its stdin as the console's input (`husk vm boot --debug`;
+    /// a terminal is switched to char-at-a-time without echo while the VM runs).
     Stdout,
 }
 

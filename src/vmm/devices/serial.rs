@@ -75,6 +75,14 @@ impl Serial {
     }
 }
 
+impl Serial {
+    /// Queue host input (the terminal, with `--debug`) for the guest to read; returns how many
+    /// bytes fit the 64-byte receive FIFO (the rest is dropped: a debug console, not a channel).
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+}
+
 impl BusDevice for Serial {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
