@@ -292,3 +292,40 @@ fn html_report_renders_in_headless_chromium() {
     );
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[test]
+fn vm_runs_killed_mid_way_are_reported_not_averaged() {
+    let husk = match Husk::new().and_then(Husk::with_vm) {
+        Ok(h) => h,
+        Err(why) => skip!("{why}"),
+    };
+    let (code, report) = compare_json(
+        &husk,
+        &[
+            "--runs",
+            "1",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; sh -c 'kill -9 $$'; exit $?",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert_complete(&report);
+    for side in ["process", "vm"] {
+        let r = &report[side];
+        assert_eq!(
+            r["available"], true,
+            "a run that booted is a failure, not absence"
+        );
+        assert_eq!(
+            (r["succeeded"].as_u64(), r["failed"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert_eq!(r["total_ms"], Value::Null);
+        let run = &r["runs"][0];
+        assert_eq!(run["exit_code"], 137, "{side}: {run}");
+        // The ledger of the failed run is kept for inspection, with the phases it crossed.
+        assert!(run["ledger"]["phases"].as_array().unwrap().len() >= 3);
+    }
+}

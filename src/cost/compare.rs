@@ -126,12 +126,15 @@ pub struct Comparison {
     pub ratios: Ratios,
 }
 
-/// Why VM isolation cannot run here, judged before trying (None: try it).
+/// Why VM isolation cannot run here, judged before trying (None: try it). QEMU is judged by
+/// trying it: it falls back to TCG emulation where KVM is missing.
 pub fn vm_precheck() -> Option<String> {
-    if !Path::new("/dev/kvm").exists() && std::env::var("HUSK_VMM").as_deref() != Ok("qemu") {
-        return Some("/dev/kvm does not exist (no KVM on this host)".into());
+    if std::env::var("HUSK_VMM").as_deref() == Ok("qemu") {
+        return None;
     }
-    None
+    crate::vmm::probe_host()
+        .blocker()
+        .map(|why| format!("{why} (HUSK_VMM=qemu runs the VM under QEMU instead)"))
 }
 
 fn last_line(text: &str) -> String {
@@ -141,6 +144,7 @@ fn last_line(text: &str) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
+    let line = line.strip_prefix("husk: ").unwrap_or(line);
     // Bounded: this ends up in a report.
     line.chars().take(300).collect()
 }

@@ -104,7 +104,7 @@ fn rows(c: &Comparison) -> Vec<[String; 4]> {
         ratio_cell(c.ratios.machinery_cpu),
     ]);
     rows.push([
-        "workload cpu ms".into(),
+        "workload cpu ms (vm: guest vCPUs)".into(),
         cell(c.process.workload_cpu_ms, 1.0, 1),
         cell(c.vm.workload_cpu_ms, 1.0, 1),
         ratio_cell(ratio(c.vm.workload_cpu_ms, c.process.workload_cpu_ms)),
