@@ -342,7 +342,12 @@ fn boot_husk(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
 }
 
 fn boot_qemu(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
-    let mut config = QemuConfig::new(&plan.kernel, &plan.initrd, &plan.image_disk, &plan.runtime_dir);
+    let mut config = QemuConfig::new(
+        &plan.kernel,
+        &plan.initrd,
+        &plan.image_disk,
+        &plan.runtime_dir,
+    );
     config.writable_disk = Some(plan.writable_disk.clone());
     config.memory_mib = plan.memory_mib;
     config.cpus = plan.vcpus;
