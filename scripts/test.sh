@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# Runs every test tier. Tiers that cannot run on this host print SKIP with the reason.
-# Afterwards, checks that the suite left no husk cgroups and no mounts below temp roots.
+# Runs every test tier. Tiers that cannot run on this host say why (the SKIP lines printed
+# after the suite). Afterwards, checks that the suite left no husk cgroups and no mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One kernel build per machine, shared by setup and the tests that call build.sh.
 export HUSK_KERNEL_CACHE_DIR=${HUSK_KERNEL_CACHE_DIR:-/var/cache/husk/kernel-builds}
 ./scripts/setup.sh
 
+mkdir -p target/tmp
+rm -f target/tmp/skips.log
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace -- --test-threads=2 2>&1 || status=$?
+cargo test --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+
+echo
+echo "== skipped (with the reason):"
+if [ -s target/tmp/skips.log ]; then sort -u target/tmp/skips.log; else echo "nothing"; fi
 
 leftover_cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -path '*/husk/*' -type d 2>/dev/null | wc -l)
 leftover_mounts=$(grep -cE ' /tmp/\.tmp[^ ]*/(containers|volumes)/' /proc/self/mountinfo || true)
-echo "after the suite: husk cgroups left: $leftover_cgroups, mounts left under test roots: $leftover_mounts"
+echo "== after the suite: husk cgroups left: $leftover_cgroups, mounts left under test roots: $leftover_mounts"
 if [ "$leftover_cgroups" != 0 ] || [ "$leftover_mounts" != 0 ]; then
   echo "the test suite left cgroups or mounts behind" >&2
   status=1
 fi
+
+# One closing line over every test binary ("skipped": tests that said why they could not run).
+skipped=$(sort -u target/tmp/skips.log 2>/dev/null | wc -l)
+awk -v skipped="$skipped" '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, skipped }' "$log"
 exit $status

@@ -15,11 +15,14 @@ struct Husk {
 impl Husk {
     fn new() -> Option<Self> {
         if !common::is_root() {
-            eprintln!("SKIP: process isolation needs root");
+            common::note_skip(module_path!(), "process isolation needs root");
             return None;
         }
         if common::host_busybox().is_none() {
-            eprintln!("SKIP: busybox-static is not installed (scripts/setup.sh installs it)");
+            common::note_skip(
+                module_path!(),
+                "busybox-static is not installed (scripts/setup.sh installs it)",
+            );
             return None;
         }
         let husk = Self {

@@ -62,7 +62,7 @@ impl Husk {
         let (kernel, agent) = match guest_assets() {
             Ok(assets) => assets.clone(),
             Err(why) => {
-                eprintln!("SKIP: {why}");
+                common::note_skip(module_path!(), &why);
                 return None;
             }
         };

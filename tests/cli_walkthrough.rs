@@ -91,11 +91,14 @@ impl Drop for Husk {
 
 fn ready() -> Option<Husk> {
     if !common::is_root() {
-        eprintln!("SKIP: process isolation needs root");
+        common::note_skip(module_path!(), "process isolation needs root");
         return None;
     }
     if common::host_busybox().is_none() {
-        eprintln!("SKIP: busybox-static is not installed (scripts/setup.sh installs it)");
+        common::note_skip(
+            module_path!(),
+            "busybox-static is not installed (scripts/setup.sh installs it)",
+        );
         return None;
     }
     let husk = Husk::new();

@@ -488,7 +488,7 @@ fn save_then_load_round_trips_and_skopeo_reads_the_archive() {
             );
         }
     } else {
-        eprintln!("SKIP part of {}: skopeo is not installed", module_path!());
+        common::note_skip(module_path!(), "part of the test: skopeo is not installed");
     }
     // save to stdout | load from stdin, into another root.
     let piped = work.path().join("piped.tar");

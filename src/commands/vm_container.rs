@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
+use husk::container::teardown::cgroup_name;
 use husk::container::{Containers, Record};
+use husk::process::{Cgroup, CgroupLayout};
 use husk::vm::backend::{self, Guest};
 use husk::vm::VmError;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -96,6 +98,8 @@ pub fn run(
         let request = backend::start_request(&spec, &layers)?;
         let guest = Guest::boot(&plan)?;
         husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib, guest.monitor_pid());
+        // Best effort: accounting must not stop a container from running.
+        let accounting = MonitorCgroup::enter(&record.id, guest.monitor_pid()).ok();
         let supervisor = std::process::id() as i32;
         let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
         let io = match stdio {
@@ -129,6 +133,9 @@ pub fn run(
         let _ = control.map(|handle| handle.join());
         let _ = std::fs::remove_file(control_socket(&record.id));
         guest.shutdown();
+        if let Some(accounting) = accounting {
+            accounting.leave();
+        }
         Ok(code?)
     })();
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
@@ -142,6 +149,80 @@ pub fn run(
         }),
     );
     Ok(if started { Ok(code) } else { Err(code) })
+}
+
+/// The VM's host side (QEMU, or the supervising husk holding husk's own monitor) in the
+/// container's own cgroup, `husk/<id>`, so the host's accounting and `husk stats` cover it.
+struct MonitorCgroup {
+    cgroup: Cgroup,
+    /// Where the monitor was before, when the monitor is this process (to move back out
+    /// before the cgroup is removed).
+    return_to: Vec<PathBuf>,
+}
+
+impl MonitorCgroup {
+    fn enter(id: &str, monitor_pid: i32) -> Result<Self> {
+        let layout = CgroupLayout::detect()?;
+        let return_to = if monitor_pid == std::process::id() as i32 {
+            own_cgroup_procs(&layout)
+        } else {
+            Vec::new()
+        };
+        let cgroup = Cgroup::create(layout, &cgroup_name(id), None)?;
+        for dir in cgroup.paths() {
+            // cgroup v1 charges memory to where it was first touched; moving the charges
+            // along makes the monitor's (and the guest's) memory count here.
+            let knob = dir.join("memory.move_charge_at_immigrate");
+            if knob.exists() {
+                let _ = std::fs::write(knob, "3");
+            }
+        }
+        if let Err(err) = cgroup.add_process(monitor_pid) {
+            let _ = cgroup.destroy();
+            return Err(err.into());
+        }
+        Ok(Self { cgroup, return_to })
+    }
+
+    fn leave(self) {
+        for procs in &self.return_to {
+            let _ = std::fs::write(procs, std::process::id().to_string());
+        }
+        let _ = self.cgroup.destroy();
+    }
+}
+
+/// cgroup.procs of the cgroups this process is in, one per hierarchy of `layout`.
+fn own_cgroup_procs(layout: &CgroupLayout) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let entries: Vec<(Vec<&str>, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?.split(',').collect();
+            Some((controllers, parts.next()?.trim_start_matches('/')))
+        })
+        .collect();
+    let mut procs: Vec<PathBuf> = match layout {
+        CgroupLayout::Unified(root) => entries
+            .iter()
+            .filter(|(controllers, _)| controllers == &[""])
+            .map(|(_, path)| root.join(path).join("cgroup.procs"))
+            .collect(),
+        CgroupLayout::Legacy(mounts) => mounts
+            .iter()
+            .filter_map(|(controller, mount)| {
+                let (_, path) = entries
+                    .iter()
+                    .find(|(controllers, _)| controllers.contains(&controller.as_str()))?;
+                Some(mount.join(path).join("cgroup.procs"))
+            })
+            .collect(),
+    };
+    procs.sort();
+    procs.dedup();
+    procs
 }
 
 /// Relay signals sent to this process to the guest process; window-size changes become

@@ -5,14 +5,29 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Skip the current test with a reason printed to stderr (visible with --nocapture and in CI
-/// logs), never passing silently.
+/// Skip the current test with a reason, never passing silently: printed to stderr (seen with
+/// --nocapture or when a test fails) and appended to target/tmp/skips.log, which
+/// scripts/test.sh prints after the suite, since cargo hides a passing test's output.
 #[macro_export]
 macro_rules! skip {
     ($($arg:tt)*) => {{
-        eprintln!("SKIP {}: {}", module_path!(), format!($($arg)*));
+        $crate::common::note_skip(module_path!(), &format!($($arg)*));
         return;
     }};
+}
+
+/// Record why (part of) a test did not run: see [`skip!`].
+pub fn note_skip(test: &str, reason: &str) {
+    use std::io::Write;
+    eprintln!("SKIP {test}: {reason}");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skips.log");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(file, "SKIP {test}: {reason}");
+    }
 }
 
 pub fn is_root() -> bool {
