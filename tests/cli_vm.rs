@@ -292,4 +292,54 @@ fn exec_runs_in_the_running_guest() {
         husk.run(&["exec", "guest", "no-such"]).status.code(),
         Some(127)
     );
+
+    // top asks the guest's own ps; cp goes through the guest's tar, both ways.
+    assert!(husk.ok(&["top", "guest"]).contains("sleep 600"));
+    let host = tempfile::tempdir().unwrap();
+    let file = host.path().join("note");
+    std::fs::write(&file, "from the host\n").unwrap();
+    husk.ok(&["cp", file.to_str().unwrap(), "guest:/root/"]);
+    husk.ok(&["cp", file.to_str().unwrap(), "guest:/root/renamed"]);
+    assert_eq!(
+        husk.ok(&["exec", "guest", "cat", "/root/note", "/root/renamed"]),
+        "from the host\nfrom the host\n"
+    );
+    let back = host.path().join("back");
+    husk.ok(&["cp", "guest:/root/note", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(back).unwrap(), "from the host\n");
+}
+
+#[test]
+fn attach_feeds_a_detached_guest() {
+    let Some(husk) = Husk::new() else { return };
+    husk.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "reader",
+        "busybox",
+        "sh",
+        "-c",
+        "read l; echo \"got $l\"; exit 4",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !husk
+        .ok(&["inspect", "-f", "{{.State.Status}}", "reader"])
+        .contains("running")
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut child = husk
+        .cmd()
+        .args(["attach", "reader"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"line\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got line\n");
+    assert_eq!(out.status.code(), Some(4));
 }

@@ -158,10 +158,11 @@ pub fn cp(root: &Path, args: CpArgs) -> Result<i32> {
         | Direction::IntoContainer { container, path } => (container, path),
     };
     let record = store.find(container)?;
-    if record.isolation == Isolation::Vm {
-        bail!("cp is not supported for --isolation vm containers yet");
-    }
     let container_path = PathBuf::from("/").join(path.trim_start_matches('/'));
+    if record.isolation == Isolation::Vm {
+        let into = matches!(direction, Direction::IntoContainer { .. });
+        return cp_vm(&store, &record, &container_path, &args, into);
+    }
     let (read_end, write_end) = nix::unistd::pipe()?;
     let into = matches!(direction, Direction::IntoContainer { .. });
 
@@ -201,6 +202,115 @@ pub fn cp(root: &Path, args: CpArgs) -> Result<i32> {
             }
         }
     }
+}
+
+/// `cp` for a running VM container: the guest's own tar (busybox has one) runs through the
+/// agent, reading or writing the tar stream husk produces or consumes on the host.
+fn cp_vm(
+    store: &Containers,
+    record: &Record,
+    container_path: &Path,
+    args: &CpArgs,
+    into: bool,
+) -> Result<i32> {
+    use super::vm_container::{exec_via_supervisor, root_request};
+    if record.effective_status() != Status::Running {
+        bail!("cp with --isolation vm needs the container running (its disk lives in the guest)");
+    }
+    let in_guest = |command: Vec<String>,
+                    stdin: Option<Box<dyn std::io::Read + Send>>,
+                    stdout: &mut dyn std::io::Write|
+     -> Result<i32> {
+        let request = root_request(store, record, command, stdin.is_some())?;
+        let mut errors = Vec::new();
+        let code = exec_via_supervisor(&record.id, &request, stdin, stdout, &mut errors, false)?;
+        if code != 0 {
+            bail!("in the guest: {}", String::from_utf8_lossy(&errors).trim());
+        }
+        Ok(code)
+    };
+    let parent = container_path
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .display()
+        .to_string();
+    let name = container_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ".".into());
+    if into {
+        let source = Path::new(&args.source);
+        // Into an existing directory the copy keeps its name; otherwise it takes the new one.
+        let is_dir = in_guest(
+            vec![
+                "test".into(),
+                "-d".into(),
+                container_path.display().to_string(),
+            ],
+            None,
+            &mut std::io::sink(),
+        )
+        .is_ok();
+        let (target_dir, entry_name) = if is_dir {
+            (container_path.display().to_string(), None)
+        } else {
+            (parent, Some(name))
+        };
+        let mut tar = Vec::new();
+        send(source, &mut tar)?;
+        if let Some(entry_name) = entry_name {
+            tar = rename_top_entry(&tar, &entry_name)?;
+        }
+        in_guest(
+            vec![
+                "tar".into(),
+                "-xf".into(),
+                "-".into(),
+                "-C".into(),
+                target_dir,
+            ],
+            Some(Box::new(std::io::Cursor::new(tar))),
+            &mut std::io::sink(),
+        )?;
+    } else {
+        let mut tar = Vec::new();
+        in_guest(
+            vec![
+                "tar".into(),
+                "-cf".into(),
+                "-".into(),
+                "-C".into(),
+                parent,
+                name,
+            ],
+            None,
+            &mut tar,
+        )?;
+        place(&tar[..], Path::new(&args.destination))?;
+    }
+    Ok(0)
+}
+
+/// The same tar stream with its top-level entry renamed (`cp file ctr:/new-name`).
+fn rename_top_entry(tar: &[u8], new_name: &str) -> Result<Vec<u8>> {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let mut parts = path.components();
+        parts.next();
+        let renamed = Path::new(new_name).join(parts.as_path());
+        let mut header = entry.header().clone();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data)?;
+        if let Some(target) = entry.link_name()? {
+            out.append_link(&mut header, &renamed, target)?;
+        } else {
+            out.append_data(&mut header, &renamed, &data[..])?;
+        }
+    }
+    Ok(out.into_inner()?)
 }
 
 #[cfg(test)]

@@ -198,12 +198,7 @@ fn exec_in_vm(
     record: &husk::container::Record,
     args: &ExecArgs,
 ) -> Result<i32> {
-    use std::os::unix::net::UnixStream;
-
-    use super::vm_container::{
-        control_socket, ExecRequest, FRAME_ERROR, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT,
-        MAX_CONTROL_FRAME,
-    };
+    use super::vm_container::ExecRequest;
 
     let spec = load_spec(store, &record.id)?;
     let base = spec
@@ -230,50 +225,27 @@ fn exec_in_vm(
         },
         interactive: args.interactive && !args.detach,
     };
-    let mut conn = UnixStream::connect(control_socket(&record.id)).with_context(|| {
-        format!(
-            "the supervisor of container {} does not answer",
-            record.short_id()
-        )
-    })?;
-    writeln!(conn, "exec {}", serde_json::to_string(&request)?)?;
     if args.detach {
+        super::vm_container::exec_via_supervisor(
+            &record.id,
+            &request,
+            None,
+            &mut std::io::sink(),
+            &mut std::io::sink(),
+            true,
+        )?;
         return Ok(0);
     }
     let _raw = args.tty.then(husk::process::enter_raw_mode).flatten();
-    if request.interactive {
-        let mut input = conn.try_clone()?;
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin(), &mut input);
-            let _ = input.shutdown(std::net::Shutdown::Write);
-        });
-    }
-    let mut header = [0u8; 5];
-    let mut payload = Vec::new();
-    loop {
-        if conn.read_exact(&mut header).is_err() {
-            bail!("the container's supervisor closed the exec session");
-        }
-        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        if len > MAX_CONTROL_FRAME {
-            bail!("the container's supervisor sent an oversized frame");
-        }
-        payload.resize(len, 0);
-        conn.read_exact(&mut payload)?;
-        match header[0] {
-            FRAME_STDOUT => {
-                let mut out = std::io::stdout();
-                out.write_all(&payload)?;
-                out.flush()?;
-            }
-            FRAME_STDERR => std::io::stderr().write_all(&payload)?,
-            FRAME_EXIT if len == 4 => {
-                return Ok(i32::from_le_bytes([
-                    payload[0], payload[1], payload[2], payload[3],
-                ]))
-            }
-            FRAME_ERROR => bail!("{}", String::from_utf8_lossy(&payload)),
-            other => bail!("the container's supervisor sent an unknown frame kind {other}"),
-        }
-    }
+    let stdin = request
+        .interactive
+        .then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>);
+    super::vm_container::exec_via_supervisor(
+        &record.id,
+        &request,
+        stdin,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        false,
+    )
 }

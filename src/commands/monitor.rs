@@ -146,8 +146,14 @@ pub fn monitor(root: &Path, id: &str) -> Result<i32> {
         let run = match record.isolation {
             Isolation::Process => run_process_once(root, &store, &record, &log)?,
             Isolation::Vm => {
+                // `-i`: the guest process reads what `husk attach` writes to the FIFO.
+                let stdin = if record.options.interactive {
+                    Some(Box::new(open_stdin_fifo(&dir)?) as Box<dyn std::io::Read + Send>)
+                } else {
+                    None
+                };
                 let io = ProcessIo {
-                    stdin: None,
+                    stdin,
                     stdout: Box::new(LogSink {
                         log: log.clone(),
                         stream: Stream::Stdout,

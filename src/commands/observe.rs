@@ -66,7 +66,18 @@ pub fn top(root: &Path, args: TopArgs) -> Result<i32> {
         bail!("container {} is not running", record.short_id());
     }
     if record.isolation == Isolation::Vm {
-        bail!("top is not supported for --isolation vm containers yet: their processes live in the guest");
+        // The processes live in the guest: ask its own ps, through the agent.
+        let mut command = vec!["ps".to_string()];
+        command.extend(args.ps_options);
+        let request = super::vm_container::root_request(&store, &record, command, false)?;
+        return super::vm_container::exec_via_supervisor(
+            &record.id,
+            &request,
+            None,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+            false,
+        );
     }
     let pids = container_pids(&record)?;
     let list: Vec<String> = pids.iter().map(i32::to_string).collect();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use husk::container::teardown::cgroup_name;
 use husk::container::{Containers, Record};
 use husk::process::{Cgroup, CgroupLayout};
@@ -294,6 +294,85 @@ impl Write for FrameWriter {
 pub struct ExecRequest {
     pub process: ProcessSpec,
     pub interactive: bool,
+}
+
+/// Run a process in a VM container through its supervisor, streaming the process's output to
+/// `stdout`/`stderr` and `stdin` to it; returns its exit code. With `detach`, returns once the
+/// request is sent.
+pub fn exec_via_supervisor(
+    id: &str,
+    request: &ExecRequest,
+    stdin: Option<Box<dyn Read + Send>>,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+    detach: bool,
+) -> Result<i32> {
+    let mut conn = UnixStream::connect(control_socket(id)).with_context(|| {
+        format!(
+            "the supervisor of container {} does not answer",
+            &id[..12.min(id.len())]
+        )
+    })?;
+    writeln!(conn, "exec {}", serde_json::to_string(request)?)?;
+    if detach {
+        return Ok(0);
+    }
+    if let Some(mut input) = stdin {
+        let mut to_guest = conn.try_clone()?;
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut input, &mut to_guest);
+            let _ = to_guest.shutdown(std::net::Shutdown::Write);
+        });
+    }
+    let mut header = [0u8; 5];
+    let mut payload = Vec::new();
+    loop {
+        if conn.read_exact(&mut header).is_err() {
+            bail!("the container's supervisor closed the exec session");
+        }
+        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len > MAX_CONTROL_FRAME {
+            bail!("the container's supervisor sent an oversized frame");
+        }
+        payload.resize(len, 0);
+        conn.read_exact(&mut payload)?;
+        match header[0] {
+            FRAME_STDOUT => {
+                stdout.write_all(&payload)?;
+                stdout.flush()?;
+            }
+            FRAME_STDERR => stderr.write_all(&payload)?,
+            FRAME_EXIT if len == 4 => {
+                return Ok(i32::from_le_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]))
+            }
+            FRAME_ERROR => bail!("{}", String::from_utf8_lossy(&payload)),
+            other => bail!("the container's supervisor sent an unknown frame kind {other}"),
+        }
+    }
+}
+
+/// A root process in the container's guest with the container's environment, for husk's own
+/// use (`top`, `cp`).
+pub fn root_request(
+    store: &Containers,
+    record: &Record,
+    args: Vec<String>,
+    interactive: bool,
+) -> Result<ExecRequest> {
+    let spec = load_spec(store, &record.id)?;
+    let env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let mut process = ProcessSpec::new(args);
+    process.env = env;
+    Ok(ExecRequest {
+        process,
+        interactive,
+    })
 }
 
 /// Read one request line without reading past it (what follows is the exec's stdin).
