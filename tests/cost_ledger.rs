@@ -140,6 +140,7 @@ fn vm_ledger_has_boot_phases_and_guest_memory() {
             "prepare",
             "monitor_build",
             "boot",
+            "agent_ready",
             "process_start",
             "process_run",
             "teardown"

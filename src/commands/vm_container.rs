@@ -98,7 +98,15 @@ pub fn run(
         let request = backend::start_request(&spec, &layers)?;
         let guest = Guest::boot(&plan)?;
         husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib, guest.monitor_pid());
-        // Best effort: accounting must not stop a container from running.
+        let agent_setup = guest
+            .ready()
+            .ready_ms
+            .saturating_sub(guest.ready().init_started_ms);
+        husk::cost::split_current(
+            husk::cost::Phase::AgentReady,
+            std::time::Duration::from_millis(agent_setup),
+        ); // cost ledger
+           // Best effort: accounting must not stop a container from running.
         let accounting = MonitorCgroup::enter(&record.id, guest.monitor_pid()).ok();
         let supervisor = std::process::id() as i32;
         let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));

@@ -47,9 +47,11 @@ pub enum Phase {
     /// VM isolation: guest disks and initramfs built, the monitor (husk's thread or the QEMU
     /// process) started and its agent channel open.
     MonitorBuild,
-    /// VM isolation: the guest kernel booted and the guest agent answered. One phase: with a
-    /// quiet guest console there is no host-visible moment between the two.
+    /// VM isolation: the guest kernel booted, up to the agent starting as PID 1.
     Boot,
+    /// VM isolation: the agent's own setup (mounts, console) until it said Ready. The guest
+    /// reports the split in its Ready message (CLOCK_BOOTTIME at init and at ready).
+    AgentReady,
     /// VM isolation: the agent set up the container and started its process.
     ProcessStart,
     /// The container's command ran.
@@ -59,11 +61,12 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Prepare,
         Phase::Setup,
         Phase::MonitorBuild,
         Phase::Boot,
+        Phase::AgentReady,
         Phase::ProcessStart,
         Phase::ProcessRun,
         Phase::Teardown,
@@ -74,7 +77,8 @@ impl Phase {
             Phase::Prepare => "image+rootfs prepare",
             Phase::Setup => "namespace+cgroup setup",
             Phase::MonitorBuild => "monitor build+start",
-            Phase::Boot => "kernel boot+agent ready",
+            Phase::Boot => "kernel boot",
+            Phase::AgentReady => "agent ready",
             Phase::ProcessStart => "process start",
             Phase::ProcessRun => "process run",
             Phase::Teardown => "teardown",
@@ -358,6 +362,25 @@ pub fn begin(phase: Phase) {
                 phase: previous,
                 ms: now.duration_since(since).as_secs_f64() * 1e3,
             });
+        }
+    });
+}
+
+/// The current phase ended `tail` ago and `next` has run since: for phases whose boundary only
+/// the guest saw (the agent reports how long its own setup took).
+pub fn split_current(next: Phase, tail: Duration) {
+    let now = Instant::now();
+    with_recorder(|r| {
+        if let Some((previous, since)) = r.current.take() {
+            let boundary = now
+                .checked_sub(tail)
+                .filter(|b| *b >= since)
+                .unwrap_or(since);
+            r.phases.push(PhaseTime {
+                phase: previous,
+                ms: boundary.duration_since(since).as_secs_f64() * 1e3,
+            });
+            r.current = Some((next, boundary));
         }
     });
 }

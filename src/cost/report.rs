@@ -256,7 +256,8 @@ pub fn reading(c: &Comparison) -> String {
     );
     match (median(c.vm.total_ms), c.ratios.total) {
         (Some(v_total), Some(ratio)) => {
-            let boot = phase_stats(&c.vm, Phase::Boot).map_or(0.0, |s| s.median);
+            let boot = phase_stats(&c.vm, Phase::Boot).map_or(0.0, |s| s.median)
+                + phase_stats(&c.vm, Phase::AgentReady).map_or(0.0, |s| s.median);
             text.push_str(&format!(
                 "Under VM isolation ({}) the same container took {v_total:.0} ms, {ratio:.1} times as long; {boot:.0} ms of it ({:.0}%) went to booting the guest kernel and waiting for the agent, a price process isolation never pays because it shares the host kernel. ",
                 c.vm.vmm.as_deref().unwrap_or("vm"),

@@ -274,6 +274,11 @@ impl Guest {
         Ok(self.client.exec(spec, io)?)
     }
 
+    /// What the agent said when it was ready (guest kernel, boot timings).
+    pub fn ready(&self) -> &rootfs_agent::protocol::ReadyInfo {
+        self.client.ready()
+    }
+
     /// The agent session, for serving `exec` requests while the container runs.
     pub fn agent(&self) -> Arc<AgentClient> {
         Arc::clone(&self.client)
