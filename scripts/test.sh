@@ -12,7 +12,7 @@ rm -f target/tmp/skips.log
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
 echo
 echo "== skipped (with the reason):"

@@ -143,13 +143,14 @@ pub fn attach(root: &Path, args: AttachArgs) -> Result<i32> {
         bail!("You cannot attach to a stopped container, start it first");
     }
     let dir = store.dir_of(&record.id);
+    // From here on every line is ours: taken before any input can make the container answer.
+    let (_, offset) = logs::read(&dir, &ReadOptions::default())?;
     if record.options.interactive && !args.no_stdin {
         let fifo = dir.join(super::monitor::STDIN_FIFO);
         if let Ok(mut input) = std::fs::OpenOptions::new().write(true).open(&fifo) {
             std::thread::spawn(move || std::io::copy(&mut std::io::stdin(), &mut input));
         }
     }
-    let (_, offset) = logs::read(&dir, &ReadOptions::default())?;
     let emit = |entry: &logs::Entry| {
         let _ = match entry.stream {
             Stream::Stdout => std::io::stdout().write_all(entry.log.as_bytes()),

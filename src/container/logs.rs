@@ -179,6 +179,7 @@ pub fn follow(
     mut keep_going: impl FnMut() -> bool,
 ) -> Result<(), LogError> {
     let path = container_dir.join(LOG_FILE);
+    let mut finishing = false;
     loop {
         let mut progressed = false;
         if let Ok(mut file) = File::open(&path) {
@@ -200,8 +201,13 @@ pub fn follow(
             }
         }
         if !progressed {
-            if !keep_going() {
+            if finishing {
                 return Ok(());
+            }
+            if !keep_going() {
+                // One more pass: output written just before the container stopped.
+                finishing = true;
+                continue;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
