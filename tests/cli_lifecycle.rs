@@ -138,8 +138,12 @@ fn detached_containers_log_stop_and_wait() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert!(entries.iter().any(|e| e["stream"] == "stdout" && e["log"] == "out\n"));
-    assert!(entries.iter().any(|e| e["stream"] == "stderr" && e["log"] == "err\n"));
+    assert!(entries
+        .iter()
+        .any(|e| e["stream"] == "stdout" && e["log"] == "out\n"));
+    assert!(entries
+        .iter()
+        .any(|e| e["stream"] == "stderr" && e["log"] == "err\n"));
     assert_eq!(husk.status("ticker"), "running");
     assert!(husk.ok(&["ps"]).contains("Up "));
 

@@ -190,7 +190,12 @@ fn stdin_terminal_and_stderr() {
         .write_all(b"piped through\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED THROUGH\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "PIPED THROUGH\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
 
     // -t: the process gets a terminal in the guest.

@@ -18,7 +18,9 @@ use husk::container::{Containers, Isolation, Record, Status};
 use husk::process::{self, LaunchConfig};
 use rootfs_agent::client::ProcessIo;
 
-use super::run::{layer_dirs, load_spec, mark_starting, record_exit, remove_if_auto, StartFailure};
+use super::run::{
+    layer_dirs, load_spec, mark_starting, record_exit, record_exit_of, remove_if_auto, StartFailure,
+};
 use super::vm_container::{self, VmStdio};
 
 /// The monitor's own diagnostics (not the container's output).
@@ -132,7 +134,7 @@ impl std::io::Write for LogSink {
 /// Body of the `container-monitor` process.
 pub fn monitor(root: &Path, id: &str) -> Result<i32> {
     let store = Containers::open(root)?;
-    let record = store.load(id)?;
+    let mut record = store.load(id)?;
     let dir = store.dir_of(id);
     let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
     let mut backoff = Duration::from_millis(100);
@@ -182,7 +184,8 @@ pub fn monitor(root: &Path, id: &str) -> Result<i32> {
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(10));
-        store.update(id, |r| r.restart_count += 1)?;
+        // Counted when the next run is marked as starting (one update).
+        record.restart_count = now.restart_count + 1;
     };
     remove_if_auto(root, &store, id)?;
     Ok(code)
@@ -219,7 +222,7 @@ fn run_process_once(
         cgroup_name: &cgroup,
         stdio: Some([stdin_fd.as_fd(), out_write.as_fd(), err_write.as_fd()]),
     };
-    mark_starting(store, id)?;
+    mark_starting(store, id, record.restart_count)?;
     let spawned = process::spawn(&cfg);
     // Our copies of the write ends must close so the pumps see EOF when the container ends.
     drop((out_write, err_write));
@@ -250,13 +253,11 @@ fn run_process_once(
         let _ = pump.join();
     }
     let oom_killed = result.as_ref().is_ok_and(|exit| exit.oom_killed);
-    let code = record_exit(
+    let code = record_exit_of(
         store,
         id,
         result.map(|exit| exit.code).map_err(StartFailure::from),
+        oom_killed,
     );
-    if oom_killed {
-        store.update_durably(id, |r| r.state.oom_killed = true)?;
-    }
     Ok(Ok(code))
 }

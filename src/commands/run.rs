@@ -535,7 +535,7 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
         cgroup_name: &cgroup,
         stdio: None,
     };
-    mark_starting(store, &record.id)?;
+    mark_starting(store, &record.id, record.restart_count)?;
     let result = process::run_foreground(&cfg, |container| {
         husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
         let pid = container.pid();
@@ -560,9 +560,13 @@ pub fn remove_if_auto(root: &Path, store: &Containers, id: &str) -> Result<()> {
 
 /// The record says running, supervised by this process, before the sandbox starts: if husk
 /// dies at any point after this, `ps` shows the container as dead rather than created.
-pub fn mark_starting(store: &Containers, id: &str) -> Result<()> {
+///
+/// `restart_count` is written in the same update, so a restart is never seen counted but not
+/// yet started.
+pub fn mark_starting(store: &Containers, id: &str, restart_count: u32) -> Result<()> {
     let supervisor = ProcessIdentity::current();
     store.update(id, |r| {
+        r.restart_count = restart_count;
         r.state.status = Status::Running;
         r.state.supervisor = Some(supervisor);
         r.state.started_at = Some(chrono::Utc::now());
@@ -594,6 +598,17 @@ impl From<process::ProcessError> for StartFailure {
 /// Record how a start ended and return Docker's exit code. A start that failed before the
 /// command ran leaves the container "created" with the failure recorded, as Docker does.
 pub fn record_exit(store: &Containers, id: &str, result: Result<i32, StartFailure>) -> i32 {
+    record_exit_of(store, id, result, false)
+}
+
+/// [`record_exit`], also saying whether the kernel's OOM killer ended the container (in the
+/// same write, so that nobody sees the exit without it).
+pub fn record_exit_of(
+    store: &Containers,
+    id: &str,
+    result: Result<i32, StartFailure>,
+    oom_killed: bool,
+) -> i32 {
     let now = chrono::Utc::now();
     let (code, error) = match result {
         Ok(code) => (code, None),
@@ -622,6 +637,7 @@ pub fn record_exit(store: &Containers, id: &str, result: Result<i32, StartFailur
         r.state.finished_at = Some(now);
         r.state.pid = None;
         r.state.error = error.clone();
+        r.state.oom_killed = oom_killed;
     });
     code
 }

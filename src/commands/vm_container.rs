@@ -84,7 +84,7 @@ pub fn run(
     let mut old_mask = SigSet::empty();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))?;
 
-    mark_starting(store, &record.id)?;
+    mark_starting(store, &record.id, record.restart_count)?;
     let result = (|| -> Result<i32, VmError> {
         husk::cost::begin(husk::cost::Phase::MonitorBuild); // cost ledger
         let plan = backend::plan(

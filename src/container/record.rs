@@ -468,7 +468,11 @@ impl Containers {
 
     /// Delete the container's directory. The record file goes first so that a removal cut
     /// short never leaves a record pointing at half-deleted state.
+    /// Under the store lock, so that a supervisor's last update (which also takes it) either
+    /// lands before the removal or finds the record gone, and never writes into a directory
+    /// being deleted.
     pub fn remove(&self, id: &str) -> Result<(), RecordError> {
+        let _lock = self.lock()?;
         let dir = self.dir_of(id);
         let record = dir.join(RECORD_FILE);
         match fs::remove_file(&record) {

@@ -25,7 +25,8 @@ pub use host::{probe_host, HostVirt, KvmKind, PVM_NOTICE};
 
 /// The default kernel arguments: quiet, no probing of hardware we do not emulate, reboot
 /// through the i8042 (which stops the VM), and reboot at once on panic.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet reboot=k panic=-1 pci=off nomodule \
+pub const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 quiet reboot=k panic=-1 no_timer_check pci=off nomodule \
 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable";
 
 /// Largest vCPU count (the MP table lives in the 1 KiB EBDA).
