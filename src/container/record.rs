@@ -343,7 +343,13 @@ impl Containers {
         };
         let dir = self.dir_of(&record.id);
         fs::create_dir(&dir).map_err(io_err(&dir))?;
-        if let Err(err) = self.save(&record) {
+        // A `--rm` container's record lives only as long as its run: atomic is enough.
+        let durability = if record.auto_remove {
+            Durability::Atomic
+        } else {
+            Durability::Synced
+        };
+        if let Err(err) = self.write(&record, durability) {
             let _ = fs::remove_dir_all(&dir);
             return Err(err);
         }
