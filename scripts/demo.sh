@@ -37,7 +37,7 @@ for isolation in process vm; do
   step run busybox echo "hello from busybox"
   step ps
   step ps -a
-  say 'run -it busybox sh   (typing: uname -r; exit)'
+  say 'run -i busybox sh   (typing: uname -r; exit; -it needs a terminal, this script has none)'
   printf 'uname -r\nexit\n' | husk run -i busybox sh; echo "(exit $?)"
   id=$(husk ps -a -q -n 1)
   step rm "$id"
