@@ -115,17 +115,8 @@ fn enter_container(store: &Containers, root: &Path, record: &Record) -> Result<(
         nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
         None::<&str>,
     )?;
-    let lower: Vec<String> = layers
-        .iter()
-        .rev()
-        .map(|l| l.display().to_string())
-        .collect();
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
+    // The same option string (and path checks) the container itself is mounted with.
+    let options = husk::process::rootfs::overlay_options(&layers, &upper, &work)?;
     nix::mount::mount(
         Some("overlay"),
         &merged,

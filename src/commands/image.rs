@@ -390,50 +390,13 @@ fn print_table(table: &[Vec<String>]) {
 
 /// go-units' HumanDuration + " ago", as Docker prints CREATED.
 pub fn human_age(created: &str) -> String {
-    let Ok(created) = chrono::DateTime::parse_from_rfc3339(created) else {
-        return "N/A".into();
-    };
-    let seconds = (chrono::Utc::now() - created.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
-    let text = match seconds {
-        0 => "Less than a second".to_string(),
-        1 => "1 second".to_string(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".to_string(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".to_string(),
-        s if s < 48 * 3600 => format!("{} hours", s / 3600),
-        s if s < 14 * 86400 => format!("{} days", s / 86400),
-        s if s < 60 * 86400 => format!("{} weeks", s / (7 * 86400)),
-        s if s < 365 * 86400 => format!("{} months", s / (30 * 86400)),
-        s => format!("{} years", s / (365 * 86400)),
-    };
-    format!("{text} ago")
+    match chrono::DateTime::parse_from_rfc3339(created) {
+        Ok(created) => husk::display::ago(created.with_timezone(&chrono::Utc)),
+        Err(_) => "N/A".into(),
+    }
 }
 
-/// Decimal units with three significant digits, as Docker prints SIZE ("4.26MB").
-pub fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let digits = if value >= 100.0 {
-        0
-    } else if value >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut text = format!("{value:.digits$}");
-    if text.contains('.') {
-        text = text.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{text}{}", units[unit])
-}
+use husk::display::human_size;
 
 // ---- inspect --------------------------------------------------------------------------
 

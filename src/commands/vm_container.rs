@@ -25,15 +25,6 @@ use rootfs_agent::protocol::ProcessSpec;
 
 use super::run::{layer_dirs, load_spec, mark_starting, record_exit, StartFailure};
 
-/// Signals a user sends to the supervising husk that belong to the container.
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// Where `husk kill` reaches the supervisor of a VM container.
 pub fn control_socket(id: &str) -> PathBuf {
@@ -77,7 +68,7 @@ pub fn run(
 
     // Blocked in every thread (the monitor's threads inherit the mask) and taken by the relay.
     let mut mask = SigSet::empty();
-    for signal in FORWARDED {
+    for signal in husk::process::FORWARDED {
         mask.add(signal);
     }
     mask.add(Signal::SIGWINCH);

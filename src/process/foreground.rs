@@ -12,7 +12,7 @@ use super::{io, spawn, sys, Container, LaunchConfig, ProcessError};
 use crate::container::spec::ANNOTATION_INTERACTIVE;
 
 /// Signals a user sends to `husk run` that belong to the container.
-const FORWARDED: [Signal; 6] = [
+pub const FORWARDED: [Signal; 6] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,

@@ -23,7 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 pub use cgroup::{Cgroup, CgroupError, CgroupLayout, CgroupStats};
-pub use foreground::{enter_raw_mode, run_foreground, RawModeGuard};
+pub use foreground::{enter_raw_mode, run_foreground, RawModeGuard, FORWARDED};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
