@@ -34,15 +34,7 @@ impl Husk {
         std::fs::create_dir_all(rootfs.join("srv/www")).unwrap();
         std::fs::write(rootfs.join("srv/www/index.html"), "from the image\n").unwrap();
         let tar = dir.path().join("rootfs.tar");
-        assert!(Command::new("tar")
-            .args(["--numeric-owner", "-C"])
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success());
+        common::tar_dir(&rootfs, &tar);
         husk.ok(&[
             "import",
             "--change",

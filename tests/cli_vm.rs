@@ -9,47 +9,9 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-/// Kernel and agent paths, or why the tier cannot run here.
-fn guest_assets() -> Result<&'static (PathBuf, PathBuf), String> {
-    static ASSETS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-    ASSETS
-        .get_or_init(|| {
-            if !common::is_root() {
-                return Err("VM isolation tests need root".into());
-            }
-            if Command::new("qemu-system-x86_64")
-                .arg("--version")
-                .output()
-                .is_err()
-            {
-                return Err("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)".into());
-            }
-            if common::host_busybox().is_none() {
-                return Err("busybox-static is not installed".into());
-            }
-            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let built = |script: &str| -> Result<PathBuf, String> {
-                let out = Command::new(repo.join(script))
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .map_err(|e| format!("{script}: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!("{script} failed"));
-                }
-                Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-            };
-            let kernel = built("guest-kernel/build.sh")?;
-            let agent = built("rootfs-agent/build-static.sh")?;
-            Ok((kernel, agent))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
 
 struct Husk {
     root: tempfile::TempDir,
@@ -59,7 +21,7 @@ struct Husk {
 
 impl Husk {
     fn new() -> Option<Self> {
-        let (kernel, agent) = match guest_assets() {
+        let (kernel, agent) = match common::guest_assets() {
             Ok(assets) => assets.clone(),
             Err(why) => {
                 common::note_skip(module_path!(), &why);
@@ -75,15 +37,7 @@ impl Husk {
         let rootfs = dir.path().join("rootfs");
         common::make_busybox_rootfs(&rootfs).unwrap();
         let tar = dir.path().join("rootfs.tar");
-        assert!(Command::new("tar")
-            .args(["--numeric-owner", "-C"])
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success());
+        common::tar_dir(&rootfs, &tar);
         husk.ok(&[
             "import",
             "--change",
@@ -100,7 +54,7 @@ impl Husk {
         cmd.env("HUSK_ISOLATION", "vm")
             .env("HUSK_KERNEL", &self.kernel)
             .env("HUSK_AGENT", &self.agent);
-        if !hardware_kvm() {
+        if !common::hardware_kvm() {
             cmd.env("HUSK_VMM", "qemu");
         }
         cmd
@@ -132,12 +86,6 @@ impl Drop for Husk {
             }
         }
     }
-}
-
-fn hardware_kvm() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| c.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        .unwrap_or(false)
 }
 
 #[test]

@@ -50,15 +50,7 @@ impl Husk {
         let rootfs = dir.path().join("rootfs");
         common::make_busybox_rootfs(&rootfs).unwrap();
         let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .args(["--numeric-owner", "-C"])
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::tar_dir(&rootfs, &tar);
         self.stdout(&[
             "import",
             "--change",

@@ -25,7 +25,6 @@ use rootfs_agent::protocol::ProcessSpec;
 
 use super::run::{layer_dirs, load_spec, mark_starting, record_exit, StartFailure};
 
-
 /// Where `husk kill` reaches the supervisor of a VM container.
 pub fn control_socket(id: &str) -> PathBuf {
     PathBuf::from("/run/husk/control").join(format!("{}.sock", &id[..12.min(id.len())]))

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// Skip the current test with a reason, never passing silently: printed to stderr (seen with
 /// --nocapture or when a test fails) and appended to target/tmp/skips.log, which
@@ -79,4 +80,63 @@ pub fn make_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
     )?;
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
+}
+
+/// `tar` of a directory's contents with numeric owners, as an image import wants it.
+pub fn tar_dir(dir: &Path, out: &Path) {
+    let status = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(dir)
+        .arg("-cf")
+        .arg(out)
+        .arg(".")
+        .status()
+        .expect("running tar");
+    assert!(status.success(), "tar of {} failed", dir.display());
+}
+
+/// The guest kernel and static agent for VM isolation (built on first use by the project's
+/// scripts, cached after), or why VM tests cannot run here.
+pub fn guest_assets() -> Result<&'static (PathBuf, PathBuf), String> {
+    static ASSETS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+    ASSETS
+        .get_or_init(|| {
+            if !is_root() {
+                return Err("VM isolation tests need root".into());
+            }
+            if Command::new("qemu-system-x86_64")
+                .arg("--version")
+                .output()
+                .is_err()
+            {
+                return Err("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)".into());
+            }
+            if host_busybox().is_none() {
+                return Err("busybox-static is not installed".into());
+            }
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let built = |script: &str| -> Result<PathBuf, String> {
+                let out = Command::new(repo.join(script))
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .map_err(|e| format!("{script}: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!("{script} failed"));
+                }
+                Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            };
+            Ok((
+                built("guest-kernel/build.sh")?,
+                built("rootfs-agent/build-static.sh")?,
+            ))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// VMX or SVM: husk's own monitor can boot a stock guest kernel here.
+pub fn hardware_kvm() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        .unwrap_or(false)
 }

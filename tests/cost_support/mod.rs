@@ -1,49 +1,10 @@
 //! Shared setup of the cost tests: a husk root with a busybox image, and the guest kernel and
 //! agent for VM runs when this host can build them.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use crate::common;
-
-/// Kernel and agent for VM isolation, or why VM runs cannot happen here.
-pub fn guest_assets() -> Result<&'static (PathBuf, PathBuf), String> {
-    static ASSETS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
-    ASSETS
-        .get_or_init(|| {
-            if Command::new("qemu-system-x86_64")
-                .arg("--version")
-                .output()
-                .is_err()
-            {
-                return Err("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)".into());
-            }
-            let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let built = |script: &str| -> Result<PathBuf, String> {
-                let out = Command::new(repo.join(script))
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .map_err(|e| format!("{script}: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!("{script} failed"));
-                }
-                Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-            };
-            Ok((
-                built("guest-kernel/build.sh")?,
-                built("rootfs-agent/build-static.sh")?,
-            ))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-fn hardware_kvm() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| c.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        .unwrap_or(false)
-}
+pub use crate::common::{guest_assets, hardware_kvm};
 
 pub struct Husk {
     pub root: tempfile::TempDir,
@@ -61,15 +22,7 @@ impl Husk {
         let rootfs = dir.path().join("rootfs");
         common::make_busybox_rootfs(&rootfs).map_err(|e| e.to_string())?;
         let tar = dir.path().join("rootfs.tar");
-        assert!(Command::new("tar")
-            .args(["--numeric-owner", "-C"])
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success());
+        common::tar_dir(&rootfs, &tar);
         let husk = Self {
             root: tempfile::tempdir().unwrap(),
             env: Vec::new(),
