@@ -15,6 +15,7 @@ packages=(
   make gcc libc6-dev xz-utils  # the guest kernel and the static hello-world image
   file iproute2 procps util-linux
   hyperfine jq            # benchmark scripts
+  docker.io               # Docker itself: output formats compared, a benchmark peer
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 export HUSK_KERNEL_CACHE_DIR=${HUSK_KERNEL_CACHE_DIR:-/var/cache/husk/kernel-builds}
 ./scripts/setup.sh
 
+# A Docker engine for tests/cli_docker_formats.rs (husk's output against Docker's own). No
+# bridge or iptables: the tests run containers with --network none.
+if command -v dockerd >/dev/null && ! /usr/bin/docker info >/dev/null 2>&1; then
+  dockerd --bridge=none --iptables=false --ip6tables=false >/tmp/husk-test-dockerd.log 2>&1 &
+  for _ in $(seq 1 30); do /usr/bin/docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+
 mkdir -p target/tmp
 rm -f target/tmp/skips.log
 log=$(mktemp)

@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-/// Columns padded like Docker's tabwriter (minimum width + 3 spaces between columns).
+/// Columns padded like Docker's tabwriter (`tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`):
+/// each column is as wide as its widest cell plus 3 spaces, and at least 10.
+const MIN_WIDTH: usize = 10;
+const PADDING: usize = 3;
+
 pub struct Table {
     rows: Vec<Vec<String>>,
 }
@@ -37,7 +41,7 @@ impl Table {
             for (c, cell) in row.iter().enumerate() {
                 line.push_str(cell);
                 if c + 1 < row.len() {
-                    let pad = widths[c] - cell.chars().count() + 3;
+                    let pad = (widths[c] + PADDING).max(MIN_WIDTH) - cell.chars().count();
                     line.extend(std::iter::repeat_n(' ', pad));
                 }
             }
@@ -143,7 +147,14 @@ mod tests {
     fn tables_pad_with_three_spaces() {
         let mut table = Table::new(&["A", "LONGER"]);
         table.row(vec!["value".into(), "x".into()]);
-        assert_eq!(table.render(), "A       LONGER\nvalue   x\n");
+        // Narrow columns are 10 wide, as in Docker's `PORTS     NAMES`.
+        assert_eq!(table.render(), "A         LONGER\nvalue     x\n");
+        let mut wide = Table::new(&["CONTAINER ID", "IMAGE"]);
+        wide.row(vec!["0123456789ab".into(), "busybox".into()]);
+        assert_eq!(
+            wide.render(),
+            "CONTAINER ID   IMAGE\n0123456789ab   busybox\n"
+        );
     }
 
     #[test]

@@ -362,30 +362,17 @@ fn list(root: &Path, args: ListArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Columns padded like Docker's tabwriter (three spaces between columns).
+/// Through the same Docker-style table as every other listing.
 fn print_table(table: &[Vec<String>]) {
-    let columns = table.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            table
-                .iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = io::stdout().lock();
-    for row in table {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}   ", width = widths[c]));
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
+    let Some((header, rows)) = table.split_first() else {
+        return;
+    };
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut out = husk::display::Table::new(&header);
+    for row in rows {
+        out.row(row.clone());
     }
+    let _ = io::stdout().lock().write_all(out.render().as_bytes());
 }
 
 /// go-units' HumanDuration + " ago", as Docker prints CREATED.

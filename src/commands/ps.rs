@@ -154,8 +154,21 @@ pub fn status_text(record: &Record) -> String {
     }
 }
 
+/// Docker's COMMAND: the args joined with spaces, an arg holding whitespace (or nothing) in
+/// single quotes, cut at 20 characters, in double quotes.
 fn command_text(record: &Record, truncate: bool) -> String {
-    let command = record.command.join(" ");
+    let command = record
+        .command
+        .iter()
+        .map(|arg| {
+            if arg.is_empty() || arg.chars().any(char::is_whitespace) {
+                format!("'{arg}'")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let command = if truncate {
         ellipsize(&command, 20)
     } else {

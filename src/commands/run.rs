@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use husk::container::logs::{LogWriter, Stream, Tee};
 use husk::container::spec::{build_spec, MountKind, NetworkMode, SpecOptions, UserMount};
 use husk::container::teardown::{cgroup_name, release_leftovers};
 use husk::container::volume::Volumes;
@@ -14,6 +15,8 @@ use husk::container::{
 use husk::image::{self, ImageError, PullOptions};
 use husk::process::{self, LaunchConfig};
 use oci_spec::runtime::Spec;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 /// The OCI runtime spec of a container, next to its record.
 pub const SPEC_FILE: &str = "config.json";
@@ -528,23 +531,87 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
     let layers = layer_dirs(root, &record)?;
     husk::cost::begin(husk::cost::Phase::Setup); // cost ledger
     let cgroup = cgroup_name(&record.id);
-    let cfg = LaunchConfig {
-        spec: &spec,
-        lower_dirs: &layers,
-        container_dir: &dir,
-        cgroup_name: &cgroup,
-        stdio: None,
-    };
-    mark_starting(store, &record.id, record.restart_count)?;
-    let result = process::run_foreground(&cfg, |container| {
+    let on_started = |container: &process::Container| {
         husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
         let pid = container.pid();
         let _ = store.update(&record.id, |r| r.state.pid = Some(pid));
-    });
+    };
+    mark_starting(store, &record.id, record.restart_count)?;
+    // An attached container is logged too, so `husk logs` works for it as in Docker; a --rm
+    // container's log would go with it, so it keeps the direct (faster) path.
+    let result = if record.auto_remove {
+        let cfg = LaunchConfig {
+            spec: &spec,
+            lower_dirs: &layers,
+            container_dir: &dir,
+            cgroup_name: &cgroup,
+            stdio: None,
+        };
+        process::run_foreground(&cfg, on_started)
+    } else if record.options.tty {
+        let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
+        let cfg = LaunchConfig {
+            spec: &spec,
+            lower_dirs: &layers,
+            container_dir: &dir,
+            cgroup_name: &cgroup,
+            stdio: None,
+        };
+        process::run_foreground_logged(&cfg, on_started, |bytes| {
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(Stream::Stdout, bytes)
+        })
+    } else {
+        let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
+        let stdin: OwnedFd = if record.options.interactive {
+            std::io::stdin().as_fd().try_clone_to_owned()?
+        } else {
+            std::fs::File::open("/dev/null")?.into()
+        };
+        let (out_read, out_write) = nix::unistd::pipe()?;
+        let (err_read, err_write) = nix::unistd::pipe()?;
+        let pumps = [
+            tee_thread(out_read, std::io::stdout(), &log, Stream::Stdout),
+            tee_thread(err_read, std::io::stderr(), &log, Stream::Stderr),
+        ];
+        let cfg = LaunchConfig {
+            spec: &spec,
+            lower_dirs: &layers,
+            container_dir: &dir,
+            cgroup_name: &cgroup,
+            stdio: Some([stdin.as_fd(), out_write.as_fd(), err_write.as_fd()]),
+        };
+        let result = process::run_foreground(&cfg, on_started);
+        // Our write ends close so the pumps see EOF once the container's side is gone.
+        drop(cfg);
+        drop((out_write, err_write));
+        for pump in pumps {
+            let _ = pump.join();
+        }
+        result
+    };
     husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
     let code = record_exit(store, &record.id, result.map_err(StartFailure::from));
     remove_if_auto(root, store, &record.id)?;
     Ok(code)
+}
+
+/// Copy one of the container's output pipes to our own stream and to its log.
+fn tee_thread<W: std::io::Write + Send + 'static>(
+    from: OwnedFd,
+    out: W,
+    log: &Arc<Mutex<LogWriter>>,
+    stream: Stream,
+) -> std::thread::JoinHandle<()> {
+    let mut tee = Tee {
+        out,
+        log: Arc::clone(log),
+        stream,
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::fs::File::from(from), &mut tee);
+    })
 }
 
 /// `--rm`: once the container has exited, remove it with its anonymous volumes.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use husk::container::logs::{LogWriter, Stream, Tee};
 use husk::container::teardown::cgroup_name;
 use husk::container::{Containers, Record};
 use husk::process::{Cgroup, CgroupLayout};
@@ -74,6 +75,10 @@ pub fn run(
     let mut old_mask = SigSet::empty();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old_mask))?;
 
+    let log = match (&stdio, record.auto_remove) {
+        (VmStdio::Terminal { .. }, false) => Some(Arc::new(Mutex::new(LogWriter::open(&dir)?))),
+        _ => None,
+    };
     mark_starting(store, &record.id, record.restart_count)?;
     let result = (|| -> Result<i32, VmError> {
         husk::cost::begin(husk::cost::Phase::MonitorBuild); // cost ledger
@@ -101,12 +106,31 @@ pub fn run(
         let supervisor = std::process::id() as i32;
         let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
         let io = match stdio {
-            VmStdio::Terminal { interactive } => ProcessIo {
-                stdin: interactive
-                    .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),
-                stdout: Box::new(std::io::stdout()),
-                stderr: Box::new(std::io::stderr()),
-            },
+            VmStdio::Terminal { interactive } => {
+                let stdin = interactive
+                    .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>);
+                match log.as_ref() {
+                    // Logged like a detached container (`husk logs`), unless --rm removes it.
+                    Some(log) => ProcessIo {
+                        stdin,
+                        stdout: Box::new(Tee {
+                            out: std::io::stdout(),
+                            log: Arc::clone(log),
+                            stream: Stream::Stdout,
+                        }),
+                        stderr: Box::new(Tee {
+                            out: std::io::stderr(),
+                            log: Arc::clone(log),
+                            stream: Stream::Stderr,
+                        }),
+                    },
+                    None => ProcessIo {
+                        stdin,
+                        stdout: Box::new(std::io::stdout()),
+                        stderr: Box::new(std::io::stderr()),
+                    },
+                }
+            }
             VmStdio::Writers(io) => io,
         };
         let _raw = tty.then(husk::process::enter_raw_mode).flatten();

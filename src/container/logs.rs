@@ -94,6 +94,30 @@ impl LogWriter {
     }
 }
 
+/// Writes to the terminal and to the container's log at once: an attached container is
+/// logged like a detached one (`husk logs` works for both, as in Docker).
+pub struct Tee<W: Write> {
+    pub out: W,
+    pub log: std::sync::Arc<std::sync::Mutex<LogWriter>>,
+    pub stream: Stream,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(self.stream, buf);
+        self.out.write_all(buf)?;
+        self.out.flush()?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Serializes times with nanoseconds and a Z, exactly like Docker's json-file driver.
 struct EntryRef<'a>(&'a Entry);
 

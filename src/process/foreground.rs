@@ -60,6 +60,16 @@ pub fn run_foreground(
     cfg: &LaunchConfig,
     on_started: impl FnOnce(&Container),
 ) -> Result<i32, ProcessError> {
+    run_foreground_logged(cfg, on_started, |_| {})
+}
+
+/// [`run_foreground`], also handing everything the container's terminal prints to
+/// `on_output` (husk keeps it in the container's log, as Docker does for attached runs).
+pub fn run_foreground_logged(
+    cfg: &LaunchConfig,
+    on_started: impl FnOnce(&Container),
+    mut on_output: impl FnMut(&[u8]),
+) -> Result<i32, ProcessError> {
     let mut mask = SigSet::empty();
     for signal in FORWARDED {
         mask.add(signal);
@@ -147,7 +157,7 @@ pub fn run_foreground(
         }
         if master_ready {
             if let Some(m) = &master {
-                master_open = copy_once(m.as_fd(), stdout(), &mut buf);
+                master_open = copy_teed(m.as_fd(), &mut buf, &mut on_output);
             }
         }
         if stdin_ready {
@@ -157,7 +167,7 @@ pub fn run_foreground(
         }
         if exit_ready {
             if let Some(m) = &master {
-                drain(m, &mut buf);
+                drain(m, &mut buf, &mut on_output);
             }
             return wait_exited(container);
         }
@@ -177,6 +187,19 @@ fn pidfd(container: &Container) -> Result<OwnedFd, ProcessError> {
     }
     // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// From the pty master to our stdout, and to `on_output`; false once the container side closed.
+fn copy_teed(from: BorrowedFd, buf: &mut [u8], on_output: &mut impl FnMut(&[u8])) -> bool {
+    match nix::unistd::read(from.as_raw_fd(), buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            on_output(&buf[..n]);
+            write_all(stdout(), &buf[..n])
+        }
+        Err(nix::Error::EINTR) | Err(nix::Error::EAGAIN) => true,
+        Err(_) => false,
+    }
 }
 
 /// One read and a full write; false once the source reports EOF or an error (EIO on a pty
@@ -202,7 +225,7 @@ fn write_all(to: BorrowedFd, mut bytes: &[u8]) -> bool {
 }
 
 /// Output the container wrote right before exiting is still buffered in the pty.
-fn drain(master: &OwnedFd, buf: &mut [u8]) {
+fn drain(master: &OwnedFd, buf: &mut [u8], on_output: &mut impl FnMut(&[u8])) {
     let flags = nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
         .map(nix::fcntl::OFlag::from_bits_truncate)
         .unwrap_or(nix::fcntl::OFlag::empty());
@@ -214,6 +237,7 @@ fn drain(master: &OwnedFd, buf: &mut [u8]) {
         match nix::unistd::read(master.as_raw_fd(), buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                on_output(&buf[..n]);
                 if !write_all(stdout(), &buf[..n]) {
                     break;
                 }

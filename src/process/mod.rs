@@ -23,7 +23,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 pub use cgroup::{Cgroup, CgroupError, CgroupLayout, CgroupStats};
-pub use foreground::{enter_raw_mode, run_foreground, RawModeGuard, FORWARDED};
+pub use foreground::{
+    enter_raw_mode, run_foreground, run_foreground_logged, RawModeGuard, FORWARDED,
+};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
