@@ -584,7 +584,6 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
         };
         let result = process::run_foreground(&cfg, on_started);
         // Our write ends close so the pumps see EOF once the container's side is gone.
-        drop(cfg);
         drop((out_write, err_write));
         for pump in pumps {
             let _ = pump.join();
