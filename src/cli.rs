@@ -68,6 +68,8 @@ pub enum Command {
     Stop(commands::lifecycle::StopArgs),
     /// Kill one or more running containers.
     Kill(commands::lifecycle::KillArgs),
+    /// Restart one or more containers.
+    Restart(commands::lifecycle::StopArgs),
     /// Block until one or more containers stop, then print their exit codes.
     Wait(commands::lifecycle::WaitArgs),
     /// Manage containers.
@@ -117,6 +119,8 @@ pub enum ContainerCommand {
     Stop(commands::lifecycle::StopArgs),
     /// Kill one or more running containers.
     Kill(commands::lifecycle::KillArgs),
+    /// Restart one or more containers.
+    Restart(commands::lifecycle::StopArgs),
     /// Block until one or more containers stop, then print their exit codes.
     Wait(commands::lifecycle::WaitArgs),
     /// List containers.

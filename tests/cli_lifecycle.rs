@@ -150,6 +150,15 @@ fn detached_containers_log_stop_and_wait() {
     // start again keeps the same container and writable layer.
     husk.ok(&["start", "ticker"]);
     husk.wait_for("restart", || husk.status("ticker") == "running");
+    // restart: a graceful stop (the trap says bye again) and a new run of the same container.
+    let before = husk.ok(&["inspect", "-f", "{{.State.StartedAt}}", "ticker"]);
+    husk.ok(&["restart", "ticker"]);
+    husk.wait_for("running again", || husk.status("ticker") == "running");
+    assert_ne!(
+        husk.ok(&["inspect", "-f", "{{.State.StartedAt}}", "ticker"]),
+        before
+    );
+    assert_eq!(husk.logs("ticker").matches("bye").count(), 2);
     husk.ok(&["kill", "ticker"]);
     assert_eq!(husk.ok(&["wait", "ticker"]).trim(), "137");
 }
@@ -327,10 +336,21 @@ fn volumes_persist_are_filled_from_the_image_and_refuse_removal_in_use() {
         "--name",
         "user",
         "-v",
-        "site:/data",
+        "site:/data:ro",
         "busybox",
         "true",
     ]);
+    let mounts: serde_json::Value =
+        serde_json::from_str(&husk.ok(&["inspect", "-f", "{{json .Mounts}}", "user"])).unwrap();
+    assert_eq!(mounts[0]["Type"], "volume");
+    assert_eq!(mounts[0]["Name"], "site");
+    assert_eq!(mounts[0]["Destination"], "/data");
+    assert_eq!(mounts[0]["RW"], false);
+    assert_eq!(
+        husk.ok(&["inspect", "-f", "{{json .HostConfig.Binds}}", "user"])
+            .trim(),
+        "[\"site:/data:ro\"]"
+    );
     let out = husk.run(&["volume", "rm", "site"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("volume is in use"));

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use clap::Args;
+use husk::container::spec::MountKind;
 use husk::container::{Containers, Record, Status};
 use husk::image::Store;
 use serde_json::{json, Value};
@@ -25,6 +26,52 @@ fn time_or_zero(at: Option<chrono::DateTime<chrono::Utc>>) -> Value {
     json!(at
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()))
+}
+
+/// HostConfig.Binds as Docker has it: "source:destination[:ro]" for -v mounts.
+fn binds(record: &Record) -> Value {
+    let binds: Vec<String> = record
+        .options
+        .mounts
+        .iter()
+        .filter(|m| m.kind != MountKind::Tmpfs)
+        .map(|m| {
+            let suffix = if m.read_only { ":ro" } else { "" };
+            format!("{}:{}{suffix}", m.name, m.destination)
+        })
+        .collect();
+    if binds.is_empty() {
+        Value::Null
+    } else {
+        json!(binds)
+    }
+}
+
+/// Mounts as Docker lists them.
+fn mounts(record: &Record) -> Value {
+    json!(record
+        .options
+        .mounts
+        .iter()
+        .map(|m| {
+            let mut mount = json!({
+                "Type": match m.kind {
+                    MountKind::Bind => "bind",
+                    MountKind::Volume => "volume",
+                    MountKind::Tmpfs => "tmpfs",
+                },
+                "Source": m.source,
+                "Destination": m.destination,
+                "Mode": if m.read_only { "ro" } else { "" },
+                "RW": !m.read_only,
+            });
+            if m.kind == MountKind::Volume {
+                mount["Name"] = json!(m.name);
+                mount["Driver"] = json!("local");
+            }
+            mount
+        })
+        .collect::<Vec<_>>())
 }
 
 pub fn container_value(store: &Containers, record: &Record) -> Value {
@@ -72,7 +119,7 @@ pub fn container_value(store: &Containers, record: &Record) -> Value {
             "Memory": options.memory_bytes.unwrap_or(0),
             "NanoCpus": options.nano_cpus.unwrap_or(0),
             "PidsLimit": options.pids_limit,
-            "Binds": Value::Null,
+            "Binds": binds(record),
             "RestartPolicy": {
                 "Name": record.restart.name(),
                 "MaximumRetryCount": match record.restart {
@@ -90,7 +137,7 @@ pub fn container_value(store: &Containers, record: &Record) -> Value {
             "CapAdd": options.cap_add,
             "CapDrop": options.cap_drop,
         },
-        "Mounts": [],
+        "Mounts": mounts(record),
         "Cost": record.cost,
         "Config": {
             "Hostname": spec.as_ref().and_then(|s| s.hostname().clone()).unwrap_or_default(),

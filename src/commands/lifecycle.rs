@@ -237,6 +237,54 @@ pub fn stop(root: &Path, args: StopArgs) -> Result<i32> {
     Ok(i32::from(failed))
 }
 
+/// `restart`: stop (SIGTERM, then SIGKILL after the grace period) and start again, detached,
+/// with the same writable layer.
+pub fn restart(root: &Path, args: StopArgs) -> Result<i32> {
+    let store = Containers::open(root)?;
+    let mut failed = false;
+    for key in &args.containers {
+        let result = (|| -> Result<()> {
+            let record = store.find(key)?;
+            if record.effective_status() == Status::Running {
+                request_stop(&store, &record, Signal::SIGTERM)?;
+                let record =
+                    wait_until_stopped(&store, &record.id, Some(Duration::from_secs(args.time)))?;
+                if record.effective_status() == Status::Running {
+                    signal_container(&record, Signal::SIGKILL)?;
+                    wait_until_stopped(&store, &record.id, Some(Duration::from_secs(10)))?;
+                }
+                // The old supervisor records the exit and leaves; the new one must not race it.
+                wait_for_supervisor_exit(&store, &record.id);
+            }
+            let record = store.load(&record.id)?;
+            super::monitor::start_detached(root, &store, &record)
+        })();
+        match result {
+            Ok(()) => println!("{key}"),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+fn wait_for_supervisor_exit(store: &Containers, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let alive = store
+            .load(id)
+            .ok()
+            .and_then(|r| r.state.supervisor)
+            .is_some_and(|s| s.is_alive());
+        if !alive {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn kill_cmd(root: &Path, args: KillArgs) -> Result<i32> {
     let signal = parse_signal(&args.signal)?;
     let store = Containers::open(root)?;

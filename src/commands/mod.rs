@@ -65,6 +65,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             lifecycle::attach(root, args)
         }
         Command::Cp(args) | Command::Container(ContainerCommand::Cp(args)) => cp::cp(root, args),
+        Command::Restart(args) | Command::Container(ContainerCommand::Restart(args)) => {
+            lifecycle::restart(root, args)
+        }
         Command::Volume(command) => volume::run(root, command),
         Command::ContainerMonitor { id } => monitor::monitor(root, &id),
         Command::Images(command) => image::run(root, command),
