@@ -16,6 +16,7 @@ packages=(
   file iproute2 procps util-linux
   hyperfine jq            # benchmark scripts
   docker.io               # Docker itself: output formats compared, a benchmark peer
+  chromium                # renders husk compare's HTML report in a test
 )
 missing=()
 for p in "${packages[@]}"; do
