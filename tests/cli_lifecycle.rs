@@ -178,12 +178,16 @@ fn restart_policy_on_failure_retries_then_gives_up() {
         "-c",
         "echo attempt; exit 3",
     ]);
+    // One read of both fields: between two reads a restart could begin.
     husk.wait_for("the retries", || {
-        husk.status("flaky") == "exited"
-            && husk
-                .ok(&["inspect", "-f", "{{.RestartCount}}", "flaky"])
-                .trim()
-                == "2"
+        husk.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.RestartCount}}",
+            "flaky",
+        ])
+        .trim()
+            == "exited 2"
     });
     assert_eq!(husk.logs("flaky").matches("attempt").count(), 3);
     assert_eq!(
