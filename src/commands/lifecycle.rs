@@ -208,25 +208,25 @@ fn signal_container(record: &Record, signal: Signal) -> Result<()> {
         .with_context(|| format!("cannot signal container {}", record.id))
 }
 
-pub fn stop(root: &Path, args: StopArgs) -> Result<i32> {
-    let store = Containers::open(root)?;
+/// SIGTERM, then SIGKILL after `grace`, as `docker stop` does; returns once it stopped.
+fn stop_gracefully(store: &Containers, record: &Record, grace: Duration) -> Result<()> {
+    if record.effective_status() != Status::Running {
+        return Ok(()); // Docker: stopping a stopped container succeeds
+    }
+    request_stop(store, record, Signal::SIGTERM)?;
+    let record = wait_until_stopped(store, &record.id, Some(grace))?;
+    if record.effective_status() == Status::Running {
+        signal_container(&record, Signal::SIGKILL)?;
+        wait_until_stopped(store, &record.id, Some(Duration::from_secs(10)))?;
+    }
+    Ok(())
+}
+
+/// Run `action` on each named container, printing its name or Docker's error line.
+fn for_each(keys: &[String], mut action: impl FnMut(&str) -> Result<()>) -> i32 {
     let mut failed = false;
-    for key in &args.containers {
-        let result = (|| -> Result<()> {
-            let record = store.find(key)?;
-            if record.effective_status() != Status::Running {
-                return Ok(()); // Docker: stopping a stopped container succeeds
-            }
-            request_stop(&store, &record, Signal::SIGTERM)?;
-            let record =
-                wait_until_stopped(&store, &record.id, Some(Duration::from_secs(args.time)))?;
-            if record.effective_status() == Status::Running {
-                signal_container(&record, Signal::SIGKILL)?;
-                wait_until_stopped(&store, &record.id, Some(Duration::from_secs(10)))?;
-            }
-            Ok(())
-        })();
-        match result {
+    for key in keys {
+        match action(key) {
             Ok(()) => println!("{key}"),
             Err(err) => {
                 eprintln!("Error response from daemon: {err:#}");
@@ -234,40 +234,32 @@ pub fn stop(root: &Path, args: StopArgs) -> Result<i32> {
             }
         }
     }
-    Ok(i32::from(failed))
+    i32::from(failed)
+}
+
+pub fn stop(root: &Path, args: StopArgs) -> Result<i32> {
+    let store = Containers::open(root)?;
+    let grace = Duration::from_secs(args.time);
+    Ok(for_each(&args.containers, |key| {
+        stop_gracefully(&store, &store.find(key)?, grace)
+    }))
 }
 
 /// `restart`: stop (SIGTERM, then SIGKILL after the grace period) and start again, detached,
 /// with the same writable layer.
 pub fn restart(root: &Path, args: StopArgs) -> Result<i32> {
     let store = Containers::open(root)?;
-    let mut failed = false;
-    for key in &args.containers {
-        let result = (|| -> Result<()> {
-            let record = store.find(key)?;
-            if record.effective_status() == Status::Running {
-                request_stop(&store, &record, Signal::SIGTERM)?;
-                let record =
-                    wait_until_stopped(&store, &record.id, Some(Duration::from_secs(args.time)))?;
-                if record.effective_status() == Status::Running {
-                    signal_container(&record, Signal::SIGKILL)?;
-                    wait_until_stopped(&store, &record.id, Some(Duration::from_secs(10)))?;
-                }
-                // The old supervisor records the exit and leaves; the new one must not race it.
-                wait_for_supervisor_exit(&store, &record.id);
-            }
-            let record = store.load(&record.id)?;
-            super::monitor::start_detached(root, &store, &record)
-        })();
-        match result {
-            Ok(()) => println!("{key}"),
-            Err(err) => {
-                eprintln!("Error response from daemon: {err:#}");
-                failed = true;
-            }
+    let grace = Duration::from_secs(args.time);
+    Ok(for_each(&args.containers, |key| {
+        let record = store.find(key)?;
+        if record.effective_status() == Status::Running {
+            stop_gracefully(&store, &record, grace)?;
+            // The old supervisor records the exit and leaves; the new one must not race it.
+            wait_for_supervisor_exit(&store, &record.id);
         }
-    }
-    Ok(i32::from(failed))
+        let record = store.load(&record.id)?;
+        super::monitor::start_detached(root, &store, &record)
+    }))
 }
 
 fn wait_for_supervisor_exit(store: &Containers, id: &str) {
@@ -288,21 +280,9 @@ fn wait_for_supervisor_exit(store: &Containers, id: &str) {
 pub fn kill_cmd(root: &Path, args: KillArgs) -> Result<i32> {
     let signal = parse_signal(&args.signal)?;
     let store = Containers::open(root)?;
-    let mut failed = false;
-    for key in &args.containers {
-        match store
-            .find(key)
-            .map_err(anyhow::Error::from)
-            .and_then(|r| request_stop(&store, &r, signal))
-        {
-            Ok(()) => println!("{key}"),
-            Err(err) => {
-                eprintln!("Error response from daemon: {err:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(i32::from(failed))
+    Ok(for_each(&args.containers, |key| {
+        request_stop(&store, &store.find(key)?, signal)
+    }))
 }
 
 pub fn wait(root: &Path, args: WaitArgs) -> Result<i32> {
