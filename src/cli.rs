@@ -26,7 +26,7 @@ pub struct Cli {
     )]
     pub root: PathBuf,
 
-    /// Print debug logging to stderr.
+    /// Show the guest's serial console on the terminal (`husk vm boot`).
     #[arg(long, global = true)]
     pub debug: bool,
 
