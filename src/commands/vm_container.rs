@@ -103,8 +103,6 @@ pub fn run(
         ); // cost ledger
            // Best effort: accounting must not stop a container from running.
         let accounting = MonitorCgroup::enter(&record.id, guest.monitor_pid()).ok();
-        let supervisor = std::process::id() as i32;
-        let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
         let io = match stdio {
             VmStdio::Terminal { interactive } => {
                 let stdin = interactive
@@ -145,6 +143,10 @@ pub fn run(
             guest.agent(),
             Arc::clone(&done),
         );
+        // Published last: whoever sees the pid (`run -d` returns then) can reach the control
+        // socket for exec, kill and stop.
+        let supervisor = std::process::id() as i32;
+        let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
         let code = process.wait();
         husk::cost::sample_now(); // cost ledger: vCPU time before the VMM exits
         husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
