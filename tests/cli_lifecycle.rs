@@ -8,99 +8,19 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Husk {
-    root: tempfile::TempDir,
-}
+use common::cli::Husk;
 
-impl Husk {
-    fn new() -> Option<Self> {
-        if !common::is_root() {
-            common::note_skip(module_path!(), "process isolation needs root");
-            return None;
-        }
-        if common::host_busybox().is_none() {
-            common::note_skip(
-                module_path!(),
-                "busybox-static is not installed (scripts/setup.sh installs it)",
-            );
-            return None;
-        }
-        let husk = Self {
-            root: tempfile::tempdir().unwrap(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("rootfs");
-        common::make_busybox_rootfs(&rootfs).unwrap();
+/// Process isolation with a busybox image that also has /srv/www/index.html.
+fn ready() -> Option<Husk> {
+    common::cli::process_husk(module_path!(), |rootfs| {
         std::fs::create_dir_all(rootfs.join("srv/www")).unwrap();
         std::fs::write(rootfs.join("srv/www/index.html"), "from the image\n").unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        common::tar_dir(&rootfs, &tar);
-        husk.ok(&[
-            "import",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap(),
-            "busybox",
-        ]);
-        Some(husk)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
-        cmd.arg("--root").arg(self.root.path());
-        cmd.env("HUSK_ISOLATION", "process");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
-        eprintln!(
-            "husk {args:?} -> {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "husk {args:?} failed");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn status(&self, name: &str) -> String {
-        self.ok(&["inspect", "-f", "{{.State.Status}}", name])
-            .trim()
-            .to_string()
-    }
-
-    fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn logs(&self, name: &str) -> String {
-        self.ok(&["logs", name])
-    }
-}
-
-impl Drop for Husk {
-    fn drop(&mut self) {
-        if let Ok(out) = self.cmd().args(["ps", "-a", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = self.cmd().args(["rm", "-f", id]).output();
-            }
-        }
-    }
+    })
 }
 
 #[test]
 fn detached_containers_log_stop_and_wait() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     let id = husk.ok(&[
         "run",
         "-d",
@@ -165,7 +85,7 @@ fn detached_containers_log_stop_and_wait() {
 
 #[test]
 fn restart_policy_on_failure_retries_then_gives_up() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "run",
         "-d",
@@ -203,7 +123,7 @@ fn restart_policy_on_failure_retries_then_gives_up() {
 
 #[test]
 fn exec_inspect_top_stats_rename() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "run",
         "-d",
@@ -274,7 +194,7 @@ fn exec_inspect_top_stats_rename() {
 
 #[test]
 fn volumes_persist_are_filled_from_the_image_and_refuse_removal_in_use() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     // A named volume over an image path starts with the image's content.
     let out = husk.ok(&[
         "run",
@@ -371,7 +291,7 @@ fn volumes_persist_are_filled_from_the_image_and_refuse_removal_in_use() {
 
 #[test]
 fn killed_monitor_leaves_a_truthful_record_that_rm_f_cleans() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     let id = husk.ok(&["run", "-d", "--name", "orphan", "busybox", "sleep", "300"]);
     let id = id.trim().to_string();
     husk.wait_for("running", || husk.status("orphan") == "running");
@@ -407,7 +327,7 @@ fn killed_monitor_leaves_a_truthful_record_that_rm_f_cleans() {
 
 #[test]
 fn fifty_detached_containers_start_and_stop_cleanly() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     let children: Vec<_> = (0..50)
         .map(|i| {
             husk.cmd()
@@ -445,7 +365,7 @@ fn fifty_detached_containers_start_and_stop_cleanly() {
 /// and its exit is still recorded (the log leaves a reserve for the record).
 #[test]
 fn full_disk_while_logging_keeps_the_container_and_its_exit_status() {
-    let Some(_) = Husk::new() else { return };
+    let Some(_) = ready() else { return };
     let mount_dir = tempfile::tempdir().unwrap();
     let status = Command::new("mount")
         .args([
@@ -538,7 +458,7 @@ fn full_disk_while_logging_keeps_the_container_and_its_exit_status() {
 
 #[test]
 fn logs_follow_across_a_restart() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "run",
         "-d",
@@ -559,7 +479,7 @@ fn logs_follow_across_a_restart() {
 
 #[test]
 fn attach_sends_input_and_follows_output_until_exit() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "run",
         "-d",
@@ -588,7 +508,7 @@ fn attach_sends_input_and_follows_output_until_exit() {
 
 #[test]
 fn cp_copies_both_ways_running_or_stopped_without_following_container_symlinks() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "run",
         "-d",
@@ -631,7 +551,7 @@ fn cp_copies_both_ways_running_or_stopped_without_following_container_symlinks()
 
 #[test]
 fn memory_limit_oom_kill_is_recorded() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "run",
         "-d",

@@ -9,88 +9,36 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-struct Husk {
-    root: tempfile::TempDir,
-    kernel: PathBuf,
-    agent: PathBuf,
-}
+use common::cli::Husk;
 
-impl Husk {
-    fn new() -> Option<Self> {
-        let (kernel, agent) = match common::guest_assets() {
-            Ok(assets) => assets.clone(),
-            Err(why) => {
-                common::note_skip(module_path!(), &why);
-                return None;
-            }
-        };
-        let husk = Self {
-            root: tempfile::tempdir().unwrap(),
-            kernel,
-            agent,
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("rootfs");
-        common::make_busybox_rootfs(&rootfs).unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        common::tar_dir(&rootfs, &tar);
-        husk.ok(&[
-            "import",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap(),
-            "busybox",
-        ]);
-        Some(husk)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
-        cmd.arg("--root").arg(self.root.path());
-        cmd.env("HUSK_ISOLATION", "vm")
-            .env("HUSK_KERNEL", &self.kernel)
-            .env("HUSK_AGENT", &self.agent);
-        if !common::hardware_kvm() {
-            cmd.env("HUSK_VMM", "qemu");
+/// VM isolation with a busybox image: husk's own monitor on hardware KVM, QEMU elsewhere.
+fn ready() -> Option<Husk> {
+    let (kernel, agent) = match common::guest_assets() {
+        Ok(assets) => assets.clone(),
+        Err(why) => {
+            common::note_skip(module_path!(), &why);
+            return None;
         }
-        cmd
+    };
+    let mut env = vec![
+        ("HUSK_ISOLATION", "vm".into()),
+        ("HUSK_KERNEL", kernel.into_os_string()),
+        ("HUSK_AGENT", agent.into_os_string()),
+    ];
+    if !common::hardware_kvm() {
+        env.push(("HUSK_VMM", "qemu".into()));
     }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
-        eprintln!(
-            "husk {args:?} -> {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "husk {args:?} failed");
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Husk {
-    fn drop(&mut self) {
-        if let Ok(out) = self.cmd().args(["ps", "-a", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = self.cmd().args(["rm", "-f", id]).output();
-            }
-        }
-    }
+    let husk = Husk::new(env);
+    husk.import_busybox(|_| {});
+    Some(husk)
 }
 
 #[test]
 fn runs_commands_with_docker_exit_codes() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     let out = husk.run(&["run", "--rm", "busybox", "echo", "hello"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
@@ -114,7 +62,7 @@ fn runs_commands_with_docker_exit_codes() {
 
 #[test]
 fn stdin_terminal_and_stderr() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     let mut child = husk
         .cmd()
         .args([
@@ -154,7 +102,7 @@ fn stdin_terminal_and_stderr() {
 
 #[test]
 fn writable_disk_survives_a_restart_and_kill_gives_137() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "create",
         "--name",
@@ -190,7 +138,7 @@ fn writable_disk_survives_a_restart_and_kill_gives_137() {
 
 #[test]
 fn volumes_are_refused_with_one_line() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     let out = husk.run(&["run", "--rm", "-v", "/tmp:/data", "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -199,7 +147,7 @@ fn volumes_are_refused_with_one_line() {
 
 #[test]
 fn exec_runs_in_the_running_guest() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&["run", "-d", "--name", "guest", "busybox", "sleep", "600"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !husk
@@ -264,7 +212,7 @@ fn exec_runs_in_the_running_guest() {
 
 #[test]
 fn attach_feeds_a_detached_guest() {
-    let Some(husk) = Husk::new() else { return };
+    let Some(husk) = ready() else { return };
     husk.ok(&[
         "run",
         "-d",

@@ -5,97 +5,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Husk {
-    root: tempfile::TempDir,
-}
-
-impl Husk {
-    fn new() -> Self {
-        Self {
-            root: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
-        cmd.arg("--root").arg(self.root.path());
-        cmd.env("HUSK_ISOLATION", "process");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).stdin(Stdio::null()).output().unwrap();
-        eprintln!(
-            "husk {:?} -> {:?}\nstdout: {}\nstderr: {}",
-            args,
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn stdout(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "husk {args:?} failed");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// `husk import` a busybox rootfs as busybox:latest with CMD ["sh"].
-    fn import_busybox(&self) {
-        let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("rootfs");
-        common::make_busybox_rootfs(&rootfs).unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        common::tar_dir(&rootfs, &tar);
-        self.stdout(&[
-            "import",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap(),
-            "busybox:latest",
-        ]);
-    }
-
-    fn ids(&self, args: &[&str]) -> Vec<String> {
-        self.stdout(args).lines().map(str::to_string).collect()
-    }
-}
-
-impl Drop for Husk {
-    fn drop(&mut self) {
-        // Remove whatever a failed test left, so no mounts or cgroups outlive the suite.
-        let ids = self
-            .cmd()
-            .args(["ps", "-a", "-q"])
-            .output()
-            .map(|o| o.stdout);
-        if let Ok(ids) = ids {
-            for id in String::from_utf8_lossy(&ids).lines() {
-                let _ = self.cmd().args(["rm", "-f", id]).output();
-            }
-        }
-    }
-}
+use common::cli::Husk;
 
 fn ready() -> Option<Husk> {
-    if !common::is_root() {
-        common::note_skip(module_path!(), "process isolation needs root");
-        return None;
-    }
-    if common::host_busybox().is_none() {
-        common::note_skip(
-            module_path!(),
-            "busybox-static is not installed (scripts/setup.sh installs it)",
-        );
-        return None;
-    }
-    let husk = Husk::new();
-    husk.import_busybox();
-    Some(husk)
+    common::cli::process_husk(module_path!(), |_| {})
 }
 
 fn mounts_under(path: &Path) -> usize {
@@ -120,7 +36,7 @@ fn docker_walkthrough_with_process_isolation() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from busybox\n");
 
     // `ps` shows running containers only: none.
-    let ps = husk.stdout(&["ps"]);
+    let ps = husk.ok(&["ps"]);
     assert_eq!(ps.lines().count(), 1, "{ps}");
     assert!(ps.starts_with("CONTAINER ID   IMAGE"), "{ps}");
     for column in ["COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"] {
@@ -128,7 +44,7 @@ fn docker_walkthrough_with_process_isolation() {
     }
 
     // `ps -a` shows both, newest first, exited with code 0.
-    let ps = husk.stdout(&["ps", "-a"]);
+    let ps = husk.ok(&["ps", "-a"]);
     let rows: Vec<&str> = ps.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{ps}");
     // Docker quotes an arg with spaces, joins with spaces and cuts at 20 characters
@@ -143,22 +59,22 @@ fn docker_walkthrough_with_process_isolation() {
     assert_eq!(transcript.code, Some(3));
 
     // rm by ID prefix, then rm of all exited containers.
-    let ids = husk.ids(&["ps", "-a", "-q"]);
+    let ids = husk.lines(&["ps", "-a", "-q"]);
     assert_eq!(ids.len(), 3);
     assert!(ids.iter().all(|id| id.len() == 12));
-    husk.stdout(&["rm", &ids[0][..6]]);
-    let exited = husk.ids(&["ps", "-a", "-q", "-f", "status=exited"]);
+    husk.ok(&["rm", &ids[0][..6]]);
+    let exited = husk.lines(&["ps", "-a", "-q", "-f", "status=exited"]);
     assert_eq!(exited.len(), 2);
     let mut args = vec!["rm"];
     args.extend(exited.iter().map(String::as_str));
-    husk.stdout(&args);
-    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+    husk.ok(&args);
+    assert!(husk.lines(&["ps", "-a", "-q"]).is_empty());
     assert_eq!(mounts_under(husk.root.path()), 0);
 
     // rmi busybox: untagged and deleted.
-    let out = husk.stdout(&["rmi", "busybox"]);
+    let out = husk.ok(&["rmi", "busybox"]);
     assert!(out.contains("Untagged: busybox:latest"), "{out}");
-    assert!(husk.stdout(&["images", "-q"]).trim().is_empty());
+    assert!(husk.ok(&["images", "-q"]).trim().is_empty());
 }
 
 struct Transcript {
@@ -221,15 +137,15 @@ fn exit_codes_follow_docker() {
     );
     assert_eq!(code(&["run", "--rm", "busybox", "/etc/passwd"]), Some(126));
     // Killed by a signal from outside: 128+9. (From inside, pid 1 ignores SIGKILL, as in Docker.)
-    let id = husk.stdout(&["run", "-d", "busybox", "sleep", "60"]);
+    let id = husk.ok(&["run", "-d", "busybox", "sleep", "60"]);
     let id = id.trim();
     assert_eq!(id.len(), 64);
-    husk.stdout(&["kill", id]);
-    assert_eq!(husk.stdout(&["wait", id]).trim(), "137");
-    husk.stdout(&["rm", id]);
+    husk.ok(&["kill", id]);
+    assert_eq!(husk.ok(&["wait", id]).trim(), "137");
+    husk.ok(&["rm", id]);
     assert_eq!(code(&["run", "--rm", "no-such-image"]), Some(125));
     assert!(
-        husk.ids(&["ps", "-a", "-q"]).is_empty(),
+        husk.lines(&["ps", "-a", "-q"]).is_empty(),
         "--rm left records"
     );
 }
@@ -271,11 +187,11 @@ fn bad_input_gets_one_clear_line_and_leaves_nothing() {
     }
     // Failed runs leave created records as Docker does, but no mounts or cgroups.
     assert_eq!(mounts_under(husk.root.path()), 0);
-    husk.stdout(&["container", "prune", "-f"]);
-    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+    husk.ok(&["container", "prune", "-f"]);
+    assert!(husk.lines(&["ps", "-a", "-q"]).is_empty());
 
     // A name in use.
-    husk.stdout(&["create", "--name", "taken", "busybox", "true"]);
+    husk.ok(&["create", "--name", "taken", "busybox", "true"]);
     let out = husk.run(&["run", "--name", "taken", "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use"));
@@ -292,7 +208,7 @@ fn rm_of_a_running_container_needs_force() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while husk.ids(&["ps", "-q", "-f", "name=sleeper"]).is_empty() {
+    while husk.lines(&["ps", "-q", "-f", "name=sleeper"]).is_empty() {
         assert!(
             Instant::now() < deadline,
             "container never showed as running"
@@ -302,10 +218,10 @@ fn rm_of_a_running_container_needs_force() {
     let out = husk.run(&["rm", "sleeper"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot remove a running container"));
-    husk.stdout(&["rm", "-f", "sleeper"]);
+    husk.ok(&["rm", "-f", "sleeper"]);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
-    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+    assert!(husk.lines(&["ps", "-a", "-q"]).is_empty());
     assert_eq!(mounts_under(husk.root.path()), 0);
 }
 
@@ -320,7 +236,7 @@ fn killed_supervisor_leaves_a_truthful_removable_record() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while husk.ids(&["ps", "-q", "-f", "name=orphan"]).is_empty() {
+    while husk.lines(&["ps", "-q", "-f", "name=orphan"]).is_empty() {
         assert!(
             Instant::now() < deadline,
             "container never showed as running"
@@ -329,13 +245,13 @@ fn killed_supervisor_leaves_a_truthful_removable_record() {
     }
     child.kill().unwrap(); // SIGKILL to husk itself, mid-run
     child.wait().unwrap();
-    let ps = husk.stdout(&["ps", "-a", "-f", "name=orphan"]);
+    let ps = husk.ok(&["ps", "-a", "-f", "name=orphan"]);
     assert!(ps.contains("Dead"), "{ps}");
     let id = husk
-        .ids(&["ps", "-a", "-q", "--no-trunc", "-f", "name=orphan"])
+        .lines(&["ps", "-a", "-q", "--no-trunc", "-f", "name=orphan"])
         .remove(0);
-    husk.stdout(&["rm", "orphan"]);
-    assert!(husk.ids(&["ps", "-a", "-q"]).is_empty());
+    husk.ok(&["rm", "orphan"]);
+    assert!(husk.lines(&["ps", "-a", "-q"]).is_empty());
     assert_eq!(mounts_under(husk.root.path()), 0);
     let leftover: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .unwrap()

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+pub mod cli;
+
 /// Skip the current test with a reason, never passing silently: printed to stderr (seen with
 /// --nocapture or when a test fails) and appended to target/tmp/skips.log, which
 /// scripts/test.sh prints after the suite, since cargo hides a passing test's output.
