@@ -21,6 +21,14 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
+# T3 on husk's own monitor: the VM tests again, inside an L1 Linux with emulated SVM.
+if [ "${HUSK_SKIP_NESTED:-}" = 1 ]; then
+  echo "SKIP nested tier (T3 on husk's monitor): HUSK_SKIP_NESTED=1" >> target/tmp/skips.log
+else
+  echo; echo "== nested tier: the VM tests on husk's own monitor in an L1 with emulated SVM"
+  ./scripts/test-nested.sh 2>&1 | tee -a "$log" || status=1
+fi
+
 echo
 echo "== skipped (with the reason):"
 if [ -s target/tmp/skips.log ]; then sort -u target/tmp/skips.log; else echo "nothing"; fi

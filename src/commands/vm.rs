@@ -118,6 +118,7 @@ fn vm_boot(args: VmBootArgs, debug: bool) -> Result<i32> {
         exit.reason,
         exit.runtime.as_secs_f64()
     );
+    eprintln!("husk: {}", exit.exits.summary());
     Ok(exit.status())
 }
 
@@ -131,6 +132,9 @@ pub fn info(_args: InfoArgs) -> Result<i32> {
         ),
     }
     let kind = match host.kind {
+        KvmKind::Hardware if host.nested => {
+            "hardware (VMX/SVM; nested: this host is itself a guest, which counts as hardware)"
+        }
         KvmKind::Hardware => "hardware (VMX/SVM)",
         KvmKind::Pvm => "PVM (software virtualization: kvm_pvm, no VMX/SVM)",
         KvmKind::Unknown => "unknown (/dev/kvm works, but neither VMX/SVM nor kvm_pvm found)",

@@ -418,6 +418,7 @@ mod tests {
             machinery_peak_pss_kib: 3000,
             guest_memory_kib: 0,
             guest_resident_kib: 0,
+            vm_exits: None,
         }
     }
 

@@ -115,6 +115,40 @@ pub struct Ledger {
     pub guest_memory_kib: u64,
     /// Peak guest RAM actually resident on the host.
     pub guest_resident_kib: u64,
+    /// VM exits of the run (husk's monitor only): KVM's counters and those that reached the
+    /// monitor, by reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_exits: Option<VmExits>,
+}
+
+/// A run's VM exits, as the cost ledger keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmExits {
+    /// Every exit, as KVM counted it (None where the kernel has no binary statistics).
+    pub total: Option<u64>,
+    /// KVM's `*_exits` counters, summed over the vCPUs.
+    pub kvm: std::collections::BTreeMap<String, u64>,
+    /// The exits that reached the monitor, by reason and device.
+    pub monitor: std::collections::BTreeMap<String, u64>,
+}
+
+impl From<&crate::vmm::exits::ExitReport> for VmExits {
+    fn from(report: &crate::vmm::exits::ExitReport) -> Self {
+        VmExits {
+            total: report.kvm_total(),
+            kvm: report
+                .kvm
+                .iter()
+                .filter(|(k, _)| k != "exits")
+                .cloned()
+                .collect(),
+            monitor: report
+                .monitor
+                .iter()
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
+        }
+    }
 }
 
 impl Ledger {
@@ -152,6 +186,18 @@ impl Ledger {
                 ", guest memory {} KiB ({} KiB resident)",
                 self.guest_memory_kib, self.guest_resident_kib
             ));
+        }
+        if let Some(exits) = &self.vm_exits {
+            let total = exits
+                .total
+                .map_or_else(|| "?".to_string(), |n| n.to_string());
+            let to_monitor: u64 = exits.monitor.values().sum();
+            out.push_str(&format!(
+                "\n  vm exits {total}, {to_monitor} of them to the monitor"
+            ));
+            for (what, n) in &exits.monitor {
+                out.push_str(&format!(", {what} {n}"));
+            }
         }
         out
     }
@@ -270,6 +316,7 @@ struct Recorder {
     isolation: String,
     vmm: Option<String>,
     guest_kib: u64,
+    vm_exits: Option<VmExits>,
     /// Other processes of the machinery (the QEMU process).
     watched: Arc<Mutex<Vec<i32>>>,
     guest_kib_shared: Arc<Mutex<u64>>,
@@ -338,6 +385,7 @@ pub fn start(isolation: &str, first: Phase) {
         isolation: isolation.to_string(),
         vmm: None,
         guest_kib: 0,
+        vm_exits: None,
         watched,
         guest_kib_shared,
         samples,
@@ -400,6 +448,11 @@ pub fn note_vm(vmm: &str, guest_mib: u32, monitor_pid: i32) {
     });
 }
 
+/// The VM's exits, once its monitor has stopped.
+pub fn note_vm_exits(report: &crate::vmm::exits::ExitReport) {
+    with_recorder(|r| r.vm_exits = Some(VmExits::from(report)));
+}
+
 /// Take one memory/vCPU sample now (call before the monitor process exits).
 pub fn sample_now() {
     with_recorder(|r| {
@@ -460,6 +513,7 @@ pub fn finish() -> Option<Ledger> {
         machinery_peak_pss_kib: pss,
         guest_memory_kib: recorder.guest_kib,
         guest_resident_kib: guest_rss,
+        vm_exits: recorder.vm_exits.take(),
     })
 }
 

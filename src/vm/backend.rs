@@ -294,7 +294,9 @@ impl Guest {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 if handle.is_finished() {
-                    let _ = handle.join();
+                    if let Ok(Ok(exit)) = handle.join() {
+                        crate::cost::note_vm_exits(&exit.exits);
+                    }
                 }
                 // A monitor that did not stop is abandoned with its thread; the process exits soon.
             }

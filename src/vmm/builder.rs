@@ -26,6 +26,7 @@ use super::devices::virtio_console::Console;
 use super::devices::virtio_mmio::{reg, MmioTransport};
 use super::devices::{Interrupt, VirtioDevice};
 use super::event_loop::{EventLoop, SerialInput, VirtioSlot};
+use super::exits::{self, ExitCounters, ExitReport};
 use super::host::{probe_host, KvmKind};
 use super::host_signals::SignalGuard;
 use super::layout::{
@@ -251,11 +252,17 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
     let seccomp = seccomp_action_from_env()?;
+    let exit_counters = Arc::new(ExitCounters::new((
+        VIRTIO_MMIO_START,
+        VIRTIO_MMIO_START + VIRTIO_MMIO_STRIDE * mmio_windows.len() as u64,
+    )));
+    let mut vcpu_stats = Vec::new();
     let mut vcpus = Vec::new();
     for id in 0..cfg.vcpus {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        vcpu_stats.extend(exits::open_vcpu_stats(&fd));
         cpu::setup_cpuid(&fd, &supported, id, cfg.vcpus)?;
         cpu::setup_msrs(&fd)?;
         cpu::setup_regs(&fd, kernel.entry)?;
@@ -276,6 +283,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
             mmio: mmio.clone(),
             stop: stop.clone(),
             seccomp: seccomp.clone(),
+            exits: exit_counters.clone(),
         });
     }
 
@@ -333,6 +341,10 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     }
     // Runtime ends at the stop; KVM's VM teardown (closing the fds) comes after.
     let runtime = started.elapsed();
+    let exits = ExitReport {
+        monitor: exit_counters.snapshot(),
+        kvm: exits::sum_by_name(vcpu_stats.iter().map(exits::read_exit_stats).collect()),
+    };
     drop(vm);
     drop(mem);
     let first_exit = stop.first_exit().map(|t| t.duration_since(started));
@@ -340,6 +352,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         reason,
         runtime,
         first_exit,
+        exits,
     })
 }
 

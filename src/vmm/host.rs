@@ -20,6 +20,9 @@ pub enum KvmKind {
 #[derive(Debug, Clone)]
 pub struct HostVirt {
     pub kind: KvmKind,
+    /// The CPU flags say this host is itself a guest ("hypervisor"): with VMX/SVM that is
+    /// nested virtualization, which counts as hardware for husk.
+    pub nested: bool,
     /// KVM_GET_API_VERSION, when /dev/kvm could be opened.
     pub kvm_api_version: Option<i32>,
     /// Why /dev/kvm is unusable, when it is.
@@ -30,7 +33,8 @@ pub struct HostVirt {
 
 /// The one line said to users on PVM hosts.
 pub const PVM_NOTICE: &str = "this host's KVM is PVM (software virtualization): a stock guest \
-kernel cannot boot here; pass a PVM-capable kernel with --kernel or HUSK_KERNEL";
+kernel cannot boot here; set HUSK_KERNEL to a PVM-capable kernel, or HUSK_VMM=qemu to run the \
+same guest under QEMU";
 
 impl HostVirt {
     /// Whether `husk` can run VM-isolated containers with the kernel it would use.
@@ -64,15 +68,19 @@ pub fn classify(cpuinfo: &str, pvm_module_loaded: bool, kvm_usable: bool) -> Kvm
     if !kvm_usable {
         return KvmKind::None;
     }
-    let hw = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let hw = has_cpu_flag(cpuinfo, "vmx") || has_cpu_flag(cpuinfo, "svm");
     match (hw, pvm_module_loaded) {
         (true, _) => KvmKind::Hardware,
         (false, true) => KvmKind::Pvm,
         (false, false) => KvmKind::Unknown,
     }
+}
+
+fn has_cpu_flag(cpuinfo: &str, flag: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == flag))
 }
 
 fn pvm_module_loaded() -> bool {
@@ -120,6 +128,7 @@ pub fn probe_host() -> HostVirt {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     HostVirt {
         kind: classify(&cpuinfo, pvm_module_loaded(), api.is_some()),
+        nested: has_cpu_flag(&cpuinfo, "hypervisor"),
         kvm_api_version: api,
         kvm_error: err,
         guest_kernel: default_guest_kernel(),
@@ -140,6 +149,10 @@ mod tests {
         assert_eq!(classify(hw, true, false), KvmKind::None);
         // "vmx" must be a whole flag, not a substring of another one.
         assert_eq!(classify("flags : avx512vmxfoo\n", true, true), KvmKind::Pvm);
+        // A guest whose hypervisor passes SVM through (nested) is hardware too.
+        let nested = "flags\t\t: fpu svm hypervisor\n";
+        assert_eq!(classify(nested, false, true), KvmKind::Hardware);
+        assert!(has_cpu_flag(nested, "hypervisor") && !has_cpu_flag(hw, "hypervisor"));
     }
 
     #[test]
@@ -163,6 +176,7 @@ mod tests {
     fn pvm_blocker_is_the_one_line_notice() {
         let h = HostVirt {
             kind: KvmKind::Pvm,
+            nested: true,
             kvm_api_version: Some(12),
             kvm_error: None,
             guest_kernel: Some("/k".into()),

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cpu;
 pub mod devices;
 pub mod event_loop;
+pub mod exits;
 pub mod host;
 pub mod host_signals;
 pub mod layout;
@@ -108,6 +109,8 @@ pub struct VmExit {
     /// From `run_vm` entry to the first exit out of guest mode (for a guest whose first
     /// instructions do port I/O: monitor start to first guest instruction).
     pub first_exit: Option<Duration>,
+    /// The exits of the whole run, by reason.
+    pub exits: exits::ExitReport,
 }
 
 impl VmExit {

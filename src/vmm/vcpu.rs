@@ -10,6 +10,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::{lock, Bus};
 use super::devices::i8042::I8042_PIO_BASE;
+use super::exits::{ExitClass, ExitCounters};
 use super::seccomp::{self, ThreadRole};
 use super::ExitReason;
 
@@ -112,6 +113,7 @@ pub struct Vcpu {
     pub mmio: Bus,
     pub stop: Arc<StopState>,
     pub seccomp: Option<SeccompAction>,
+    pub exits: Arc<ExitCounters>,
 }
 
 impl Vcpu {
@@ -146,13 +148,16 @@ impl Vcpu {
                 exit
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.exits.count(ExitClass::Interrupted);
                 self.fd.set_kvm_immediate_exit(0);
                 return None;
             }
             Err(e) => return Some(ExitReason::Fault(format!("vCPU {}: KVM_RUN: {e}", self.id))),
         };
+        let exits = &self.exits;
         match exit {
             VcpuExit::IoOut(port, data) => {
+                exits.count(ExitClass::of_port(port));
                 self.pio.write(u64::from(port), data);
                 if port == I8042_COMMAND_PORT && data == [I8042_CMD_RESET_CPU] {
                     return Some(ExitReason::Reset);
@@ -160,6 +165,7 @@ impl Vcpu {
                 None
             }
             VcpuExit::IoIn(port, data) => {
+                exits.count(ExitClass::of_port(port));
                 // Unmapped ports float high, as on real hardware (probes then see "absent").
                 if !self.pio.read(u64::from(port), data) {
                     data.fill(0xff);
@@ -167,16 +173,21 @@ impl Vcpu {
                 None
             }
             VcpuExit::MmioRead(addr, data) => {
+                exits.count_mmio(addr);
                 if !self.mmio.read(addr, data) {
                     data.fill(0);
                 }
                 None
             }
             VcpuExit::MmioWrite(addr, data) => {
+                exits.count_mmio(addr);
                 self.mmio.write(addr, data);
                 None
             }
-            VcpuExit::Hlt => Some(ExitReason::Halt),
+            VcpuExit::Hlt => {
+                exits.count(ExitClass::Hlt);
+                Some(ExitReason::Halt)
+            }
             VcpuExit::Shutdown => Some(ExitReason::Shutdown),
             VcpuExit::SystemEvent(kind, _) => match kind {
                 KVM_SYSTEM_EVENT_RESET => Some(ExitReason::Reset),
@@ -203,7 +214,10 @@ impl Vcpu {
                     self.id
                 )))
             }
-            VcpuExit::Intr => None,
+            VcpuExit::Intr => {
+                exits.count(ExitClass::Interrupted);
+                None
+            }
             other => Some(ExitReason::Fault(format!(
                 "vCPU {}: unhandled exit {other:?}",
                 self.id

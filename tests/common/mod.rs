@@ -19,11 +19,14 @@ macro_rules! skip {
     }};
 }
 
-/// Record why (part of) a test did not run: see [`skip!`].
+/// Record why (part of) a test did not run: see [`skip!`]. `HUSK_SKIP_LOG` names another log
+/// (the nested tier's, whose target directory is read-only).
 pub fn note_skip(test: &str, reason: &str) {
     use std::io::Write;
     eprintln!("SKIP {test}: {reason}");
-    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skips.log");
+    let log = std::env::var_os("HUSK_SKIP_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("skips.log"));
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -97,8 +100,9 @@ pub fn tar_dir(dir: &Path, out: &Path) {
     assert!(status.success(), "tar of {} failed", dir.display());
 }
 
-/// The guest kernel and static agent for VM isolation (built on first use by the project's
-/// scripts, cached after), or why VM tests cannot run here.
+/// The guest kernel and static agent for VM isolation (`HUSK_KERNEL` and `HUSK_AGENT` when
+/// both are set, as in the nested tier; else built on first use by the project's scripts,
+/// cached after), or why VM tests cannot run here.
 pub fn guest_assets() -> Result<&'static (PathBuf, PathBuf), String> {
     static ASSETS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
     ASSETS
@@ -115,6 +119,12 @@ pub fn guest_assets() -> Result<&'static (PathBuf, PathBuf), String> {
             }
             if host_busybox().is_none() {
                 return Err("busybox-static is not installed".into());
+            }
+            if let (Some(kernel), Some(agent)) = (
+                std::env::var_os("HUSK_KERNEL"),
+                std::env::var_os("HUSK_AGENT"),
+            ) {
+                return Ok((kernel.into(), agent.into()));
             }
             let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
             let built = |script: &str| -> Result<PathBuf, String> {
@@ -134,6 +144,16 @@ pub fn guest_assets() -> Result<&'static (PathBuf, PathBuf), String> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The monitor VM tests use: `HUSK_VMM` when set (the nested tier sets `husk`), else husk's
+/// own on hardware KVM and QEMU elsewhere (PVM hosts, where a stock guest cannot boot).
+pub fn vm_monitor() -> String {
+    match std::env::var("HUSK_VMM") {
+        Ok(vmm) if !vmm.is_empty() => vmm,
+        _ if hardware_kvm() => "husk".into(),
+        _ => "qemu".into(),
+    }
 }
 
 /// VMX or SVM: husk's own monitor can boot a stock guest kernel here.

@@ -4,7 +4,7 @@
 use std::process::{Command, Output, Stdio};
 
 use crate::common;
-pub use crate::common::{guest_assets, hardware_kvm};
+pub use crate::common::guest_assets;
 
 pub struct Husk {
     pub root: tempfile::TempDir,
@@ -44,10 +44,8 @@ impl Husk {
         self.env = vec![
             ("HUSK_KERNEL".into(), kernel.display().to_string()),
             ("HUSK_AGENT".into(), agent.display().to_string()),
+            ("HUSK_VMM".into(), common::vm_monitor()),
         ];
-        if !hardware_kvm() {
-            self.env.push(("HUSK_VMM".into(), "qemu".into()));
-        }
         Ok(self)
     }
 

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The nested tier's machine: boots an L1 Linux (Debian's stock linux-image-6.1.0-*-amd64) under
+# QEMU TCG with `-cpu max`, whose emulated AMD SVM with nested paging gives L1 a hardware-style
+# /dev/kvm (kvm_amd), runs one command inside it and exits with that command's status.
+#
+#   scripts/nested.sh [--rw DIR]... [--mem MiB] [--timeout SECONDS] [--] COMMAND [ARG...]
+#
+# Inside L1 the host's root is mounted read-only over 9p (so the host's build, kernel cache and
+# tools are all there), with tmpfs on /tmp, /run, /var/lib and /var/tmp, cgroup2 on
+# /sys/fs/cgroup (pure v2, unlike this hybrid host), devtmpfs and devpts. COMMAND runs as root
+# in the caller's working directory with the caller's PATH; its stdout and stderr come back as
+# this script's output. Each --rw DIR (an absolute host path) is shared writable at the same
+# path. The L1 kernel and its initramfs are cached per kernel package under
+# $HUSK_L1_CACHE_DIR (default /var/cache/husk/l1).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache_root=${HUSK_L1_CACHE_DIR:-/var/cache/husk/l1}
+mem_mib=3072
+timeout_s=2400
+rw_dirs=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rw) rw_dirs+=("$(cd "$2" && pwd)"); shift 2 ;;
+    --mem) mem_mib=$2; shift 2 ;;
+    --timeout) timeout_s=$2; shift 2 ;;
+    --) shift; break ;;
+    -*) echo "nested: unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+if [ $# -eq 0 ]; then
+  echo "usage: scripts/nested.sh [--rw DIR]... [--mem MiB] [--timeout SECONDS] [--] COMMAND [ARG...]" >&2
+  exit 2
+fi
+command -v qemu-system-x86_64 >/dev/null || { echo "nested: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)" >&2; exit 1; }
+busybox=/bin/busybox
+file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || { echo "nested: $busybox is not static (apt-get install busybox-static)" >&2; exit 1; }
+
+# The modules L1 needs, each after what it depends on (read from the module's own .modinfo).
+wanted=(virtio_pci 9pnet_virtio 9p overlay kvm-amd)
+
+# --- the L1 kernel: Debian's current linux-image-6.1.0-*-amd64, extracted, not installed ---
+pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ { print $2; exit }')
+if [ -z "$pkg" ]; then
+  apt-get update -qq
+  pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-6/ { print $2; exit }')
+fi
+[ -n "$pkg" ] || { echo "nested: apt knows no linux-image-6.*-amd64 package" >&2; exit 1; }
+version=$(apt-cache policy "$pkg" | awk '/Candidate:/ { print $2 }')
+key=$( { echo "$pkg $version ${wanted[*]}"; sed -n '/^# --- initramfs init ---$/,/^# --- end init ---$/p' "$0"; } | sha256sum | cut -c1-12)
+cache="$cache_root/$pkg-$key"
+if [ ! -f "$cache/initramfs.cpio.gz" ]; then
+  mkdir -p "$cache_root"
+  exec 8>"$cache_root/.lock"
+  flock 8
+fi
+if [ ! -f "$cache/initramfs.cpio.gz" ]; then
+  echo "nested: preparing the L1 kernel $pkg $version (cached in $cache)" >&2
+  work=$(mktemp -d "$cache_root/.build.XXXXXX")
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && apt-get download -q "$pkg=$version" >/dev/null 2>&1 || apt-get download "$pkg=$version")
+  dpkg-deb -x "$work"/"$pkg"_*.deb "$work/pkg"
+  kver=${pkg#linux-image-}
+  moddir="$work/pkg/lib/modules/$kver/kernel"
+  ordered=()
+  add_module() {
+    local name=$1 file dep
+    for done_name in "${ordered[@]:-}"; do [ "$done_name" = "$name" ] && return 0; done
+    file=$(find "$moddir" \( -name "$name.ko" -o -name "${name//_/-}.ko" -o -name "${name//-/_}.ko" \) | head -n1)
+    [ -n "$file" ] || { echo "nested: module $name not found in $pkg" >&2; exit 1; }
+    for dep in $(grep -a -o 'depends=[^[:cntrl:]]*' "$file" | head -n1 | cut -d= -f2 | tr ',' ' '); do
+      add_module "$dep"
+    done
+    ordered+=("$name")
+    cp "$file" "$work/root/lib/modules/$name.ko"
+  }
+  mkdir -p "$work/root/lib/modules" "$work/root/bin" "$work/root/dev" "$work/root/proc" \
+    "$work/root/sys" "$work/root/host" "$work/root/job"
+  for m in "${wanted[@]}"; do add_module "$m"; done
+  printf '%s\n' "${ordered[@]}" > "$work/root/lib/modules/order"
+  cp "$busybox" "$work/root/bin/busybox"
+  sed -n '/^# --- initramfs init ---$/,/^# --- end init ---$/p' "$0" | sed '1d;$d' > "$work/root/init"
+  chmod 755 "$work/root/init"
+  (cd "$work/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.cpio.gz"
+  stage="$cache.stage"
+  rm -rf "$stage" && mkdir -p "$stage"
+  cp "$work/pkg/boot/vmlinuz-$kver" "$stage/vmlinuz"
+  cp "$work/initramfs.cpio.gz" "$stage/"
+  echo "$pkg $version" > "$stage/version"
+  rm -rf "$cache" && mv "$stage" "$cache"
+  rm -rf "$work"
+  trap - EXIT
+fi
+
+# --- the job: what L1 runs, and where its output and status come back ---
+job=$(mktemp -d /tmp/husk-nested.XXXXXX)
+qemu_pid=
+cleanup() {
+  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+  rm -rf "$job"
+}
+trap cleanup EXIT
+{
+  echo "cd $(printf %q "$PWD") || exit 125"
+  echo "export PATH=$(printf %q "$PATH") HOME=/root TERM=dumb"
+  for v in $(compgen -e); do
+    case "$v" in HUSK_*|CARGO_TERM_COLOR|RUST_BACKTRACE|CI) echo "export $v=$(printf %q "${!v}")" ;; esac
+  done
+  printf 'exec'; printf ' %q' "$@"; echo
+} > "$job/job.sh"
+: > "$job/output"
+virtfs=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
+        -virtfs "local,path=$job,mount_tag=job,security_model=none,multidevs=remap")
+i=0
+for d in "${rw_dirs[@]:-}"; do
+  [ -n "$d" ] || continue
+  virtfs+=(-virtfs "local,path=$d,mount_tag=rw$i,security_model=none,multidevs=remap")
+  echo "rw$i $d" >> "$job/mounts"
+  i=$((i + 1))
+done
+
+qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem_mib" \
+  -nodefaults -no-user-config -display none -no-reboot \
+  -serial "file:$job/serial.log" \
+  -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" \
+  -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off" \
+  "${virtfs[@]}" &
+qemu_pid=$!
+tail -n +1 -f --pid="$qemu_pid" "$job/output" &
+tail_pid=$!
+# A hung L1 must not hold CI: stop it after --timeout seconds.
+( sleep "$timeout_s"; kill "$qemu_pid" 2>/dev/null && echo "nested: L1 timed out after ${timeout_s}s" >&2 ) &
+watchdog=$!
+wait "$qemu_pid" || true
+qemu_pid=
+kill "$watchdog" 2>/dev/null || true
+wait "$tail_pid" 2>/dev/null || true
+if [ ! -s "$job/status" ]; then
+  echo "nested: L1 gave no exit status; its serial console said:" >&2
+  tail -n 40 "$job/serial.log" >&2 || true
+  exit 125
+fi
+exit "$(cat "$job/status")"
+
+# --- initramfs init ---
+#!/bin/busybox sh
+# PID 1 of L1: load the modules, mount the host's root read-only with scratch space on top,
+# run the job chrooted into it, leave its status and power off.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /lib/modules/order); do
+  insmod "/lib/modules/$m.ko" || echo "L1: insmod $m failed" > /dev/console
+done
+opts=trans=virtio,version=9p2000.L,msize=512000
+mount -t 9p -o "$opts" job /job
+mount -t 9p -o "ro,$opts,cache=loose" hostroot /host || { echo "L1: no host root" > /dev/console; poweroff -f; }
+for d in tmp run var/lib var/tmp; do mount -t tmpfs -o mode=1777 tmpfs "/host/$d"; done
+chmod 755 /host/run /host/var/lib
+mount -t proc proc /host/proc
+mount -t sysfs sysfs /host/sys
+mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
+mount -t devtmpfs devtmpfs /host/dev
+mkdir -p /host/dev/pts /host/dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /host/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
+if [ -f /job/mounts ]; then
+  while read -r tag path; do mount -t 9p -o "$opts" "$tag" "/host$path"; done < /job/mounts
+fi
+mkdir -p /host/tmp/nested-job
+mount --bind /job /host/tmp/nested-job
+ip link set lo up 2>/dev/null
+hostname husk-l1
+chroot /host /bin/sh /tmp/nested-job/job.sh > /job/output 2>&1 < /dev/null
+echo $? > /job/status
+sync
+poweroff -f
+# --- end init ---
