@@ -97,7 +97,7 @@ fi
 job=$(mktemp -d /tmp/husk-nested.XXXXXX)
 qemu_pid=
 cleanup() {
-  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+  if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
   rm -rf "$job"
 }
 trap cleanup EXIT
@@ -120,22 +120,21 @@ for d in "${rw_dirs[@]:-}"; do
   i=$((i + 1))
 done
 
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem_mib" \
+# A hung L1 must not hold CI: `timeout` stops it after --timeout seconds.
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem_mib" \
   -nodefaults -no-user-config -display none -no-reboot \
   -serial "file:$job/serial.log" \
   -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off" \
-  "${virtfs[@]}" &
+  "${virtfs[@]}" </dev/null &
 qemu_pid=$!
 tail -n +1 -f --pid="$qemu_pid" "$job/output" &
 tail_pid=$!
-# A hung L1 must not hold CI: stop it after --timeout seconds.
-( sleep "$timeout_s"; kill "$qemu_pid" 2>/dev/null && echo "nested: L1 timed out after ${timeout_s}s" >&2 ) &
-watchdog=$!
-wait "$qemu_pid" || true
+qemu_status=0
+wait "$qemu_pid" || qemu_status=$?
 qemu_pid=
-kill "$watchdog" 2>/dev/null || true
 wait "$tail_pid" 2>/dev/null || true
+[ "$qemu_status" = 124 ] && echo "nested: L1 timed out after ${timeout_s}s" >&2
 if [ ! -s "$job/status" ]; then
   echo "nested: L1 gave no exit status; its serial console said:" >&2
   tail -n 40 "$job/serial.log" >&2 || true

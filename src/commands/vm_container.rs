@@ -91,8 +91,9 @@ pub fn run(
             &record.options,
         )?;
         let request = backend::start_request(&spec, &layers)?;
+        husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib);
         let guest = Guest::boot(&plan)?;
-        husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib, guest.monitor_pid());
+        husk::cost::note_monitor_pid(guest.monitor_pid());
         let agent_setup = guest
             .ready()
             .ready_ms

@@ -433,13 +433,21 @@ pub fn split_current(next: Phase, tail: Duration) {
     });
 }
 
-/// The container runs in a VM under `vmm` with `guest_mib` of RAM; its monitor process is
-/// `monitor_pid` (husk itself for the in-process monitor).
-pub fn note_vm(vmm: &str, guest_mib: u32, monitor_pid: i32) {
+/// The container runs in a VM under `vmm` with `guest_mib` of RAM. Called before the VM is
+/// built: husk's in-process monitor maps guest RAM into husk itself, and every sample from
+/// then on must tell that RAM apart from the machinery's own memory.
+pub fn note_vm(vmm: &str, guest_mib: u32) {
     with_recorder(|r| {
         r.vmm = Some(vmm.to_string());
         r.guest_kib = u64::from(guest_mib) * 1024;
         *r.guest_kib_shared.lock().unwrap_or_else(|e| e.into_inner()) = r.guest_kib;
+    });
+}
+
+/// The VM's monitor process is `monitor_pid` (husk itself for the in-process monitor, which
+/// is sampled anyway).
+pub fn note_monitor_pid(monitor_pid: i32) {
+    with_recorder(|r| {
         if monitor_pid != std::process::id() as i32 {
             if let Ok(mut watched) = r.watched.lock() {
                 watched.push(monitor_pid);

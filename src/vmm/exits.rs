@@ -128,7 +128,8 @@ impl ExitCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExitReport {
     pub monitor: Vec<(&'static str, u64)>,
-    /// KVM's `exits` (every exit, handled in the kernel or not) and each `*_exits` counter.
+    /// KVM's `exits` (every exit, handled in the kernel or not), each `*_exits` counter, and
+    /// page faults taken, instructions emulated and hypercalls.
     pub kvm: Vec<(String, u64)>,
 }
 
@@ -220,7 +221,7 @@ pub fn read_exit_stats(stats: &File) -> Vec<(String, u64)> {
         let Ok(name) = std::str::from_utf8(&name_bytes[..name_end]) else {
             continue;
         };
-        if name != "exits" && !name.ends_with("_exits") {
+        if !is_exit_counter(name) {
             continue;
         }
         let Some(offset) = read_u32(desc, 8) else {
@@ -235,6 +236,14 @@ pub fn read_exit_stats(stats: &File) -> Vec<(String, u64)> {
         }
     }
     out
+}
+
+/// KVM's `exits`, its `*_exits` counters, and the few others that say what the exits were
+/// for: nested page faults taken, instructions emulated, hypercalls.
+fn is_exit_counter(name: &str) -> bool {
+    name == "exits"
+        || name.ends_with("_exits")
+        || matches!(name, "pf_taken" | "insn_emulation" | "hypercalls")
 }
 
 /// Sum per-vCPU counters by name, keeping the first vCPU's order.
