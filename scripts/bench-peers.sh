@@ -11,7 +11,10 @@
 #                      elsewhere it says why it cannot be measured. --tcg runs both under QEMU
 #                      TCG emulation instead (exercises the harness; not a fair measurement).
 #
-# Usage: scripts/bench-peers.sh [--runs N] [--only process|vm] [--tcg]
+# Usage: scripts/bench-peers.sh [--runs N] [--only process|vm] [--tcg] [--nested]
+#   --nested  run it inside the nested tier's L1 (scripts/nested.sh), whose KVM is emulated
+#             SVM: husk's monitor then boots there; ratios in one run mean something, times
+#             do not.
 #   HUSK_BIN=path  use this husk binary for the VM part (default: a release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +24,19 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --tcg) tcg=1; shift ;;
-    *) echo "usage: $0 [--runs N] [--only process|vm] [--tcg]" >&2; exit 2 ;;
+    --nested) nested=1; shift ;;
+    *) echo "usage: $0 [--runs N] [--only process|vm] [--tcg] [--nested]" >&2; exit 2 ;;
   esac
 done
+if [ -n "${nested:-}" ]; then
+  cargo build --release -q --workspace
+  kc=${HUSK_KERNEL_CACHE_DIR:-/var/cache/husk/kernel-builds}
+  HUSK_KERNEL=$(HUSK_KERNEL_CACHE_DIR=$kc guest-kernel/build.sh) HUSK_AGENT=$(rootfs-agent/build-static.sh)
+  export HUSK_KERNEL HUSK_AGENT HUSK_BIN=$PWD/target/release/husk
+  args=(--runs "$runs")
+  [ -n "$only" ] && args+=(--only "$only")
+  exec scripts/nested.sh -- "$PWD/scripts/bench-peers.sh" "${args[@]}"
+fi
 command -v hyperfine >/dev/null || apt-get install -y -qq hyperfine >/dev/null
 
 echo "== machine"
@@ -56,8 +69,8 @@ if [ -z "$hw_kvm" ] && [ -z "$tcg" ]; then
 fi
 husk=${HUSK_BIN:-}
 if [ -z "$husk" ]; then cargo build --release -q; husk=$PWD/target/release/husk; fi
-kernel=$(guest-kernel/build.sh | tail -1)
-agent=$(rootfs-agent/build-static.sh | tail -1)
+kernel=${HUSK_KERNEL:-$(guest-kernel/build.sh | tail -1)}
+agent=${HUSK_AGENT:-$(rootfs-agent/build-static.sh | tail -1)}
 work=$(mktemp -d /tmp/husk-peers.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root=$work/root

@@ -4,13 +4,13 @@
 # true` when dockerd is running, all measured in this one run with hyperfine. Prints medians and
 # ratios, then checks that the runs left no mounts, cgroups or records behind.
 #
-# Usage: scripts/bench-run.sh [RUNS]   (default 100)
+# Usage: scripts/bench-run.sh [RUNS]   (default 100; HUSK_BIN=path to use an existing binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
 command -v hyperfine >/dev/null || { apt-get install -y -qq hyperfine >/dev/null; }
-cargo build --release -q
-husk=$PWD/target/release/husk
+[ -n "${HUSK_BIN:-}" ] || cargo build --release -q
+husk=${HUSK_BIN:-$PWD/target/release/husk}
 work=$(mktemp -d /tmp/husk-bench.XXXXXX)
 root=$work/root
 trap 'rm -rf "$work"' EXIT
