@@ -182,6 +182,42 @@ fn boot(code: &[u8], vcpus: u8) -> (husk::vmm::VmExit, Vec<u8>) {
     (exit, std::fs::read(&log).unwrap_or_default())
 }
 
+/// A hostile guest floods its serial console: the log stops at the limit, with a note, and
+/// the flood neither stops nor slows the VM into a timeout.
+#[test]
+fn serial_flood_is_cut_at_the_log_limit() {
+    if !kvm_or_skip() {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut code = vec![
+        0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+        0xb9, 0x20, 0x4e, 0x00, 0x00, // mov ecx, 20000
+        0xb0, b'x', // mov al, 'x'
+        0xee, // out dx, al
+        0xff, 0xc9, // dec ecx
+        0x75, 0xfb, // jnz out
+    ];
+    code.extend_from_slice(I8042_RESET);
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("guest.elf");
+    write_elf(&kernel, &code);
+    let log = dir.path().join("serial.log");
+    let mut cfg = VmConfig::new(&kernel);
+    cfg.memory_mib = 64;
+    cfg.serial = SerialOutput::File(log.clone());
+    cfg.serial_limit = 4096;
+    let exit = run_vm_with_deadline(cfg, 60);
+    assert_eq!(exit.reason, ExitReason::Reset);
+    let out = std::fs::read(&log).unwrap();
+    let mut want = vec![b'x'; 4096];
+    want.extend_from_slice(husk::vmm::devices::serial::TRUNCATED_NOTE);
+    assert_eq!(out, want);
+    // Every byte was still an exit to the monitor: the guest printed all 20000.
+    let serial = exit.exits.monitor.iter().find(|(k, _)| *k == "pio serial");
+    assert_eq!(serial.map(|(_, n)| *n), Some(20000), "{:?}", exit.exits);
+}
+
 #[test]
 fn smp_guest_boots_with_application_processors_parked() {
     if !kvm_or_skip() {

@@ -169,7 +169,11 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         .map_err(kvm_err("KVM_IRQFD"))?;
     let serial = Arc::new(Mutex::new(Serial::new(
         serial_irq,
-        ConsoleWriter::new(serial_writer(&cfg.serial)?, panicked.clone()),
+        ConsoleWriter::new(
+            serial_writer(&cfg.serial)?,
+            panicked.clone(),
+            matches!(cfg.serial, SerialOutput::File(_)).then_some(cfg.serial_limit),
+        ),
     )));
     pio.insert(serial.clone(), SERIAL_PIO_BASE, SERIAL_PIO_LEN)?;
     // With the console on our stdout, our stdin is its keyboard.

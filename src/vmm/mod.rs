@@ -66,7 +66,13 @@ pub struct VmConfig {
     /// Host end of the virtio-console port, when the guest should have one.
     pub console: Option<UnixStream>,
     pub serial: SerialOutput,
+    /// Most bytes of guest console output a [`SerialOutput::File`] takes (a note of the cut
+    /// follows): the guest decides what it prints, the host's disk must not be its to fill.
+    pub serial_limit: u64,
 }
+
+/// The default [`VmConfig::serial_limit`]: enough for any boot log and a panic's trace.
+pub const SERIAL_LOG_LIMIT: u64 = 1 << 20;
 
 impl VmConfig {
     /// A 1-vCPU, 128 MiB VM with the default command line and no devices.
@@ -80,6 +86,7 @@ impl VmConfig {
             disks: Vec::new(),
             console: None,
             serial: SerialOutput::None,
+            serial_limit: SERIAL_LOG_LIMIT,
         }
     }
 }

@@ -24,14 +24,27 @@ pub struct ConsoleWriter {
     out: Option<Box<dyn Write + Send>>,
     tail: Vec<u8>,
     panicked: Arc<AtomicBool>,
+    /// Bytes the sink may still take: a guest printing without end must not fill the host's
+    /// disk. None: no bound (a terminal).
+    room: Option<u64>,
 }
 
+/// Written once, when the bound is reached.
+pub const TRUNCATED_NOTE: &[u8] = b"\n[husk: serial console output truncated here]\n";
+
 impl ConsoleWriter {
-    pub fn new(out: Option<Box<dyn Write + Send>>, panicked: Arc<AtomicBool>) -> Self {
+    /// `limit`: how many bytes of guest output `out` takes in all (the note of truncation
+    /// comes on top); panics are still noticed after it.
+    pub fn new(
+        out: Option<Box<dyn Write + Send>>,
+        panicked: Arc<AtomicBool>,
+        limit: Option<u64>,
+    ) -> Self {
         ConsoleWriter {
             out,
             tail: Vec::with_capacity(2 * PANIC_BANNER.len()),
             panicked,
+            room: limit,
         }
     }
 }
@@ -48,8 +61,21 @@ impl Write for ConsoleWriter {
             }
         }
         if let Some(out) = self.out.as_mut() {
+            let take = match self.room {
+                None => buf.len(),
+                Some(room) => buf.len().min(usize::try_from(room).unwrap_or(usize::MAX)),
+            };
             // A broken console sink (closed terminal, full disk) must not stop the guest.
-            let _ = out.write_all(buf);
+            let _ = out.write_all(&buf[..take]);
+            if let Some(room) = self.room.as_mut() {
+                *room -= take as u64;
+                if *room == 0 {
+                    // Nothing more will be written: say so and close the sink.
+                    let _ = out.write_all(TRUNCATED_NOTE);
+                    let _ = out.flush();
+                    self.out = None;
+                }
+            }
         }
         Ok(buf.len())
     }
@@ -121,7 +147,8 @@ mod tests {
     fn guest_bytes_reach_the_sink_and_panic_banner_is_noticed() {
         let sink = Arc::new(Mutex::new(Vec::new()));
         let panicked = Arc::new(AtomicBool::new(false));
-        let writer = ConsoleWriter::new(Some(Box::new(Shared(sink.clone()))), panicked.clone());
+        let writer =
+            ConsoleWriter::new(Some(Box::new(Shared(sink.clone()))), panicked.clone(), None);
         let mut serial = Serial::new(
             EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).unwrap(),
             writer,
@@ -139,5 +166,25 @@ mod tests {
         serial.write(0, b"xy");
         serial.write(0x1_0000, b"z");
         assert!(!sink.lock().unwrap().ends_with(b"z"));
+    }
+
+    #[test]
+    fn a_guest_printing_without_end_is_cut_at_the_limit_and_panics_still_count() {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let panicked = Arc::new(AtomicBool::new(false));
+        let mut writer = ConsoleWriter::new(
+            Some(Box::new(Shared(sink.clone()))),
+            panicked.clone(),
+            Some(10),
+        );
+        writer.write_all(b"0123456").unwrap();
+        writer.write_all(b"789abc").unwrap();
+        writer.write_all(b"more and more").unwrap();
+        let mut want = b"0123456789".to_vec();
+        want.extend_from_slice(TRUNCATED_NOTE);
+        assert_eq!(*sink.lock().unwrap(), want);
+        writer.write_all(b"Kernel panic - not syncing").unwrap();
+        assert!(panicked.load(Ordering::SeqCst));
+        assert_eq!(*sink.lock().unwrap(), want);
     }
 }
