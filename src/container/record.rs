@@ -271,8 +271,9 @@ pub struct Containers {
 
 impl Containers {
     pub fn open(root: &Path) -> Result<Self, RecordError> {
+        super::private_dir::ensure(root).map_err(io_err(root))?;
         let dir = root.join("containers");
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        super::private_dir::ensure(&dir).map_err(io_err(&dir))?;
         Ok(Self { dir })
     }
 
@@ -342,7 +343,7 @@ impl Containers {
             },
         };
         let dir = self.dir_of(&record.id);
-        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        super::private_dir::create(&dir).map_err(io_err(&dir))?;
         // A `--rm` container's record lives only as long as its run: atomic is enough.
         let durability = if record.auto_remove {
             Durability::Atomic
