@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use super::cgroup::{Cgroup, CgroupLayout};
-use super::init::{become_process, InitFailure, CODE_NOT_EXECUTABLE, CODE_NOT_FOUND};
+use super::init::{become_process, forbid_ptrace_and_dumps, reported_failure, InitFailure};
 use super::{io, sys, ProcessError};
 
 /// What to run, and in which container.
@@ -97,6 +97,7 @@ pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
     let (pid_read, pid_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))?;
     let stdio = cfg.stdio.map(|fd| fd.as_raw_fd());
+    let trampoline = super::trampoline::shared()?;
 
     // SAFETY: the child is a fork of a process that is single-threaded at this point in the
     // CLI (exec runs before any thread is started); it only joins namespaces, clones and exits.
@@ -112,6 +113,7 @@ pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
                 stdio,
                 error_write.as_raw_fd(),
                 pid_write.as_raw_fd(),
+                trampoline,
             );
             report(error_write.as_raw_fd(), &failure);
             // SAFETY: ends the forked helper without running the parent's exit handlers.
@@ -127,17 +129,13 @@ pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
                 .is_ok();
             let mut report = Vec::new();
             let _ = std::fs::File::from(error_read).read_to_end(&mut report);
-            if let Some((&code, message)) = report.split_first() {
-                let message = String::from_utf8_lossy(message).into_owned();
+            let program = cfg.process.args().iter().flatten().next().map_or("", |p| p);
+            if let Some(failure) = reported_failure(&report, program) {
                 if got_pid {
                     // The command itself failed: reap it.
                     let _ = waitpid(Pid::from_raw(i32::from_ne_bytes(pid_bytes)), None);
                 }
-                return Err(match code {
-                    CODE_NOT_FOUND => ProcessError::ExecNotFound(message),
-                    CODE_NOT_EXECUTABLE => ProcessError::NotExecutable(message),
-                    _ => ProcessError::Setup(message),
-                });
+                return Err(failure.into());
             }
             if !got_pid {
                 return Err(ProcessError::Setup(
@@ -174,7 +172,10 @@ fn join_and_clone(
     stdio: [RawFd; 3],
     errors: RawFd,
     pid_pipe: RawFd,
+    trampoline: RawFd,
 ) -> InitFailure {
+    // Before anything of the container can see us: inherited by the command's clone.
+    forbid_ptrace_and_dumps();
     for procs in cgroup_procs {
         if let Err(e) = std::fs::write(procs, "0") {
             return setup_failure(format!("joining cgroup {}: {e}", procs.display()));
@@ -203,7 +204,7 @@ fn join_and_clone(
             std::io::Error::last_os_error()
         )),
         0 => {
-            let failure = command(process, seccomp, stdio).unwrap_err();
+            let failure = command(process, seccomp, stdio, errors, trampoline).unwrap_err();
             report(errors, &failure);
             // SAFETY: ends the failed command's process without the parent's exit handlers.
             unsafe { libc::_exit(1) }
@@ -224,6 +225,8 @@ fn command(
     process: &Process,
     seccomp: &[seccompiler::BpfProgram],
     stdio: [RawFd; 3],
+    errors: RawFd,
+    trampoline: RawFd,
 ) -> Result<std::convert::Infallible, InitFailure> {
     for (target, fd) in stdio.iter().enumerate() {
         if *fd != target as RawFd {
@@ -236,5 +239,5 @@ fn command(
         // SAFETY: TIOCSCTTY on our stdin (the pty slave) with an integer argument.
         unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
     }
-    become_process(process, seccomp)
+    become_process(process, seccomp, errors, trampoline)
 }

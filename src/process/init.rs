@@ -47,10 +47,13 @@ pub struct InitConfig<'a> {
     /// Stdio to install as 0, 1, 2 when there is no terminal; None keeps husk's.
     pub stdio: Option<[RawFd; 3]>,
     pub interactive: bool,
+    /// The sealed exec trampoline (see trampoline.rs).
+    pub trampoline: RawFd,
 }
 
 /// Run the init: returns only by exec'ing the command; on failure it reports and exits.
 pub fn run(cfg: InitConfig) -> ! {
+    forbid_ptrace_and_dumps();
     let result = prepare_and_exec(&cfg);
     let failure = match result {
         Err(failure) => failure,
@@ -105,7 +108,20 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         set_rlimit(rlimit.typ(), rlimit.soft(), rlimit.hard())?;
     }
 
-    become_process(process, &cfg.seccomp)
+    become_process(
+        process,
+        &cfg.seccomp,
+        cfg.errors.as_raw_fd(),
+        cfg.trampoline,
+    )
+}
+
+/// Until execve this process is a copy of husk: non-dumpable, no process of the container
+/// (even as root, without CAP_SYS_PTRACE) can open its /proc/PID/exe, mem or fds. The
+/// trampoline's execve makes it dumpable again, as the container's own program.
+pub(super) fn forbid_ptrace_and_dumps() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
 /// The part an init and an `exec` share: resolve the user inside the container's root, set
@@ -114,6 +130,8 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
 pub(super) fn become_process(
     process: &oci_spec::runtime::Process,
     seccomp: &[BpfProgram],
+    errors: RawFd,
+    trampoline: RawFd,
 ) -> Result<std::convert::Infallible, InitFailure> {
     let spec_user = process.user();
     let (uid, gid, mut groups, home) = match spec_user.username() {
@@ -197,15 +215,34 @@ pub(super) fn become_process(
         super::seccomp::install(seccomp).map_err(fail)?;
     }
 
-    let err = nix::unistd::execve(&c_path, &c_args, &c_env).unwrap_err();
-    let code = if err == nix::Error::ENOENT {
-        CODE_NOT_FOUND
-    } else {
-        CODE_NOT_EXECUTABLE
-    };
-    Err(InitFailure {
+    // Never execve the command from here: this process's executable is husk's (see
+    // trampoline.rs).
+    let err = super::trampoline::exec(trampoline, errors, &c_path, &c_args, &c_env);
+    Err(fail(format!(
+        "exec the trampoline for {program:?}: {}",
+        err.desc()
+    )))
+}
+
+/// The failure a report from the error pipe describes: an init's or exec helper's
+/// [code, message], or the trampoline's [CODE_EXEC_ERRNO, errno] when execve of `program`
+/// failed (127 when it does not exist, 126 otherwise, as Docker).
+pub(super) fn reported_failure(report: &[u8], program: &str) -> Option<InitFailure> {
+    if let Some(err) = super::trampoline::reported_errno(report) {
+        let code = if err == nix::Error::ENOENT {
+            CODE_NOT_FOUND
+        } else {
+            CODE_NOT_EXECUTABLE
+        };
+        return Some(InitFailure {
+            code,
+            message: format!("exec {program:?}: {}", err.desc()),
+        });
+    }
+    let (&code, message) = report.split_first()?;
+    Some(InitFailure {
         code,
-        message: format!("exec {program:?}: {}", err.desc()),
+        message: String::from_utf8_lossy(message).into_owned(),
     })
 }
 
