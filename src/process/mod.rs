@@ -12,6 +12,7 @@
 pub mod cgroup;
 pub mod exec;
 mod foreground;
+mod in_root;
 mod init;
 pub mod rootfs;
 pub mod seccomp;
