@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use husk::container::logs::{LogWriter, Stream, Tee};
-use husk::container::spec::{build_spec, MountKind, NetworkMode, SpecOptions, UserMount};
+use husk::container::spec::{
+    build_spec, DeviceMapping, MountKind, NetworkMode, SpecOptions, UserMount,
+};
 use husk::container::teardown::{cgroup_name, release_leftovers};
 use husk::container::volume::Volumes;
 use husk::container::{
@@ -79,6 +81,10 @@ pub struct CreateArgs {
     /// Give extended privileges to this container.
     #[arg(long)]
     pub privileged: bool,
+    /// Add a host device to the container: HOST[:CONTAINER[:PERMISSIONS]], permissions some
+    /// of r, w, m (default rwm).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
     /// Security options: seccomp=unconfined, no-new-privileges[:true|false].
     #[arg(long)]
     pub security_opt: Vec<String>,
@@ -268,6 +274,11 @@ impl CreateArgs {
             seccomp_unconfined,
             no_new_privileges,
             mounts: Vec::new(),
+            devices: self
+                .devices
+                .iter()
+                .map(|flag| DeviceMapping::from_flag(flag))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -459,6 +470,9 @@ fn create_container(root: &Path, args: &CreateArgs) -> Result<Record> {
         bail!(
             "volumes and mounts (-v, --mount, --tmpfs) are not supported with --isolation vm yet"
         );
+    }
+    if isolation == Isolation::Vm && !options.devices.is_empty() {
+        bail!("--device is not supported with --isolation vm: the guest has its own devices");
     }
     let image = image_for_run(root, &args.image)?;
     let mut options = options;

@@ -10,6 +10,7 @@
 //! or exec failures through a close-on-exec error pipe that reaches EOF at exec.
 
 pub mod cgroup;
+pub mod device_filter;
 pub mod exec;
 mod foreground;
 mod in_root;

@@ -236,6 +236,7 @@ pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
 
     pivot(&dirs.rootfs)?;
     make_dev()?;
+    make_passed_devices(plan.spec)?;
 
     if let Some(linux) = plan.spec.linux() {
         let root_fd = in_root::open_root(root)?;
@@ -577,6 +578,49 @@ fn make_dev() -> Result<(), RootfsError> {
             let _ = std::fs::remove_file(&path);
         }
         std::os::unix::fs::symlink(target, &path).map_err(io("linking", &path))?;
+    }
+    Ok(())
+}
+
+/// The nodes of `--device`: created where the spec says, resolved inside the root like any
+/// mount target, owned and moded as on the host.
+fn make_passed_devices(spec: &Spec) -> Result<(), RootfsError> {
+    use oci_spec::runtime::LinuxDeviceType;
+    let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+    let Some(devices) = devices.filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    let root = in_root::open_root(Path::new("/"))?;
+    for device in devices {
+        let path = device.path();
+        check_destination(path)?;
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(RootfsError::BadDestination(path.to_path_buf()));
+        };
+        let dir = in_root::open(root.as_fd(), parent, Create::Directory, Symlinks::Contain)?;
+        // O_PATH descriptors cannot be used with mknodat: go through the descriptor's path.
+        let node = in_root::fd_path(&dir).join(name);
+        let kind = match device.typ() {
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            _ => SFlag::S_IFCHR,
+        };
+        let _ = std::fs::remove_file(&node);
+        let mode = device.file_mode().unwrap_or(0o666);
+        mknod(
+            &node,
+            kind,
+            Mode::from_bits_truncate(mode),
+            makedev(device.major() as u64, device.minor() as u64),
+        )
+        .map_err(sys("creating device", path))?;
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod", path))?;
+        nix::unistd::chown(
+            &node,
+            device.uid().map(nix::unistd::Uid::from_raw),
+            device.gid().map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(sys("chown", path))?;
     }
     Ok(())
 }
