@@ -786,9 +786,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "ioprio_set",
     "io_setup",
     "io_submit",
-    "io_uring_enter",
-    "io_uring_register",
-    "io_uring_setup",
     "kill",
     "landlock_add_rule",
     "landlock_create_ruleset",
@@ -841,7 +838,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "openat",
     "openat2",
     "pause",
-    "personality",
     "pidfd_open",
     "pidfd_send_signal",
     "pipe",
@@ -937,7 +933,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "sigaltstack",
     "signalfd",
     "signalfd4",
-    "socket",
     "socketpair",
     "splice",
     "stat",
@@ -1035,6 +1030,26 @@ const CAPABILITY_SYSCALLS: &[(&str, &[&str])] = &[
 /// Docker's default seccomp profile in OCI form: an allowlist with EPERM for everything else,
 /// clone allowed only without namespace flags (unless CAP_SYS_ADMIN), and clone3 answered with
 /// ENOSYS so that libcs fall back to the inspectable clone.
+/// AF_VSOCK, from linux/socket.h.
+const AF_VSOCK: u64 = 40;
+
+/// personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26,
+/// UNAME26|PER_LINUX32 and the 0xffffffff query.
+const ALLOWED_PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+
+/// `name` allowed when its first argument compares to `value` with `op`.
+fn allow_when(name: &str, value: u64, op: LinuxSeccompOperator) -> Result<LinuxSyscall, SpecError> {
+    Ok(LinuxSyscallBuilder::default()
+        .names(vec![name.to_string()])
+        .action(LinuxSeccompAction::ScmpActAllow)
+        .args(vec![LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(value)
+            .op(op)
+            .build()?])
+        .build()?)
+}
+
 pub fn default_seccomp(capabilities: &[Capability]) -> Result<LinuxSeccomp, SpecError> {
     let has = |name: &str| capabilities.iter().any(|c| c.to_string() == name);
     let mut allowed: BTreeSet<&str> = ALLOWED_SYSCALLS.iter().copied().collect();
@@ -1052,6 +1067,20 @@ pub fn default_seccomp(capabilities: &[Capability]) -> Result<LinuxSeccomp, Spec
         .names(allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .action(LinuxSeccompAction::ScmpActAllow)
         .build()?];
+    // Docker: socket for every family but AF_VSOCK (the host's vsock services), and
+    // personality only for the values a container legitimately sets or queries.
+    syscalls.push(allow_when(
+        "socket",
+        AF_VSOCK,
+        LinuxSeccompOperator::ScmpCmpNe,
+    )?);
+    for persona in ALLOWED_PERSONALITIES {
+        syscalls.push(allow_when(
+            "personality",
+            persona,
+            LinuxSeccompOperator::ScmpCmpEq,
+        )?);
+    }
     if !sys_admin {
         syscalls.push(
             LinuxSyscallBuilder::default()
