@@ -185,16 +185,7 @@ pub(super) fn become_process(
         .collect::<Result<Vec<_>, _>>()?;
     let c_env = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
 
-    // SAFETY: marks every descriptor from 3 up close-on-exec; nothing is closed now, so no
-    // Rust-owned descriptor is invalidated.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    close_on_exec_from_3()?;
     reset_signals();
 
     let no_new_privs = process.no_new_privileges().unwrap_or(false);
@@ -244,6 +235,44 @@ pub(super) fn reported_failure(report: &[u8], program: &str) -> Option<InitFailu
         code,
         message: String::from_utf8_lossy(message).into_owned(),
     })
+}
+
+/// Nothing husk or its caller holds may reach the command: every descriptor from 3 up is
+/// marked close-on-exec (not closed yet, so no Rust-owned descriptor is invalidated before
+/// the exec). close_range does it in one call; kernels before 5.11 (or filters refusing it)
+/// get the same from a walk over /proc/self/fd.
+fn close_on_exec_from_3() -> Result<(), InitFailure> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    close_on_exec_by_walking_proc()
+        .map_err(|e| fail(format!("marking descriptors close-on-exec: {e}")))
+}
+
+pub(super) fn close_on_exec_by_walking_proc() -> std::io::Result<()> {
+    // Collect first: the directory's own descriptor is among those listed.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= 3)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; one that was the (now closed) directory
+        // descriptor fails with EBADF, which is what we want for it.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EBADF) {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn cstr(text: &str) -> Result<CString, InitFailure> {
@@ -515,6 +544,34 @@ fn set_identity(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proc_walk_marks_every_descriptor_close_on_exec() {
+        // In a forked child, so that no other test thread's descriptors change under it.
+        // SAFETY: the child makes plain syscalls (and the walk's allocation, which is sound in
+        // a freshly forked child of glibc) and _exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let cloexec = |fd: RawFd| {
+                    // SAFETY: F_GETFD on a descriptor number only reads its flags.
+                    unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+                };
+                // SAFETY: dup of stderr gives a new descriptor without close-on-exec.
+                let inherited = unsafe { libc::dup(2) };
+                let before = cloexec(inherited);
+                let walked = close_on_exec_by_walking_proc().is_ok();
+                let ok = walked && !before && cloexec(inherited) && !cloexec(2);
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for the child forked above.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            }
+        }
+    }
 
     #[test]
     fn executable_lookup_follows_docker_codes() {
