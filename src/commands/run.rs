@@ -548,7 +548,11 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
     let on_started = |container: &process::Container| {
         husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
         let pid = container.pid();
-        let _ = store.update(&record.id, |r| r.state.pid = Some(pid));
+        let init = husk::container::ProcessIdentity::of(pid);
+        let _ = store.update(&record.id, |r| {
+            r.state.pid = Some(pid);
+            r.state.init = init;
+        });
     };
     mark_starting(store, &record.id, record.restart_count)?;
     // An attached container is logged too, so `husk logs` works for it as in Docker; a --rm
@@ -653,6 +657,7 @@ pub fn mark_starting(store: &Containers, id: &str, restart_count: u32) -> Result
         r.state.finished_at = None;
         r.state.exit_code = None;
         r.state.pid = None;
+        r.state.init = None;
         r.state.error = None;
         r.state.stop_requested = false;
         r.state.oom_killed = false;
@@ -716,6 +721,7 @@ pub fn record_exit_of(
         r.state.exit_code = Some(code);
         r.state.finished_at = Some(now);
         r.state.pid = None;
+        r.state.init = None;
         r.state.error = error.clone();
         r.state.oom_killed = oom_killed;
     });

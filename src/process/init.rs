@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -94,7 +94,20 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         .as_ref()
         .ok_or_else(|| fail("the spec has no process"))?;
     setup_stdio(cfg, process.terminal().unwrap_or(false))?;
+    apply_process_limits(process)?;
+    become_process(
+        process,
+        &cfg.seccomp,
+        cfg.errors.as_raw_fd(),
+        cfg.trampoline,
+    )
+}
 
+/// umask, oom_score_adj and rlimits from the spec: the init's, and an `exec`'d process's,
+/// which must not keep those of the husk that started it.
+pub(super) fn apply_process_limits(
+    process: &oci_spec::runtime::Process,
+) -> Result<(), InitFailure> {
     // runc's default when the spec sets none; husk's own umask must not leak in.
     let umask = process.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
@@ -107,13 +120,30 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
     for rlimit in process.rlimits().iter().flatten() {
         set_rlimit(rlimit.typ(), rlimit.soft(), rlimit.hard())?;
     }
+    Ok(())
+}
 
-    become_process(
-        process,
-        &cfg.seccomp,
-        cfg.errors.as_raw_fd(),
-        cfg.trampoline,
-    )
+/// A pty of the devpts mounted at /dev/pts of the current mount namespace: the master goes
+/// to husk over `console`, the slave becomes the controlling terminal (the caller must lead
+/// a session) and is returned for stdio.
+pub(super) fn open_terminal(console: &UnixStream) -> Result<(std::fs::File, PathBuf), InitFailure> {
+    let (master, slave_path) = rootfs::open_pty().map_err(fail)?;
+    send_fd(console, master.as_raw_fd())
+        .map_err(|e| fail(format!("sending the pty to husk: {e}")))?;
+    drop(master);
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)
+        .map_err(|e| fail(format!("opening {}: {e}", slave_path.display())))?;
+    // SAFETY: TIOCSCTTY on a terminal descriptor we own, with an integer argument.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(fail(format!(
+            "making the pty our terminal: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok((slave, slave_path))
 }
 
 /// Until execve this process is a copy of husk: non-dumpable, no process of the container
@@ -155,18 +185,7 @@ pub(super) fn become_process(
             home.filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into())
         ));
     }
-    let cwd = process.cwd();
-    match std::fs::metadata(cwd) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(fail(format!(
-                "bad workdir {}: not a directory",
-                cwd.display()
-            )))
-        }
-        Err(e) => return Err(fail(format!("bad workdir {}: {e}", cwd.display()))),
-    }
-    nix::unistd::chdir(cwd).map_err(|e| fail(format!("bad workdir {}: {e}", cwd.display())))?;
+    enter_workdir(process.cwd())?;
 
     let args = process.args().clone().unwrap_or_default();
     let program = args
@@ -213,6 +232,25 @@ pub(super) fn become_process(
         "exec the trampoline for {program:?}: {}",
         err.desc()
     )))
+}
+
+/// chdir into the working directory as resolved inside the process's root: an `exec`'d
+/// process joined the container's mount namespace, and neither a symlink nor a /proc magic
+/// link in the path may take its cwd outside the container's tree.
+fn enter_workdir(cwd: &Path) -> Result<(), InitFailure> {
+    use super::in_root::{self, Create, InRootError, Symlinks};
+    let bad = |why: String| fail(format!("bad workdir {}: {why}", cwd.display()));
+    let root = in_root::open_root(Path::new("/")).map_err(|e| bad(e.to_string()))?;
+    let dir = match in_root::open(root.as_fd(), cwd, Create::Nothing, Symlinks::Contain) {
+        Ok(dir) => dir,
+        Err(InRootError::Io { source, .. }) => return Err(bad(source.to_string())),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let meta = std::fs::metadata(in_root::fd_path(&dir)).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    nix::unistd::fchdir(dir.as_raw_fd()).map_err(|e| bad(e.to_string()))
 }
 
 /// The failure a report from the error pipe describes: an init's or exec helper's
@@ -285,15 +323,7 @@ fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
             .console
             .as_ref()
             .ok_or_else(|| fail("terminal requested without console"))?;
-        let (master, slave_path) = rootfs::open_pty().map_err(fail)?;
-        send_fd(console, master.as_raw_fd())
-            .map_err(|e| fail(format!("sending the pty to husk: {e}")))?;
-        drop(master);
-        let slave = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&slave_path)
-            .map_err(|e| fail(format!("opening {}: {e}", slave_path.display())))?;
+        let (slave, slave_path) = open_terminal(console)?;
         // Like runc: programs that write to /dev/console reach the container's terminal.
         let console_path = Path::new("/dev/console");
         if std::fs::File::create(console_path).is_ok() {
@@ -305,13 +335,6 @@ fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
                 None::<&str>,
             )
             .map_err(|e| fail(format!("binding the pty onto /dev/console: {e}")))?;
-        }
-        // SAFETY: TIOCSCTTY on a terminal descriptor we own, with an integer argument.
-        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-            return Err(fail(format!(
-                "making the pty our terminal: {}",
-                std::io::Error::last_os_error()
-            )));
         }
         for target in 0..3 {
             dup_onto(slave.as_raw_fd(), target)?;
