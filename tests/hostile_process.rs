@@ -538,3 +538,95 @@ fn exec_refuses_a_pid_whose_start_time_changed() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr_of(&out).contains("is gone"), "{}", stderr_of(&out));
 }
+
+/// CVE-2021-30465 class: a container that shares a volume swaps a directory in it for a
+/// symlink pointing outside, hoping another container's bind mount inside that volume follows
+/// it on the host. Resolved inside the rootfs and mounted through the descriptor, the mount
+/// lands in the second container's own tree, whichever state it sees.
+#[test]
+fn symlink_swapped_into_a_shared_volume_cannot_redirect_a_bind_mount() {
+    let Some(husk) = process_husk(module_path!(), |_| {}) else {
+        return;
+    };
+    let outside = std::env::temp_dir().join(format!("husk-hostile-{}-outside", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    let outside = outside.to_str().unwrap().to_string();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("marker"), "from the bind source\n").unwrap();
+    let bind = format!("{}:/data/x", source.path().display());
+    let reader = format!("cat /data/x/marker 2>/dev/null || cat {outside}/marker");
+
+    // The plain case: the symlink is already there when the second container starts.
+    husk.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "shared:/shared",
+        "busybox",
+        "ln",
+        "-s",
+        &outside,
+        "/shared/x",
+    ]);
+    let out = husk.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "shared:/data",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        &reader,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), "from the bind source\n");
+    assert!(
+        !Path::new(&outside).exists(),
+        "a mount point was made on the host"
+    );
+
+    // The race: another container swaps the directory and the symlink without pause.
+    husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "swapper",
+        "-v",
+        "shared:/shared",
+        "busybox",
+        "sh",
+        "-c",
+        &format!(
+            "while true; do rm -rf /shared/x; mkdir /shared/x; rm -rf /shared/x; \
+             ln -s {outside} /shared/x; done"
+        ),
+    ]);
+    for _ in 0..10 {
+        let out = husk.run(&[
+            "run",
+            "--rm",
+            "-v",
+            "shared:/data",
+            "-v",
+            &bind,
+            "busybox",
+            "sh",
+            "-c",
+            &reader,
+        ]);
+        // 0: the marker was found; 1: the swapper removed the mount point again after the
+        // mount (which detaches it). Never a failed start, never the host's path.
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0) | Some(1)),
+            "{code:?}: {}",
+            stderr_of(&out)
+        );
+        assert!(
+            !Path::new(&outside).exists(),
+            "a mount point was made on the host"
+        );
+    }
+}
