@@ -124,15 +124,17 @@ pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
             let failure = join_and_clone(
                 &cgroup_procs,
                 &namespaces,
-                cfg.process,
-                &seccomp,
-                Stdio {
-                    fds: stdio,
-                    console: console_child.as_ref(),
-                },
-                error_write.as_raw_fd(),
                 pid_write.as_raw_fd(),
-                trampoline,
+                CommandSetup {
+                    process: cfg.process,
+                    seccomp: &seccomp,
+                    stdio: Stdio {
+                        fds: stdio,
+                        console: console_child.as_ref(),
+                    },
+                    errors: error_write.as_raw_fd(),
+                    trampoline,
+                },
             );
             report(error_write.as_raw_fd(), &failure);
             // SAFETY: ends the forked helper without running the parent's exit handlers.
@@ -226,6 +228,16 @@ fn open_namespaces(cfg: &ExecConfig) -> Result<Vec<OwnedFd>, ProcessError> {
     Ok(namespaces)
 }
 
+/// What the command's process needs to become the command.
+struct CommandSetup<'a> {
+    process: &'a Process,
+    seccomp: &'a [seccompiler::BpfProgram],
+    stdio: Stdio<'a>,
+    /// The error pipe: setup failures, and the trampoline's exec report.
+    errors: RawFd,
+    trampoline: RawFd,
+}
+
 /// The command's stdio: descriptors to install, or a terminal to make.
 struct Stdio<'a> {
     fds: [RawFd; 3],
@@ -251,12 +263,8 @@ fn setup_failure(message: String) -> InitFailure {
 fn join_and_clone(
     cgroup_procs: &[PathBuf],
     namespaces: &[OwnedFd],
-    process: &Process,
-    seccomp: &[seccompiler::BpfProgram],
-    stdio: Stdio,
-    errors: RawFd,
     pid_pipe: RawFd,
-    trampoline: RawFd,
+    setup: CommandSetup,
 ) -> InitFailure {
     // Before anything of the container can see us: inherited by the command's clone.
     forbid_ptrace_and_dumps();
@@ -288,7 +296,8 @@ fn join_and_clone(
             std::io::Error::last_os_error()
         )),
         0 => {
-            let failure = command(process, seccomp, stdio, errors, trampoline).unwrap_err();
+            let errors = setup.errors;
+            let failure = command(setup).unwrap_err();
             report(errors, &failure);
             // SAFETY: ends the failed command's process without the parent's exit handlers.
             unsafe { libc::_exit(1) }
@@ -305,13 +314,14 @@ fn join_and_clone(
 
 /// In the command's process: stdio (or a terminal of the container's devpts), a session,
 /// the container's limits, then the shared become-the-process path of the init.
-fn command(
-    process: &Process,
-    seccomp: &[seccompiler::BpfProgram],
-    stdio: Stdio,
-    errors: RawFd,
-    trampoline: RawFd,
-) -> Result<std::convert::Infallible, InitFailure> {
+fn command(setup: CommandSetup) -> Result<std::convert::Infallible, InitFailure> {
+    let CommandSetup {
+        process,
+        seccomp,
+        stdio,
+        errors,
+        trampoline,
+    } = setup;
     nix::unistd::setsid().map_err(|e| setup_failure(format!("setsid: {e}")))?;
     match (process.terminal().unwrap_or(false), stdio.console) {
         (true, Some(console)) => {
