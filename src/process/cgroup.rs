@@ -437,6 +437,7 @@ fn write_device_rules(
 ) -> Result<(), CgroupError> {
     use oci_spec::runtime::LinuxDeviceType;
     use std::io::Write;
+    let mut files: BTreeMap<&str, std::fs::File> = BTreeMap::new();
     for rule in rules {
         let typ = match rule.typ().unwrap_or(LinuxDeviceType::A) {
             LinuxDeviceType::A => 'a',
@@ -454,17 +455,24 @@ fn write_device_rules(
             number(rule.minor()),
             rule.access().as_deref().unwrap_or("rwm")
         );
-        let path = dir.join(if rule.allow() {
+        let name = if rule.allow() {
             "devices.allow"
         } else {
             "devices.deny"
-        });
+        };
+        let path = dir.join(name);
+        let file = match files.entry(name) {
+            std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(io_err("opening", &path))?,
+            ),
+        };
         // One write(2) per rule: the kernel parses each write as one rule.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .and_then(|mut file| file.write_all(line.as_bytes()))
+        file.write_all(line.as_bytes())
             .map_err(io_err("writing", &path))?;
     }
     Ok(())
