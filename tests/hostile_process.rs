@@ -630,3 +630,33 @@ fn symlink_swapped_into_a_shared_volume_cannot_redirect_a_bind_mount() {
         );
     }
 }
+
+/// The masks and read-only paths, now mounted through descriptors, still cover what they name
+/// in an ordinary container.
+#[test]
+fn masks_and_read_only_paths_cover_procfs() {
+    let Some(husk) = process_husk(module_path!(), |_| {}) else {
+        return;
+    };
+    let out = husk.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "wc -c < /proc/timer_list; ls -A /proc/scsi | wc -l; \
+         echo 1 > /proc/sysrq-trigger || echo sysrq-refused; \
+         echo x > /proc/sys/kernel/core_pattern || echo core-pattern-refused",
+    ]);
+    let lines: Vec<String> = stdout_of(&out)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        ["0", "0", "sysrq-refused", "core-pattern-refused"],
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(stderr_of(&out).contains("Read-only file system"));
+}

@@ -38,7 +38,7 @@ pub enum RootfsError {
     TooManyLayers(usize),
     #[error("the image has no layers")]
     NoLayers,
-    #[error("mount destination {0} must be an absolute path without '..'")]
+    #[error("mount destination {0} must be an absolute path below / without '..'")]
     BadDestination(PathBuf),
     #[error("{0} in the image is {1}: it must be a directory")]
     NotADirectory(PathBuf, &'static str),
@@ -311,7 +311,8 @@ fn is_bind(m: &Mount) -> bool {
 /// Destinations come from the user and the spec: absolute, and without '..' that could only
 /// be meant to climb.
 fn check_destination(dest: &Path) -> Result<(), RootfsError> {
-    if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
+    let covers_root = dest.components().all(|c| c == Component::RootDir);
+    if !dest.is_absolute() || covers_root || dest.components().any(|c| c == Component::ParentDir) {
         return Err(RootfsError::BadDestination(dest.to_path_buf()));
     }
     Ok(())
