@@ -227,7 +227,7 @@ pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
         // An image's /etc/resolv.conf is often a link (to ../run/...): followed inside the
         // rootfs, as Docker does, never onto the host.
         let target = in_root::open(rootfs.as_fd(), &dest, Create::File, Symlinks::Contain)?;
-        bind(&dirs.etc.join(name), &target)?;
+        bind(&dirs.etc.join(name), &target, &dest)?;
     }
     for m in spec_mounts(plan.spec) {
         mount_spec(rootfs.as_fd(), m)?;
@@ -344,7 +344,7 @@ fn mount_spec(rootfs: BorrowedFd, m: &Mount) -> Result<(), RootfsError> {
                 )?)
             });
         }
-        return bind(source, &target);
+        return bind(source, &target, dest);
     }
     let target = in_root::open(rootfs, dest, Create::Directory, Symlinks::Contain)?;
     let typ = m.typ().clone().unwrap_or_default();
@@ -371,8 +371,8 @@ fn open_path(path: &Path) -> Result<OwnedFd, RootfsError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Bind `source` (recursively) onto the resolved `target`.
-fn bind(source: &Path, target: &OwnedFd) -> Result<(), RootfsError> {
+/// Bind `source` (recursively) onto the resolved `target`, which is `dest` in the container.
+fn bind(source: &Path, target: &OwnedFd, dest: &Path) -> Result<(), RootfsError> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     mount(
         Some(source),
@@ -381,7 +381,7 @@ fn bind(source: &Path, target: &OwnedFd) -> Result<(), RootfsError> {
         flags,
         None::<&str>,
     )
-    .map_err(sys("bind-mounting onto", source))
+    .map_err(sys("bind-mounting onto", dest))
 }
 
 /// mount_setattr(2) attributes.
