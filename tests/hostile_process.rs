@@ -664,3 +664,94 @@ fn masks_and_read_only_paths_cover_procfs() {
     );
     assert!(stderr_of(&out).contains("Read-only file system"));
 }
+
+const EXE_WATCHER: &str = r#"
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* For argv[1] seconds, read /proc/PID/exe of every other process, as fast as it can; print
+   each distinct target once. */
+int main(int argc, char **argv) {
+    time_t end = time(NULL) + atoi(argv[1]);
+    char seen[64][256];
+    int nseen = 0;
+    pid_t self = getpid();
+    while (time(NULL) < end) {
+        DIR *proc = opendir("/proc");
+        struct dirent *e;
+        while (proc && (e = readdir(proc))) {
+            int pid = atoi(e->d_name);
+            if (pid <= 0 || pid == self) continue;
+            char link[64], target[256];
+            snprintf(link, sizeof link, "/proc/%d/exe", pid);
+            ssize_t n = readlink(link, target, sizeof target - 1);
+            if (n <= 0) continue;
+            target[n] = 0;
+            int known = 0;
+            for (int i = 0; i < nseen; i++) known |= !strcmp(seen[i], target);
+            if (!known && nseen < 64) {
+                strcpy(seen[nseen++], target);
+                printf("%s\n", target);
+                fflush(stdout);
+            }
+        }
+        if (proc) closedir(proc);
+    }
+    return 0;
+}
+"#;
+
+/// CVE-2019-5736's other half: while `exec` sets a command up it is a clone of husk inside
+/// the container's pid namespace, where container root could open its /proc/PID/exe (the
+/// host binary). Non-dumpable until the trampoline's execve, its exe link cannot be read.
+#[test]
+fn container_processes_never_see_the_host_binary_through_proc() {
+    let build = tempfile::tempdir().unwrap();
+    let source = build.path().join("watcher.c");
+    std::fs::write(&source, EXE_WATCHER).unwrap();
+    let watcher = build.path().join("watcher");
+    let compiled = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&watcher)
+        .arg(&source)
+        .status();
+    if !compiled.is_ok_and(|s| s.success()) {
+        skip!("cannot build a static probe: cc with libc6-dev is needed");
+    }
+    let Some(husk) = process_husk(module_path!(), |rootfs| {
+        std::fs::copy(&watcher, rootfs.join("bin/watcher")).unwrap();
+    }) else {
+        return;
+    };
+    husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "busybox",
+        "sh",
+        "-c",
+        "watcher 4 > /tmp/seen; sleep 30",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut execs = 0;
+    while std::time::Instant::now() < deadline {
+        husk.ok(&["exec", "c", "true"]);
+        execs += 1;
+    }
+    husk.wait_for("the watcher", || {
+        husk.ok(&["exec", "c", "sh", "-c", "pidof watcher || echo done"])
+            .contains("done")
+    });
+    let seen = husk.ok(&["exec", "c", "cat", "/tmp/seen"]);
+    eprintln!("{execs} execs; exe links seen: {seen}");
+    let host_binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_husk")).unwrap();
+    assert!(
+        !seen.lines().any(|l| Path::new(l) == host_binary),
+        "a container process read the host binary's path from /proc: {seen}"
+    );
+}
