@@ -755,3 +755,83 @@ fn container_processes_never_see_the_host_binary_through_proc() {
         "a container process read the host binary's path from /proc: {seen}"
     );
 }
+
+/// husk as on a kernel from before openat2, close_range, open_tree and mount_setattr (5.4 and
+/// older): a seccomp filter on husk answers them with ENOSYS, so the fallbacks run, the
+/// component walk, the /proc/self/fd walk and bind + remount, and must hold the same lines.
+#[test]
+fn fallbacks_for_older_kernels_hold_the_same_lines() {
+    use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+    let host_dir = tempfile::tempdir().unwrap();
+    let Some(husk) = process_husk(module_path!(), |rootfs| {
+        std::os::unix::fs::symlink(host_dir.path(), rootfs.join("data")).unwrap();
+    }) else {
+        return;
+    };
+    let newer_calls = [
+        libc::SYS_openat2,
+        libc::SYS_close_range,
+        libc::SYS_open_tree,
+        libc::SYS_mount_setattr,
+        libc::SYS_move_mount,
+    ];
+    let filter = SeccompFilter::new(
+        newer_calls.iter().map(|nr| (*nr, Vec::new())).collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .unwrap();
+    let program: seccompiler::BpfProgram = filter.try_into().unwrap();
+
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("file"), "from the volume\n").unwrap();
+    let volume = format!("{}:/data:ro", source.path().display());
+    let inside = host_dir.path().display().to_string();
+    let leaked = std::fs::File::open("/etc/hostname").unwrap();
+    let leaked_fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    let mut cmd = husk.cmd();
+    cmd.args([
+        "run",
+        "--rm",
+        "-v",
+        &volume,
+        "busybox",
+        "sh",
+        "-c",
+        &format!(
+            "cat {inside}/file; touch {inside}/new || echo volume-read-only; \
+             echo x > /proc/sys/kernel/core_pattern || echo proc-sys-read-only; \
+             wc -c < /proc/timer_list; ls /proc/self/fd | wc -l"
+        ),
+    ]);
+    // SAFETY: dup2 and the filter's prctl + seccomp in the forked child before exec; the
+    // program was built before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::dup2(leaked_fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            seccompiler::apply_filter(&program).map_err(std::io::Error::other)
+        });
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let lines: Vec<String> = stdout_of(&out)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "from the volume",
+            "volume-read-only",
+            "proc-sys-read-only",
+            "0",
+            // 0, 1, 2 and the directory ls reads (busybox ls counts it).
+            "4",
+        ],
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!host_dir.path().join("file").exists());
+}
