@@ -19,7 +19,17 @@ pub const RUNTIME_DIR: &str = "/run/husk";
 pub fn ensure(dir: &Path) -> std::io::Result<()> {
     match fs::metadata(dir) {
         Ok(meta) => {
-            if meta.permissions().mode() & 0o077 != 0 {
+            let mode = meta.permissions().mode();
+            // A shared directory like /tmp given as --root: closing it would break the host,
+            // leaving it open would expose every container.
+            if mode & 0o1000 != 0 || mode & 0o002 != 0 {
+                return Err(std::io::Error::other(format!(
+                    "{} is shared with other users (mode {:o}): give husk a directory of its own",
+                    dir.display(),
+                    mode & 0o7777
+                )));
+            }
+            if mode & 0o077 != 0 {
                 let mode = meta.permissions().mode() & 0o7700;
                 fs::set_permissions(dir, Permissions::from_mode(mode | MODE))?;
             }
@@ -54,6 +64,17 @@ mod tests {
         assert_eq!(mode(&tmp.path().join("a")), 0o700);
         create(&root.join("child")).unwrap();
         assert_eq!(mode(&root.join("child")), 0o700);
+    }
+
+    #[test]
+    fn a_shared_directory_is_refused_not_closed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, Permissions::from_mode(0o1777)).unwrap();
+        let err = ensure(&shared).unwrap_err();
+        assert!(err.to_string().contains("shared with other users"), "{err}");
+        assert_eq!(mode(&shared), 0o1777);
     }
 
     #[test]
