@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use husk::container::teardown::cgroup_name;
-use husk::container::{Containers, Isolation, Status};
+use husk::container::{Containers, Isolation, ProcessIdentity, Status};
 use husk::process::exec::{exec, ExecConfig};
 use oci_spec::runtime::Process;
 
@@ -86,32 +86,37 @@ pub fn exec_cmd(root: &Path, args: ExecArgs) -> Result<i32> {
         .state
         .pid
         .with_context(|| format!("container {} has no recorded process", record.short_id()))?;
+    // Records from before husk kept the start time: the best that can be done is now's.
+    let init = match record.state.init {
+        Some(init) if init.pid == pid => init,
+        _ => ProcessIdentity::of(pid)
+            .with_context(|| format!("container {} is not running", record.short_id()))?,
+    };
     let spec = load_spec(&store, &record.id)?;
     let base = spec
         .process()
         .clone()
         .context("the container's spec has no process")?;
-    let process = exec_process(&base, &args)?;
+    let mut process = exec_process(&base, &args)?;
+    // A detached command has nobody reading a terminal.
+    let terminal = args.tty && !args.detach;
+    process.set_terminal(Some(terminal));
     let cgroup = cgroup_name(&record.id);
 
     let dev_null = File::options().read(true).write(true).open("/dev/null")?;
-    let pty = if args.tty && !args.detach {
-        Some(nix::pty::openpty(None, None).context("allocating a pseudo-terminal")?)
-    } else {
-        None
-    };
-    let (stdin, stdout, stderr): (OwnedFd, OwnedFd, OwnedFd) = match &pty {
-        Some(pty) => (
-            pty.slave.try_clone()?,
-            pty.slave.try_clone()?,
-            pty.slave.try_clone()?,
-        ),
-        None if args.detach => (
+    let (stdin, stdout, stderr): (OwnedFd, OwnedFd, OwnedFd) = match terminal {
+        // The command opens a terminal of the container's own devpts.
+        true => (
             dev_null.try_clone()?.into(),
             dev_null.try_clone()?.into(),
             dev_null.try_clone()?.into(),
         ),
-        None => (
+        false if args.detach => (
+            dev_null.try_clone()?.into(),
+            dev_null.try_clone()?.into(),
+            dev_null.try_clone()?.into(),
+        ),
+        false => (
             if args.interactive {
                 std::io::stdin().as_fd().try_clone_to_owned()?
             } else {
@@ -122,14 +127,14 @@ pub fn exec_cmd(root: &Path, args: ExecArgs) -> Result<i32> {
         ),
     };
     let started = exec(&ExecConfig {
-        container_pid: pid,
+        container_init: init,
         spec: &spec,
         process: &process,
         cgroup_name: &cgroup,
         stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
     });
     drop((stdin, stdout, stderr));
-    let started = match started {
+    let mut started = match started {
         Ok(started) => started,
         Err(err) => {
             eprintln!("husk: {err}");
@@ -139,11 +144,10 @@ pub fn exec_cmd(root: &Path, args: ExecArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    let Some(pty) = pty else {
+    let Some(master) = started.pty_master() else {
         return Ok(started.wait()?);
     };
     // Bridge the terminal: raw mode on ours, copy both ways until the command exits.
-    drop(pty.slave);
     if let Some((rows, cols)) = husk::vm::backend::terminal_size() {
         let size = libc::winsize {
             ws_row: rows,
@@ -154,15 +158,15 @@ pub fn exec_cmd(root: &Path, args: ExecArgs) -> Result<i32> {
         // SAFETY: TIOCSWINSZ reads the winsize we own from a pty master we hold.
         unsafe {
             libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&pty.master),
+                std::os::fd::AsRawFd::as_raw_fd(&master),
                 libc::TIOCSWINSZ,
                 &size,
             )
         };
     }
     let _raw = husk::process::enter_raw_mode();
-    let mut master_out = File::from(pty.master.try_clone()?);
-    let mut master_in = File::from(pty.master);
+    let mut master_out = File::from(master.try_clone()?);
+    let mut master_in = File::from(master);
     if args.interactive {
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];

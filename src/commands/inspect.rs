@@ -133,6 +133,15 @@ pub fn container_value(store: &Containers, record: &Record) -> Value {
                 husk::container::spec::NetworkMode::Host => "host",
             },
             "Privileged": options.privileged,
+            "Devices": options
+                .devices
+                .iter()
+                .map(|d| json!({
+                    "PathOnHost": d.path_on_host,
+                    "PathInContainer": d.path_in_container,
+                    "CgroupPermissions": d.cgroup_permissions,
+                }))
+                .collect::<Vec<_>>(),
             "ReadonlyRootfs": options.read_only,
             "CapAdd": options.cap_add,
             "CapDrop": options.cap_drop,

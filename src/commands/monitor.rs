@@ -232,7 +232,11 @@ fn run_process_once(
     };
     husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
     let pid = container.pid();
-    store.update(id, |r| r.state.pid = Some(pid))?;
+    let init = husk::container::ProcessIdentity::of(pid);
+    store.update(id, |r| {
+        r.state.pid = Some(pid);
+        r.state.init = init;
+    })?;
     let pumps = match container.pty_master() {
         Some(master) => {
             if let Some(stdin) = &stdin {

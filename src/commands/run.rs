@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use husk::container::logs::{LogWriter, Stream, Tee};
-use husk::container::spec::{build_spec, MountKind, NetworkMode, SpecOptions, UserMount};
+use husk::container::spec::{
+    build_spec, DeviceMapping, MountKind, NetworkMode, SpecOptions, UserMount,
+};
 use husk::container::teardown::{cgroup_name, release_leftovers};
 use husk::container::volume::Volumes;
 use husk::container::{
@@ -79,6 +81,10 @@ pub struct CreateArgs {
     /// Give extended privileges to this container.
     #[arg(long)]
     pub privileged: bool,
+    /// Add a host device to the container: HOST[:CONTAINER[:PERMISSIONS]], permissions some
+    /// of r, w, m (default rwm).
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub devices: Vec<String>,
     /// Security options: seccomp=unconfined, no-new-privileges[:true|false].
     #[arg(long)]
     pub security_opt: Vec<String>,
@@ -268,6 +274,11 @@ impl CreateArgs {
             seccomp_unconfined,
             no_new_privileges,
             mounts: Vec::new(),
+            devices: self
+                .devices
+                .iter()
+                .map(|flag| DeviceMapping::from_flag(flag))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -460,6 +471,9 @@ fn create_container(root: &Path, args: &CreateArgs) -> Result<Record> {
             "volumes and mounts (-v, --mount, --tmpfs) are not supported with --isolation vm yet"
         );
     }
+    if isolation == Isolation::Vm && !options.devices.is_empty() {
+        bail!("--device is not supported with --isolation vm: the guest has its own devices");
+    }
     let image = image_for_run(root, &args.image)?;
     let mut options = options;
     options.mounts = resolve_mounts(root, &image, requested)?;
@@ -534,7 +548,11 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
     let on_started = |container: &process::Container| {
         husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
         let pid = container.pid();
-        let _ = store.update(&record.id, |r| r.state.pid = Some(pid));
+        let init = husk::container::ProcessIdentity::of(pid);
+        let _ = store.update(&record.id, |r| {
+            r.state.pid = Some(pid);
+            r.state.init = init;
+        });
     };
     mark_starting(store, &record.id, record.restart_count)?;
     // An attached container is logged too, so `husk logs` works for it as in Docker; a --rm
@@ -639,6 +657,7 @@ pub fn mark_starting(store: &Containers, id: &str, restart_count: u32) -> Result
         r.state.finished_at = None;
         r.state.exit_code = None;
         r.state.pid = None;
+        r.state.init = None;
         r.state.error = None;
         r.state.stop_requested = false;
         r.state.oom_killed = false;
@@ -702,6 +721,7 @@ pub fn record_exit_of(
         r.state.exit_code = Some(code);
         r.state.finished_at = Some(now);
         r.state.pid = None;
+        r.state.init = None;
         r.state.error = error.clone();
         r.state.oom_killed = oom_killed;
     });

@@ -28,7 +28,9 @@ use super::run::{layer_dirs, load_spec, mark_starting, record_exit, StartFailure
 
 /// Where `husk kill` reaches the supervisor of a VM container.
 pub fn control_socket(id: &str) -> PathBuf {
-    PathBuf::from("/run/husk/control").join(format!("{}.sock", &id[..12.min(id.len())]))
+    Path::new(husk::container::private_dir::RUNTIME_DIR)
+        .join("control")
+        .join(format!("{}.sock", &id[..12.min(id.len())]))
 }
 
 /// Ask the supervisor of a running VM container to deliver `signal` to the guest process.
@@ -449,7 +451,9 @@ fn serve_control(
     done: Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let path = control_socket(id);
-    std::fs::create_dir_all(path.parent()?).ok()?;
+    husk::container::private_dir::ensure(Path::new(husk::container::private_dir::RUNTIME_DIR))
+        .ok()?;
+    husk::container::private_dir::ensure(path.parent()?).ok()?;
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).ok()?;
     Some(std::thread::spawn(move || {

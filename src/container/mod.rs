@@ -2,6 +2,7 @@
 
 pub mod logs;
 pub mod names;
+pub mod private_dir;
 pub mod record;
 pub mod spec;
 pub mod teardown;

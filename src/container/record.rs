@@ -123,9 +123,12 @@ impl ProcessIdentity {
     }
 }
 
-/// Field 22 of /proc/PID/stat: the start time in clock ticks since boot.
 fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_time_from_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 22 of a /proc/PID/stat text: the start time in clock ticks since boot.
+pub fn start_time_from_stat(stat: &str) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses: skip past its last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
@@ -137,6 +140,9 @@ pub struct State {
     pub exit_code: Option<i32>,
     /// The container's init process, as seen from the host.
     pub pid: Option<i32>,
+    /// The same process with its start time, so `exec` never joins a recycled pid.
+    #[serde(default)]
+    pub init: Option<ProcessIdentity>,
     /// The husk process supervising the container (foreground CLI or detached monitor).
     pub supervisor: Option<ProcessIdentity>,
     pub started_at: Option<DateTime<Utc>>,
@@ -271,8 +277,9 @@ pub struct Containers {
 
 impl Containers {
     pub fn open(root: &Path) -> Result<Self, RecordError> {
+        super::private_dir::ensure(root).map_err(io_err(root))?;
         let dir = root.join("containers");
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        super::private_dir::ensure(&dir).map_err(io_err(&dir))?;
         Ok(Self { dir })
     }
 
@@ -333,6 +340,7 @@ impl Containers {
                 status: Status::Created,
                 exit_code: None,
                 pid: None,
+                init: None,
                 supervisor: None,
                 started_at: None,
                 finished_at: None,
@@ -342,7 +350,7 @@ impl Containers {
             },
         };
         let dir = self.dir_of(&record.id);
-        fs::create_dir(&dir).map_err(io_err(&dir))?;
+        super::private_dir::create(&dir).map_err(io_err(&dir))?;
         // A `--rm` container's record lives only as long as its run: atomic is enough.
         let durability = if record.auto_remove {
             Durability::Atomic

@@ -8,12 +8,13 @@ use std::str::FromStr;
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
-    LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 
 /// Docker's PATH when the image sets none.
@@ -88,6 +89,8 @@ pub enum SpecError {
     BadWorkdir(String),
     #[error("invalid {what}: {value} (must be positive)")]
     BadLimit { what: &'static str, value: i64 },
+    #[error("invalid --device {0:?}: {1}")]
+    BadDevice(String, String),
     #[error("building the runtime spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -130,6 +133,71 @@ pub struct SpecOptions {
     pub no_new_privileges: bool,
     /// `-v`, `--mount`, `--tmpfs`, with volume names already resolved to host directories.
     pub mounts: Vec<UserMount>,
+    /// `--device`, resolved against the host's device node when the container is created.
+    pub devices: Vec<DeviceMapping>,
+}
+
+/// A host device passed through with `--device HOST[:CONTAINER[:PERMS]]` (Docker's
+/// HostConfig.Devices entry, plus what the host node is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceMapping {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    /// Some of "rwm": read, write, mknod.
+    pub cgroup_permissions: String,
+    /// 'c' or 'b'.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl DeviceMapping {
+    /// Parse a `--device` value and look at the host node it names.
+    pub fn from_flag(flag: &str) -> Result<Self, SpecError> {
+        let bad = |why: &str| SpecError::BadDevice(flag.to_string(), why.to_string());
+        let mut parts = flag.split(':');
+        let host = parts.next().unwrap_or_default();
+        let (container, permissions) = match (parts.next(), parts.next(), parts.next()) {
+            (None, ..) => (host, "rwm"),
+            // Docker: a second field of only r, w and m is the permissions.
+            (Some(p), None, _) if !p.is_empty() && p.chars().all(|c| "rwm".contains(c)) => {
+                (host, p)
+            }
+            (Some(c), None, _) => (c, "rwm"),
+            (Some(c), Some(p), None) => (c, p),
+            _ => return Err(bad("expected HOST[:CONTAINER[:PERMISSIONS]]")),
+        };
+        if !host.starts_with('/') || !container.starts_with('/') {
+            return Err(bad("device paths must be absolute"));
+        }
+        if permissions.is_empty() || !permissions.chars().all(|c| "rwm".contains(c)) {
+            return Err(bad("permissions are some of r, w and m"));
+        }
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::metadata(host).map_err(|e| bad(&e.to_string()))?;
+        let kind = if meta.file_type().is_char_device() {
+            'c'
+        } else if meta.file_type().is_block_device() {
+            'b'
+        } else {
+            return Err(bad("not a device node"));
+        };
+        let rdev = meta.rdev();
+        Ok(Self {
+            path_on_host: host.to_string(),
+            path_in_container: container.to_string(),
+            cgroup_permissions: permissions.to_string(),
+            kind,
+            major: i64::from(libc::major(rdev)),
+            minor: i64::from(libc::minor(rdev)),
+            file_mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
 }
 
 /// What a user mount brings into the container.
@@ -232,6 +300,12 @@ pub fn build_spec(
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources(opts)?)
+        .devices(
+            opts.devices
+                .iter()
+                .map(container_device)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
         .cgroups_path(PathBuf::from(format!("husk/{container_id}")))
         .build()?;
     linux.set_masked_paths(None);
@@ -396,8 +470,95 @@ fn capability_set(opts: &SpecOptions) -> Result<Vec<Capability>, SpecError> {
     set.iter().map(|name| parse_capability(name)).collect()
 }
 
+/// Docker's default device rules (moby's oci defaults + runc's allowed devices): nothing but
+/// the nodes every container gets, mknod of any node (opening one is what is checked), and
+/// the pseudo-terminals.
+const DEFAULT_ALLOWED_DEVICES: &[(LinuxDeviceType, Option<i64>, Option<i64>, &str)] = &[
+    (LinuxDeviceType::C, None, None, "m"),
+    (LinuxDeviceType::B, None, None, "m"),
+    (LinuxDeviceType::C, Some(1), Some(3), "rwm"), // null
+    (LinuxDeviceType::C, Some(1), Some(5), "rwm"), // zero
+    (LinuxDeviceType::C, Some(1), Some(7), "rwm"), // full
+    (LinuxDeviceType::C, Some(1), Some(8), "rwm"), // random
+    (LinuxDeviceType::C, Some(1), Some(9), "rwm"), // urandom
+    (LinuxDeviceType::C, Some(5), Some(0), "rwm"), // tty
+    (LinuxDeviceType::C, Some(5), Some(1), "rwm"), // console
+    (LinuxDeviceType::C, Some(5), Some(2), "rwm"), // ptmx
+    (LinuxDeviceType::C, Some(136), None, "rwm"),  // pts/*
+];
+
+fn device_rule(
+    allow: bool,
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> Result<LinuxDeviceCgroup, SpecError> {
+    let mut builder = LinuxDeviceCgroupBuilder::default()
+        .allow(allow)
+        .typ(typ)
+        .access(access);
+    if let Some(major) = major {
+        builder = builder.major(major);
+    }
+    if let Some(minor) = minor {
+        builder = builder.minor(minor);
+    }
+    Ok(builder.build()?)
+}
+
+/// Deny all, then the defaults and `--device` nodes; `--privileged` allows every device.
+fn device_rules(opts: &SpecOptions) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
+    if opts.privileged {
+        return Ok(vec![device_rule(
+            true,
+            LinuxDeviceType::A,
+            None,
+            None,
+            "rwm",
+        )?]);
+    }
+    let mut rules = vec![device_rule(false, LinuxDeviceType::A, None, None, "rwm")?];
+    for (typ, major, minor, access) in DEFAULT_ALLOWED_DEVICES {
+        rules.push(device_rule(true, *typ, *major, *minor, access)?);
+    }
+    for device in &opts.devices {
+        let typ = if device.kind == 'b' {
+            LinuxDeviceType::B
+        } else {
+            LinuxDeviceType::C
+        };
+        rules.push(device_rule(
+            true,
+            typ,
+            Some(device.major),
+            Some(device.minor),
+            &device.cgroup_permissions,
+        )?);
+    }
+    Ok(rules)
+}
+
+/// The node `--device` creates in the container.
+fn container_device(device: &DeviceMapping) -> Result<LinuxDevice, SpecError> {
+    let typ = if device.kind == 'b' {
+        LinuxDeviceType::B
+    } else {
+        LinuxDeviceType::C
+    };
+    Ok(LinuxDeviceBuilder::default()
+        .path(&device.path_in_container)
+        .typ(typ)
+        .major(device.major)
+        .minor(device.minor)
+        .file_mode(device.file_mode)
+        .uid(device.uid)
+        .gid(device.gid)
+        .build()?)
+}
+
 fn resources(opts: &SpecOptions) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
-    let mut builder = LinuxResourcesBuilder::default();
+    let mut builder = LinuxResourcesBuilder::default().devices(device_rules(opts)?);
     if let Some(bytes) = opts.memory_bytes {
         if bytes <= 0 {
             return Err(SpecError::BadLimit {
@@ -625,9 +786,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "ioprio_set",
     "io_setup",
     "io_submit",
-    "io_uring_enter",
-    "io_uring_register",
-    "io_uring_setup",
     "kill",
     "landlock_add_rule",
     "landlock_create_ruleset",
@@ -680,7 +838,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "openat",
     "openat2",
     "pause",
-    "personality",
     "pidfd_open",
     "pidfd_send_signal",
     "pipe",
@@ -776,7 +933,6 @@ const ALLOWED_SYSCALLS: &[&str] = &[
     "sigaltstack",
     "signalfd",
     "signalfd4",
-    "socket",
     "socketpair",
     "splice",
     "stat",
@@ -874,6 +1030,26 @@ const CAPABILITY_SYSCALLS: &[(&str, &[&str])] = &[
 /// Docker's default seccomp profile in OCI form: an allowlist with EPERM for everything else,
 /// clone allowed only without namespace flags (unless CAP_SYS_ADMIN), and clone3 answered with
 /// ENOSYS so that libcs fall back to the inspectable clone.
+/// AF_VSOCK, from linux/socket.h.
+const AF_VSOCK: u64 = 40;
+
+/// personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26,
+/// UNAME26|PER_LINUX32 and the 0xffffffff query.
+const ALLOWED_PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+
+/// `name` allowed when its first argument compares to `value` with `op`.
+fn allow_when(name: &str, value: u64, op: LinuxSeccompOperator) -> Result<LinuxSyscall, SpecError> {
+    Ok(LinuxSyscallBuilder::default()
+        .names(vec![name.to_string()])
+        .action(LinuxSeccompAction::ScmpActAllow)
+        .args(vec![LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(value)
+            .op(op)
+            .build()?])
+        .build()?)
+}
+
 pub fn default_seccomp(capabilities: &[Capability]) -> Result<LinuxSeccomp, SpecError> {
     let has = |name: &str| capabilities.iter().any(|c| c.to_string() == name);
     let mut allowed: BTreeSet<&str> = ALLOWED_SYSCALLS.iter().copied().collect();
@@ -891,6 +1067,20 @@ pub fn default_seccomp(capabilities: &[Capability]) -> Result<LinuxSeccomp, Spec
         .names(allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .action(LinuxSeccompAction::ScmpActAllow)
         .build()?];
+    // Docker: socket for every family but AF_VSOCK (the host's vsock services), and
+    // personality only for the values a container legitimately sets or queries.
+    syscalls.push(allow_when(
+        "socket",
+        AF_VSOCK,
+        LinuxSeccompOperator::ScmpCmpNe,
+    )?);
+    for persona in ALLOWED_PERSONALITIES {
+        syscalls.push(allow_when(
+            "personality",
+            persona,
+            LinuxSeccompOperator::ScmpCmpEq,
+        )?);
+    }
     if !sys_admin {
         syscalls.push(
             LinuxSyscallBuilder::default()
@@ -1127,6 +1317,87 @@ mod tests {
         assert!(
             !kinds(&build_spec(&busybox(), &o, ID).unwrap()).contains(&LinuxNamespaceType::Network)
         );
+    }
+
+    /// v1 syntax of a spec's device rules, for comparing with Docker's list.
+    fn device_rules_of(spec: &Spec) -> Vec<String> {
+        let rules = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        let number = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+        rules
+            .devices()
+            .iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{} {:?} {}:{} {}",
+                    if r.allow() { "allow" } else { "deny" },
+                    r.typ().unwrap(),
+                    number(r.major()),
+                    number(r.minor()),
+                    r.access().as_deref().unwrap()
+                )
+                .to_lowercase()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn device_rules_deny_all_but_dockers_defaults() {
+        let spec = build_spec(&busybox(), &opts(), ID).unwrap();
+        assert_eq!(
+            device_rules_of(&spec),
+            [
+                "deny a *:* rwm",
+                "allow c *:* m",
+                "allow b *:* m",
+                "allow c 1:3 rwm",
+                "allow c 1:5 rwm",
+                "allow c 1:7 rwm",
+                "allow c 1:8 rwm",
+                "allow c 1:9 rwm",
+                "allow c 5:0 rwm",
+                "allow c 5:1 rwm",
+                "allow c 5:2 rwm",
+                "allow c 136:* rwm",
+            ]
+        );
+        let privileged = SpecOptions {
+            privileged: true,
+            ..opts()
+        };
+        let spec = build_spec(&busybox(), &privileged, ID).unwrap();
+        assert_eq!(device_rules_of(&spec), ["allow a *:* rwm"]);
+
+        let device = DeviceMapping::from_flag("/dev/null:/dev/mynull:rw").unwrap();
+        assert_eq!((device.kind, device.major, device.minor), ('c', 1, 3));
+        assert_eq!(device.path_in_container, "/dev/mynull");
+        let with_device = SpecOptions {
+            devices: vec![device],
+            ..opts()
+        };
+        let spec = build_spec(&busybox(), &with_device, ID).unwrap();
+        assert_eq!(device_rules_of(&spec).last().unwrap(), "allow c 1:3 rw");
+        let node = &spec.linux().as_ref().unwrap().devices().as_ref().unwrap()[0];
+        assert_eq!(node.path(), std::path::Path::new("/dev/mynull"));
+        assert_eq!((node.major(), node.minor()), (1, 3));
+
+        assert_eq!(
+            DeviceMapping::from_flag("/dev/null:rw")
+                .unwrap()
+                .path_in_container,
+            "/dev/null"
+        );
+        for bad in [
+            "/etc/hostname",
+            "dev/null",
+            "/dev/null:/x:rwx",
+            "/dev/null:/a:rw:extra",
+        ] {
+            assert!(
+                matches!(DeviceMapping::from_flag(bad), Err(SpecError::BadDevice(..))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub struct Volumes {
 
 impl Volumes {
     pub fn open(root: &Path) -> Result<Self, VolumeError> {
+        super::private_dir::ensure(root).map_err(io_err(root))?;
         let dir = root.join("volumes");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         Ok(Self {

@@ -149,6 +149,7 @@ pub struct StoreLock {
 impl Store {
     /// Open (creating if needed) the image store under `root` (husk's `--root`).
     pub fn open(root: &Path) -> Result<Store, ImageError> {
+        crate::container::private_dir::ensure(root).map_err(ImageError::io("creating", root))?;
         let dir = root.join("images");
         for sub in ["blobs/sha256", "layers", "layer-sizes", "tmp"] {
             let path = dir.join(sub);

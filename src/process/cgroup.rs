@@ -26,6 +26,8 @@ pub enum CgroupError {
     },
     #[error("cgroup {0} still has processes after killing them")]
     Busy(PathBuf),
+    #[error(transparent)]
+    DeviceFilter(#[from] super::device_filter::DeviceFilterError),
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -34,7 +36,7 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Cgrou
 }
 
 /// v1 controllers husk puts containers in: the ones its limits and accounting need.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "devices"];
 
 /// Where the cgroup hierarchies are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +254,14 @@ impl Cgroup {
                 }
             }
         }
+        if let Some(rules) = res.devices().as_ref().filter(|r| !r.is_empty()) {
+            let dir = self.controller_dir("devices")?;
+            if unified {
+                super::device_filter::attach(&dir, rules)?;
+            } else {
+                write_device_rules(&dir, rules)?;
+            }
+        }
         if let Some(pids) = res.pids() {
             let dir = self.controller_dir("pids")?;
             let limit = if pids.limit() > 0 {
@@ -417,6 +427,55 @@ fn enable_v2_controllers(root: &Path, name: &Path) -> Result<(), CgroupError> {
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(path, value).map_err(io_err("writing", path))
+}
+
+/// v1: each rule is one write to devices.allow or devices.deny, in order (a deny of `a`
+/// first clears what the parent allowed).
+fn write_device_rules(
+    dir: &Path,
+    rules: &[oci_spec::runtime::LinuxDeviceCgroup],
+) -> Result<(), CgroupError> {
+    use oci_spec::runtime::LinuxDeviceType;
+    use std::io::Write;
+    let mut files: BTreeMap<&str, std::fs::File> = BTreeMap::new();
+    for rule in rules {
+        let typ = match rule.typ().unwrap_or(LinuxDeviceType::A) {
+            LinuxDeviceType::A => 'a',
+            LinuxDeviceType::B => 'b',
+            LinuxDeviceType::C | LinuxDeviceType::U => 'c',
+            LinuxDeviceType::P => continue,
+        };
+        let number = |n: Option<i64>| {
+            n.filter(|n| *n >= 0)
+                .map_or("*".to_string(), |n| n.to_string())
+        };
+        let line = format!(
+            "{typ} {}:{} {}\n",
+            number(rule.major()),
+            number(rule.minor()),
+            rule.access().as_deref().unwrap_or("rwm")
+        );
+        let name = if rule.allow() {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
+        let path = dir.join(name);
+        let file = match files.entry(name) {
+            std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(io_err("opening", &path))?,
+            ),
+        };
+        // One write(2) per rule: the kernel parses each write as one rule.
+        file.write_all(line.as_bytes())
+            .map_err(io_err("writing", &path))?;
+    }
+    Ok(())
 }
 
 fn write_optional(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -588,6 +647,40 @@ mod tests {
                 "{name}/husk left behind"
             );
         }
+    }
+
+    #[test]
+    fn v1_device_rules_are_written_in_order_on_a_fake_cgroupfs() {
+        use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResourcesBuilder};
+        let tmp = tempfile::tempdir().unwrap();
+        let devices = tmp.path().join("devices");
+        std::fs::create_dir_all(&devices).unwrap();
+        let layout = CgroupLayout::Legacy(BTreeMap::from([("devices".to_string(), devices)]));
+        let rule = |allow, typ, major: Option<i64>, access: &str| {
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(allow)
+                .typ(typ)
+                .access(access);
+            if let Some(major) = major {
+                b = b.major(major).minor(3);
+            }
+            b.build().unwrap()
+        };
+        let resources = LinuxResourcesBuilder::default()
+            .devices(vec![
+                rule(false, LinuxDeviceType::A, None, "rwm"),
+                rule(true, LinuxDeviceType::C, None, "m"),
+                rule(true, LinuxDeviceType::C, Some(1), "rwm"),
+            ])
+            .build()
+            .unwrap();
+        let cg = Cgroup::create(layout, "husk/abc", Some(&resources)).unwrap();
+        let read = |name: &str| {
+            std::fs::read_to_string(tmp.path().join("devices/husk/abc").join(name)).unwrap()
+        };
+        assert_eq!(read("devices.deny"), "a *:* rwm\n");
+        assert_eq!(read("devices.allow"), "c *:* m\nc 1:3 rwm\n");
+        cg.destroy().unwrap();
     }
 
     #[test]

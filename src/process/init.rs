@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -47,10 +47,13 @@ pub struct InitConfig<'a> {
     /// Stdio to install as 0, 1, 2 when there is no terminal; None keeps husk's.
     pub stdio: Option<[RawFd; 3]>,
     pub interactive: bool,
+    /// The sealed exec trampoline (see trampoline.rs).
+    pub trampoline: RawFd,
 }
 
 /// Run the init: returns only by exec'ing the command; on failure it reports and exits.
 pub fn run(cfg: InitConfig) -> ! {
+    forbid_ptrace_and_dumps();
     let result = prepare_and_exec(&cfg);
     let failure = match result {
         Err(failure) => failure,
@@ -91,7 +94,20 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         .as_ref()
         .ok_or_else(|| fail("the spec has no process"))?;
     setup_stdio(cfg, process.terminal().unwrap_or(false))?;
+    apply_process_limits(process)?;
+    become_process(
+        process,
+        &cfg.seccomp,
+        cfg.errors.as_raw_fd(),
+        cfg.trampoline,
+    )
+}
 
+/// umask, oom_score_adj and rlimits from the spec: the init's, and an `exec`'d process's,
+/// which must not keep those of the husk that started it.
+pub(super) fn apply_process_limits(
+    process: &oci_spec::runtime::Process,
+) -> Result<(), InitFailure> {
     // runc's default when the spec sets none; husk's own umask must not leak in.
     let umask = process.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
@@ -104,8 +120,38 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
     for rlimit in process.rlimits().iter().flatten() {
         set_rlimit(rlimit.typ(), rlimit.soft(), rlimit.hard())?;
     }
+    Ok(())
+}
 
-    become_process(process, &cfg.seccomp)
+/// A pty of the devpts mounted at /dev/pts of the current mount namespace: the master goes
+/// to husk over `console`, the slave becomes the controlling terminal (the caller must lead
+/// a session) and is returned for stdio.
+pub(super) fn open_terminal(console: &UnixStream) -> Result<(std::fs::File, PathBuf), InitFailure> {
+    let (master, slave_path) = rootfs::open_pty().map_err(fail)?;
+    send_fd(console, master.as_raw_fd())
+        .map_err(|e| fail(format!("sending the pty to husk: {e}")))?;
+    drop(master);
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&slave_path)
+        .map_err(|e| fail(format!("opening {}: {e}", slave_path.display())))?;
+    // SAFETY: TIOCSCTTY on a terminal descriptor we own, with an integer argument.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(fail(format!(
+            "making the pty our terminal: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok((slave, slave_path))
+}
+
+/// Until execve this process is a copy of husk: non-dumpable, no process of the container
+/// (even as root, without CAP_SYS_PTRACE) can open its /proc/PID/exe, mem or fds. The
+/// trampoline's execve makes it dumpable again, as the container's own program.
+pub(super) fn forbid_ptrace_and_dumps() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
 /// The part an init and an `exec` share: resolve the user inside the container's root, set
@@ -114,6 +160,8 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
 pub(super) fn become_process(
     process: &oci_spec::runtime::Process,
     seccomp: &[BpfProgram],
+    errors: RawFd,
+    trampoline: RawFd,
 ) -> Result<std::convert::Infallible, InitFailure> {
     let spec_user = process.user();
     let (uid, gid, mut groups, home) = match spec_user.username() {
@@ -137,18 +185,7 @@ pub(super) fn become_process(
             home.filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into())
         ));
     }
-    let cwd = process.cwd();
-    match std::fs::metadata(cwd) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => {
-            return Err(fail(format!(
-                "bad workdir {}: not a directory",
-                cwd.display()
-            )))
-        }
-        Err(e) => return Err(fail(format!("bad workdir {}: {e}", cwd.display()))),
-    }
-    nix::unistd::chdir(cwd).map_err(|e| fail(format!("bad workdir {}: {e}", cwd.display())))?;
+    enter_workdir(process.cwd())?;
 
     let args = process.args().clone().unwrap_or_default();
     let program = args
@@ -167,16 +204,7 @@ pub(super) fn become_process(
         .collect::<Result<Vec<_>, _>>()?;
     let c_env = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
 
-    // SAFETY: marks every descriptor from 3 up close-on-exec; nothing is closed now, so no
-    // Rust-owned descriptor is invalidated.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    close_on_exec_from_3()?;
     reset_signals();
 
     let no_new_privs = process.no_new_privileges().unwrap_or(false);
@@ -197,16 +225,92 @@ pub(super) fn become_process(
         super::seccomp::install(seccomp).map_err(fail)?;
     }
 
-    let err = nix::unistd::execve(&c_path, &c_args, &c_env).unwrap_err();
-    let code = if err == nix::Error::ENOENT {
-        CODE_NOT_FOUND
-    } else {
-        CODE_NOT_EXECUTABLE
+    // Never execve the command from here: this process's executable is husk's (see
+    // trampoline.rs).
+    let err = super::trampoline::exec(trampoline, errors, &c_path, &c_args, &c_env);
+    Err(fail(format!(
+        "exec the trampoline for {program:?}: {}",
+        err.desc()
+    )))
+}
+
+/// chdir into the working directory as resolved inside the process's root: an `exec`'d
+/// process joined the container's mount namespace, and neither a symlink nor a /proc magic
+/// link in the path may take its cwd outside the container's tree.
+fn enter_workdir(cwd: &Path) -> Result<(), InitFailure> {
+    use super::in_root::{self, Create, InRootError, Symlinks};
+    let bad = |why: String| fail(format!("bad workdir {}: {why}", cwd.display()));
+    let root = in_root::open_root(Path::new("/")).map_err(|e| bad(e.to_string()))?;
+    let dir = match in_root::open(root.as_fd(), cwd, Create::Nothing, Symlinks::Contain) {
+        Ok(dir) => dir,
+        Err(InRootError::Io { source, .. }) => return Err(bad(source.to_string())),
+        Err(e) => return Err(bad(e.to_string())),
     };
-    Err(InitFailure {
+    let meta = std::fs::metadata(in_root::fd_path(&dir)).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    nix::unistd::fchdir(dir.as_raw_fd()).map_err(|e| bad(e.to_string()))
+}
+
+/// The failure a report from the error pipe describes: an init's or exec helper's
+/// [code, message], or the trampoline's [CODE_EXEC_ERRNO, errno] when execve of `program`
+/// failed (127 when it does not exist, 126 otherwise, as Docker).
+pub(super) fn reported_failure(report: &[u8], program: &str) -> Option<InitFailure> {
+    if let Some(err) = super::trampoline::reported_errno(report) {
+        let code = if err == nix::Error::ENOENT {
+            CODE_NOT_FOUND
+        } else {
+            CODE_NOT_EXECUTABLE
+        };
+        return Some(InitFailure {
+            code,
+            message: format!("exec {program:?}: {}", err.desc()),
+        });
+    }
+    let (&code, message) = report.split_first()?;
+    Some(InitFailure {
         code,
-        message: format!("exec {program:?}: {}", err.desc()),
+        message: String::from_utf8_lossy(message).into_owned(),
     })
+}
+
+/// Nothing husk or its caller holds may reach the command: every descriptor from 3 up is
+/// marked close-on-exec (not closed yet, so no Rust-owned descriptor is invalidated before
+/// the exec). close_range does it in one call; kernels before 5.11 (or filters refusing it)
+/// get the same from a walk over /proc/self/fd.
+fn close_on_exec_from_3() -> Result<(), InitFailure> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    close_on_exec_by_walking_proc()
+        .map_err(|e| fail(format!("marking descriptors close-on-exec: {e}")))
+}
+
+pub(super) fn close_on_exec_by_walking_proc() -> std::io::Result<()> {
+    // Collect first: the directory's own descriptor is among those listed.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= 3)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; one that was the (now closed) directory
+        // descriptor fails with EBADF, which is what we want for it.
+        let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EBADF) {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn cstr(text: &str) -> Result<CString, InitFailure> {
@@ -219,15 +323,7 @@ fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
             .console
             .as_ref()
             .ok_or_else(|| fail("terminal requested without console"))?;
-        let (master, slave_path) = rootfs::open_pty().map_err(fail)?;
-        send_fd(console, master.as_raw_fd())
-            .map_err(|e| fail(format!("sending the pty to husk: {e}")))?;
-        drop(master);
-        let slave = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&slave_path)
-            .map_err(|e| fail(format!("opening {}: {e}", slave_path.display())))?;
+        let (slave, slave_path) = open_terminal(console)?;
         // Like runc: programs that write to /dev/console reach the container's terminal.
         let console_path = Path::new("/dev/console");
         if std::fs::File::create(console_path).is_ok() {
@@ -239,13 +335,6 @@ fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
                 None::<&str>,
             )
             .map_err(|e| fail(format!("binding the pty onto /dev/console: {e}")))?;
-        }
-        // SAFETY: TIOCSCTTY on a terminal descriptor we own, with an integer argument.
-        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-            return Err(fail(format!(
-                "making the pty our terminal: {}",
-                std::io::Error::last_os_error()
-            )));
         }
         for target in 0..3 {
             dup_onto(slave.as_raw_fd(), target)?;
@@ -478,6 +567,34 @@ fn set_identity(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proc_walk_marks_every_descriptor_close_on_exec() {
+        // In a forked child, so that no other test thread's descriptors change under it.
+        // SAFETY: the child makes plain syscalls (and the walk's allocation, which is sound in
+        // a freshly forked child of glibc) and _exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let cloexec = |fd: RawFd| {
+                    // SAFETY: F_GETFD on a descriptor number only reads its flags.
+                    unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+                };
+                // SAFETY: dup of stderr gives a new descriptor without close-on-exec.
+                let inherited = unsafe { libc::dup(2) };
+                let before = cloexec(inherited);
+                let walked = close_on_exec_by_walking_proc().is_ok();
+                let ok = walked && !before && cloexec(inherited) && !cloexec(2);
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for the child forked above.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            }
+        }
+    }
 
     #[test]
     fn executable_lookup_follows_docker_codes() {

@@ -10,11 +10,14 @@
 //! or exec failures through a close-on-exec error pipe that reaches EOF at exec.
 
 pub mod cgroup;
+pub mod device_filter;
 pub mod exec;
 mod foreground;
+mod in_root;
 mod init;
 pub mod rootfs;
 pub mod seccomp;
+mod trampoline;
 pub mod user;
 
 use std::io::Read;
@@ -54,6 +57,8 @@ pub enum ProcessError {
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    Trampoline(#[from] trampoline::TrampolineError),
     #[error("{op}: {source}")]
     Sys {
         op: &'static str,
@@ -75,6 +80,16 @@ impl ProcessError {
             Self::ExecNotFound(_) => 127,
             Self::NotExecutable(_) => 126,
             _ => 125,
+        }
+    }
+}
+
+impl From<init::InitFailure> for ProcessError {
+    fn from(failure: init::InitFailure) -> Self {
+        match failure.code {
+            init::CODE_NOT_FOUND => Self::ExecNotFound(failure.message),
+            init::CODE_NOT_EXECUTABLE => Self::NotExecutable(failure.message),
+            _ => Self::Setup(failure.message),
         }
     }
 }
@@ -194,6 +209,7 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         console: console_child,
         stdio: cfg.stdio.map(|fds| fds.map(|fd| fd.as_raw_fd())),
         interactive,
+        trampoline: trampoline::shared()?,
     };
 
     container.pid = if single_threaded() {
@@ -211,13 +227,9 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         .take(64 * 1024)
         .read_to_end(&mut report)
         .map_err(io("reading the container's start report"))?;
-    if let Some((&code, message)) = report.split_first() {
-        let message = String::from_utf8_lossy(message).into_owned();
-        return Err(match code {
-            init::CODE_NOT_FOUND => ProcessError::ExecNotFound(message),
-            init::CODE_NOT_EXECUTABLE => ProcessError::NotExecutable(message),
-            _ => ProcessError::Setup(message),
-        });
+    let program = process.args().iter().flatten().next().map_or("", |p| p);
+    if let Some(failure) = init::reported_failure(&report, program) {
+        return Err(failure.into());
     }
     if terminal && container.pty_master.is_none() {
         return Err(ProcessError::Setup(

@@ -8,9 +8,13 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+
+use super::in_root::{self, Create, InRootError, Symlinks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -34,10 +38,14 @@ pub enum RootfsError {
     TooManyLayers(usize),
     #[error("the image has no layers")]
     NoLayers,
-    #[error("mount destination {0} must be an absolute path without '..'")]
+    #[error("mount destination {0} must be an absolute path below / without '..'")]
     BadDestination(PathBuf),
-    #[error("mount destination {0} goes through a symlink in the image")]
-    SymlinkDestination(PathBuf),
+    #[error("{0} in the image is {1}: it must be a directory")]
+    NotADirectory(PathBuf, &'static str),
+    #[error(transparent)]
+    InRoot(#[from] InRootError),
+    #[error("masked or read-only path {0} cannot be applied: {1}")]
+    Mask(PathBuf, #[source] InRootError),
 }
 
 fn sys(op: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> RootfsError {
@@ -183,6 +191,10 @@ pub fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
 
 /// Build the root filesystem and pivot into it. Runs in the container's init process, in its
 /// new mount namespace, before any privilege is dropped.
+///
+/// Every mount target is resolved inside the rootfs (in_root.rs) and mounted through its
+/// descriptor, before pivot_root while the host's /proc can name those descriptors; the
+/// masks and read-only paths follow once the container's own /proc is in place.
 pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
     let root = Path::new("/");
     // Nothing we mount may propagate back to the host.
@@ -206,42 +218,33 @@ pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
     )
     .map_err(sys("mounting overlay on", &dirs.rootfs))?;
 
-    // Host-side sources must be bound before the host tree goes away.
+    let rootfs = in_root::open_root(&dirs.rootfs)?;
+    for name in ["proc", "sys", "dev"] {
+        require_directory(rootfs.as_fd(), name)?;
+    }
     for name in ["hostname", "hosts", "resolv.conf"] {
-        let target = match in_root(&dirs.rootfs, Path::new("/etc").join(name).as_path()) {
-            Ok(target) => target,
-            // The image manages this file through a link of its own; leave it be.
-            Err(RootfsError::SymlinkDestination(_)) => continue,
-            Err(err) => return Err(err),
-        };
-        ensure_file(&target)?;
-        bind(&dirs.etc.join(name), &target, false)?;
+        let dest = Path::new("/etc").join(name);
+        // An image's /etc/resolv.conf is often a link (to ../run/...): followed inside the
+        // rootfs, as Docker does, never onto the host.
+        let target = in_root::open(rootfs.as_fd(), &dest, Create::File, Symlinks::Contain)?;
+        bind(&dirs.etc.join(name), &target, &dest)?;
     }
-    for m in spec_mounts(plan.spec).filter(|m| is_bind(m)) {
-        let Some(source) = m.source() else { continue };
-        let target = in_root(&dirs.rootfs, m.destination())?;
-        if source.is_dir() {
-            std::fs::create_dir_all(&target).map_err(io("creating", &target))?;
-        } else {
-            ensure_file(&target)?;
-        }
-        let (flags, _) = parse_mount_options(m.options().as_deref().unwrap_or_default());
-        bind(source, &target, flags.contains(MsFlags::MS_RDONLY))?;
+    for m in spec_mounts(plan.spec) {
+        mount_spec(rootfs.as_fd(), m)?;
     }
+    drop(rootfs);
 
     pivot(&dirs.rootfs)?;
-
-    for m in spec_mounts(plan.spec).filter(|m| !is_bind(m)) {
-        mount_in_container(m)?;
-    }
     make_dev()?;
+    make_passed_devices(plan.spec)?;
 
     if let Some(linux) = plan.spec.linux() {
+        let root_fd = in_root::open_root(root)?;
         for path in linux.masked_paths().iter().flatten() {
-            mask(Path::new(path))?;
+            mask(root_fd.as_fd(), Path::new(path))?;
         }
         for path in linux.readonly_paths().iter().flatten() {
-            make_readonly(Path::new(path))?;
+            make_readonly(root_fd.as_fd(), Path::new(path))?;
         }
     }
     if plan
@@ -258,6 +261,41 @@ pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// proc, sys and dev get the kernel's filesystems mounted on them: as symlinks they would
+/// put procfs (and with it every mask) wherever the image points.
+fn require_directory(rootfs: BorrowedFd, name: &str) -> Result<(), RootfsError> {
+    let path = Path::new("/").join(name);
+    let c = cstring(name)?;
+    // SAFETY: fstatat with a descriptor we hold, a NUL-terminated name and a stat we own;
+    // AT_SYMLINK_NOFOLLOW looks at the entry itself.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::fstatat(
+            rootfs.as_raw_fd(),
+            c.as_ptr(),
+            &mut stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ENOENT) {
+            return Err(io("inspecting", &path)(err));
+        }
+        // SAFETY: mkdirat with a descriptor we hold and a NUL-terminated name.
+        if unsafe { libc::mkdirat(rootfs.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
+            return Err(io("creating", &path)(std::io::Error::last_os_error()));
+        }
+        return Ok(());
+    }
+    match stat.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => Ok(()),
+        libc::S_IFLNK => Err(RootfsError::NotADirectory(path, "a symlink")),
+        _ => Err(RootfsError::NotADirectory(path, "not a directory")),
+    }
+}
+
 fn spec_mounts(spec: &Spec) -> impl Iterator<Item = &Mount> {
     spec.mounts().iter().flatten()
 }
@@ -270,47 +308,219 @@ fn is_bind(m: &Mount) -> bool {
             .any(|o| o == "bind" || o == "rbind")
 }
 
-/// `dest` inside `root`, refusing '..' and symlinks the image could use to point a mount at
-/// the host.
-fn in_root(root: &Path, dest: &Path) -> Result<PathBuf, RootfsError> {
-    if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
+/// Destinations come from the user and the spec: absolute, and without '..' that could only
+/// be meant to climb.
+fn check_destination(dest: &Path) -> Result<(), RootfsError> {
+    let covers_root = dest.components().all(|c| c == Component::RootDir);
+    if !dest.is_absolute() || covers_root || dest.components().any(|c| c == Component::ParentDir) {
         return Err(RootfsError::BadDestination(dest.to_path_buf()));
     }
-    let mut path = root.to_path_buf();
-    for component in dest.components() {
-        if let Component::Normal(part) = component {
-            path.push(part);
-            if path
-                .symlink_metadata()
-                .is_ok_and(|m| m.file_type().is_symlink())
-            {
-                return Err(RootfsError::SymlinkDestination(dest.to_path_buf()));
-            }
+    Ok(())
+}
+
+/// One of the spec's mounts, in spec order (so a user mount may cover a default one).
+fn mount_spec(rootfs: BorrowedFd, m: &Mount) -> Result<(), RootfsError> {
+    let dest = m.destination();
+    check_destination(dest)?;
+    let (flags, data) = parse_mount_options(m.options().as_deref().unwrap_or_default());
+    if is_bind(m) {
+        let Some(source) = m.source() else {
+            return Ok(());
+        };
+        let create = if source.is_dir() {
+            Create::Directory
+        } else {
+            Create::File
+        };
+        let target = in_root::open(rootfs, dest, create, Symlinks::Contain)?;
+        if flags.contains(MsFlags::MS_RDONLY) {
+            let source_fd = open_path(source)?;
+            return readonly_copy(&source_fd, &target, MountAttrs::RDONLY, || {
+                Ok(in_root::open(
+                    rootfs,
+                    dest,
+                    Create::Nothing,
+                    Symlinks::Contain,
+                )?)
+            });
+        }
+        return bind(source, &target, dest);
+    }
+    let target = in_root::open(rootfs, dest, Create::Directory, Symlinks::Contain)?;
+    let typ = m.typ().clone().unwrap_or_default();
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    let data = (!data.is_empty()).then_some(data.as_str());
+    mount(
+        Some(&source),
+        &in_root::fd_path(&target),
+        Some(typ.as_str()),
+        flags,
+        data,
+    )
+    .map_err(sys("mounting", dest))
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, RootfsError> {
+    let c = cstring(&path.to_string_lossy())?;
+    // SAFETY: open reads a NUL-terminated path and returns a new descriptor or -1.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io("opening", path)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: open just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Bind `source` (recursively) onto the resolved `target`, which is `dest` in the container.
+fn bind(source: &Path, target: &OwnedFd, dest: &Path) -> Result<(), RootfsError> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(
+        Some(source),
+        &in_root::fd_path(target),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(sys("bind-mounting onto", dest))
+}
+
+/// mount_setattr(2) attributes.
+struct MountAttrs;
+
+impl MountAttrs {
+    const RDONLY: u64 = 0x1;
+    const NOSUID: u64 = 0x2;
+    const NODEV: u64 = 0x4;
+    const NOEXEC: u64 = 0x8;
+}
+
+/// struct mount_attr of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// Mount a copy of the tree at `source` onto `target` with `attrs` (read-only and more) on
+/// every mount of it. The copy is made read-only while still detached and then moved onto the
+/// descriptor, so there is no moment at which it is writable or a swapped path could catch
+/// the remount. Kernels before 5.12 take the bind + remount path, the remount through a fresh
+/// resolution (`reopen`) of the same destination.
+fn readonly_copy(
+    source: &OwnedFd,
+    target: &OwnedFd,
+    attrs: u64,
+    reopen: impl FnOnce() -> Result<OwnedFd, RootfsError>,
+) -> Result<(), RootfsError> {
+    let what = in_root::fd_path(target);
+    // SAFETY: open_tree with a descriptor we hold and an empty path returns a new descriptor
+    // for a detached copy of that mount tree, or -1.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::AT_RECURSIVE as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint
+                | libc::O_CLOEXEC as libc::c_uint,
+        )
+    } as i32;
+    if tree < 0 {
+        let err = nix::Error::last();
+        if err != nix::Error::ENOSYS {
+            return Err(sys("copying the mount for", &what)(err));
+        }
+        return readonly_remount(source, target, attrs, reopen);
+    }
+    // SAFETY: open_tree just returned this descriptor; nothing else owns it.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree) };
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads the mount_attr we own, of the size we pass, for the tree
+    // descriptor we hold.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        let err = nix::Error::last();
+        if err != nix::Error::ENOSYS {
+            return Err(sys("making read-only", &what)(err));
+        }
+        return readonly_remount(source, target, attrs, reopen);
+    }
+    // SAFETY: move_mount attaches the tree we hold onto the target descriptor we hold; both
+    // paths are empty, naming the descriptors themselves.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(sys("mounting read-only onto", &what)(nix::Error::last()));
+    }
+    Ok(())
+}
+
+fn readonly_remount(
+    source: &OwnedFd,
+    target: &OwnedFd,
+    attrs: u64,
+    reopen: impl FnOnce() -> Result<OwnedFd, RootfsError>,
+) -> Result<(), RootfsError> {
+    let what = in_root::fd_path(target);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(
+        Some(&in_root::fd_path(source)),
+        &what,
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(sys("bind-mounting onto", &what))?;
+    // The descriptor names what lies under the new mount; a fresh resolution reaches it.
+    let mounted = reopen()?;
+    let mut remount = flags | MsFlags::MS_REMOUNT;
+    for (attr, flag) in [
+        (MountAttrs::RDONLY, MsFlags::MS_RDONLY),
+        (MountAttrs::NOSUID, MsFlags::MS_NOSUID),
+        (MountAttrs::NODEV, MsFlags::MS_NODEV),
+        (MountAttrs::NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if attrs & attr != 0 {
+            remount |= flag;
         }
     }
-    Ok(path)
-}
-
-fn ensure_file(path: &Path) -> Result<(), RootfsError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
-    }
-    if !path.exists() {
-        std::fs::File::create(path).map_err(io("creating", path))?;
-    }
-    Ok(())
-}
-
-fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), RootfsError> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount(Some(source), target, None::<&str>, flags, None::<&str>)
-        .map_err(sys("bind-mounting onto", target))?;
-    if readonly {
-        let flags = flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-            .map_err(sys("remounting read-only", target))?;
-    }
-    Ok(())
+    mount(
+        None::<&str>,
+        &in_root::fd_path(&mounted),
+        None::<&str>,
+        remount,
+        None::<&str>,
+    )
+    .map_err(sys("remounting read-only", &what))
 }
 
 /// pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the
@@ -321,19 +531,6 @@ fn pivot(new_root: &Path) -> Result<(), RootfsError> {
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("detaching old root from", new_root))?;
     nix::unistd::chdir("/").map_err(sys("entering", Path::new("/")))?;
     Ok(())
-}
-
-fn mount_in_container(m: &Mount) -> Result<(), RootfsError> {
-    let dest = m.destination();
-    if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
-        return Err(RootfsError::BadDestination(dest.to_path_buf()));
-    }
-    std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
-    let (flags, data) = parse_mount_options(m.options().as_deref().unwrap_or_default());
-    let typ = m.typ().clone().unwrap_or_default();
-    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
-    let data = (!data.is_empty()).then_some(data.as_str());
-    mount(Some(&source), dest, Some(typ.as_str()), flags, data).map_err(sys("mounting", dest))
 }
 
 /// The standard device nodes and links on the /dev tmpfs.
@@ -386,17 +583,68 @@ fn make_dev() -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// runc: files are covered by /dev/null, directories by an empty read-only tmpfs.
-fn mask(path: &Path) -> Result<(), RootfsError> {
-    let Ok(meta) = path.metadata() else {
+/// The nodes of `--device`: created where the spec says, resolved inside the root like any
+/// mount target, owned and moded as on the host.
+fn make_passed_devices(spec: &Spec) -> Result<(), RootfsError> {
+    use oci_spec::runtime::LinuxDeviceType;
+    let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+    let Some(devices) = devices.filter(|d| !d.is_empty()) else {
         return Ok(());
     };
-    if meta.is_dir() {
+    let root = in_root::open_root(Path::new("/"))?;
+    for device in devices {
+        let path = device.path();
+        check_destination(path)?;
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(RootfsError::BadDestination(path.to_path_buf()));
+        };
+        let dir = in_root::open(root.as_fd(), parent, Create::Directory, Symlinks::Contain)?;
+        // O_PATH descriptors cannot be used with mknodat: go through the descriptor's path.
+        let node = in_root::fd_path(&dir).join(name);
+        let kind = match device.typ() {
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            _ => SFlag::S_IFCHR,
+        };
+        let _ = std::fs::remove_file(&node);
+        let mode = device.file_mode().unwrap_or(0o666);
+        mknod(
+            &node,
+            kind,
+            Mode::from_bits_truncate(mode),
+            makedev(device.major() as u64, device.minor() as u64),
+        )
+        .map_err(sys("creating device", path))?;
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod", path))?;
+        nix::unistd::chown(
+            &node,
+            device.uid().map(nix::unistd::Uid::from_raw),
+            device.gid().map(nix::unistd::Gid::from_raw),
+        )
+        .map_err(sys("chown", path))?;
+    }
+    Ok(())
+}
+
+/// runc: files are covered by /dev/null, directories by an empty read-only tmpfs. A path
+/// that does not exist needs no mask; one that goes through a symlink is refused, since the
+/// mask would then not cover what its name says.
+fn mask(root: BorrowedFd, path: &Path) -> Result<(), RootfsError> {
+    let target = match in_root::open(root, path, Create::Nothing, Symlinks::Refuse) {
+        Ok(target) => target,
+        Err(err) if err.is_not_found() => return Ok(()),
+        Err(err) => return Err(RootfsError::Mask(path.to_path_buf(), err)),
+    };
+    let on = in_root::fd_path(&target);
+    let is_dir = std::fs::metadata(&on)
+        .map_err(io("inspecting", path))?
+        .is_dir();
+    if is_dir {
         let flags =
             MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         mount(
             Some("tmpfs"),
-            path,
+            &on,
             Some("tmpfs"),
             flags,
             Some("size=0,mode=755"),
@@ -405,7 +653,7 @@ fn mask(path: &Path) -> Result<(), RootfsError> {
     } else {
         mount(
             Some("/dev/null"),
-            path,
+            &on,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
@@ -414,21 +662,22 @@ fn mask(path: &Path) -> Result<(), RootfsError> {
     }
 }
 
-fn make_readonly(path: &Path) -> Result<(), RootfsError> {
-    if path.symlink_metadata().is_err() {
-        return Ok(());
-    }
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount(Some(path), path, None::<&str>, flags, None::<&str>)
-        .map_err(sys("bind-mounting read-only", path))?;
-    let remount = flags
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
-    mount(None::<&str>, path, None::<&str>, remount, None::<&str>)
-        .map_err(sys("remounting read-only", path))
+/// A read-only path: the same rules as a mask for missing paths and symlinks.
+fn make_readonly(root: BorrowedFd, path: &Path) -> Result<(), RootfsError> {
+    let target = match in_root::open(root, path, Create::Nothing, Symlinks::Refuse) {
+        Ok(target) => target,
+        Err(err) if err.is_not_found() => return Ok(()),
+        Err(err) => return Err(RootfsError::Mask(path.to_path_buf(), err)),
+    };
+    let attrs = MountAttrs::RDONLY | MountAttrs::NOSUID | MountAttrs::NODEV | MountAttrs::NOEXEC;
+    readonly_copy(&target, &target, attrs, || {
+        Ok(in_root::open(
+            root,
+            path,
+            Create::Nothing,
+            Symlinks::Refuse,
+        )?)
+    })
 }
 
 /// Open /dev/ptmx of the container's devpts instance: returns (master, slave path).
@@ -536,28 +785,5 @@ mod tests {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY
         );
         assert_eq!(data, "newinstance,ptmxmode=0666,mode=0620");
-    }
-
-    #[test]
-    fn destinations_cannot_escape_through_dotdot_or_symlinks() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join("etc")).unwrap();
-        std::os::unix::fs::symlink("/", tmp.path().join("evil")).unwrap();
-        assert_eq!(
-            in_root(tmp.path(), Path::new("/etc/hosts")).unwrap(),
-            tmp.path().join("etc/hosts")
-        );
-        assert!(matches!(
-            in_root(tmp.path(), Path::new("/../x")),
-            Err(RootfsError::BadDestination(_))
-        ));
-        assert!(matches!(
-            in_root(tmp.path(), Path::new("rel")),
-            Err(RootfsError::BadDestination(_))
-        ));
-        assert!(matches!(
-            in_root(tmp.path(), Path::new("/evil/etc/shadow")),
-            Err(RootfsError::SymlinkDestination(_))
-        ));
     }
 }

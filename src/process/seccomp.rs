@@ -49,8 +49,10 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
         matched: SeccompAction::Allow,
         rules: BTreeMap::new(),
     }];
-    // Syscalls the default filter must let through because another filter decides them.
-    let mut decided_elsewhere: Vec<i64> = Vec::new();
+    // What the default filter must let through because another filter decides it: the
+    // syscall under that filter's conditions (only those: for other arguments the default
+    // filter's own rules still apply).
+    let mut decided_elsewhere: Vec<(i64, Vec<SeccompCondition>)> = Vec::new();
 
     for syscall in profile.syscalls().iter().flatten() {
         let wanted = action(syscall.action(), syscall.errno_ret())?;
@@ -81,14 +83,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
                 continue;
             };
             if index != 0 {
-                decided_elsewhere.push(nr);
+                decided_elsewhere.push((nr, conditions.clone()));
             }
             add_rule(&mut filters[index].rules, nr, &conditions)?;
         }
     }
     if default != SeccompAction::Allow {
-        for nr in decided_elsewhere {
-            filters[0].rules.insert(nr, Vec::new());
+        for (nr, conditions) in decided_elsewhere {
+            add_rule(&mut filters[0].rules, nr, &conditions)?;
         }
     }
 
@@ -681,5 +683,111 @@ mod tests {
         assert_eq!(probe(libc::SYS_clone3, [0, 0]), libc::ENOSYS);
         assert_eq!(probe(libc::SYS_clone, [clone_newnet, 0]), libc::EPERM);
         assert_eq!(probe(libc::SYS_getpid, [0, 0]), 0);
+        // Docker parity: no io_uring, no vsock sockets, personality only as Docker allows.
+        assert_eq!(probe(libc::SYS_io_uring_setup, [1, 0]), libc::EPERM);
+        assert_eq!(probe(libc::SYS_io_uring_enter, [0, 0]), libc::EPERM);
+        assert_eq!(probe(libc::SYS_io_uring_register, [0, 0]), libc::EPERM);
+        let stream = libc::SOCK_STREAM as libc::c_ulong;
+        assert_eq!(
+            probe(libc::SYS_socket, [libc::AF_VSOCK as libc::c_ulong, stream]),
+            libc::EPERM
+        );
+        assert_eq!(
+            probe(libc::SYS_socket, [libc::AF_UNIX as libc::c_ulong, stream]),
+            0
+        );
+        for allowed in [0, 0x8, 0x20000, 0x20008, 0xffff_ffff] {
+            assert_eq!(
+                probe(libc::SYS_personality, [allowed, 0]),
+                0,
+                "{allowed:#x}"
+            );
+        }
+        let addr_no_randomize = 0x0040000;
+        assert_eq!(
+            probe(libc::SYS_personality, [addr_no_randomize, 0]),
+            libc::EPERM
+        );
+    }
+
+    /// A syscall allowed for some arguments and given another action for others: the other
+    /// action's filter must not turn the allowlist's condition into "always allowed".
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn a_conditional_allow_stays_conditional_when_another_action_shares_the_syscall() {
+        use oci_spec::runtime::LinuxSeccompArgBuilder;
+        let arg_is = |value: u64| {
+            vec![LinuxSeccompArgBuilder::default()
+                .index(0usize)
+                .value(value)
+                .op(LinuxSeccompOperator::ScmpCmpEq)
+                .build()
+                .unwrap()]
+        };
+        let rule = |names: &[&str], action, errno: Option<u32>, args| {
+            let mut b = LinuxSyscallBuilder::default()
+                .names(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .action(action);
+            if let Some(errno) = errno {
+                b = b.errno_ret(errno);
+            }
+            if let Some(args) = args {
+                b = b.args(args);
+            }
+            b.build().unwrap()
+        };
+        let profile = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .default_errno_ret(libc::EPERM as u32)
+            .syscalls(vec![
+                rule(
+                    &["exit_group", "exit", "prctl", "seccomp"],
+                    LinuxSeccompAction::ScmpActAllow,
+                    None,
+                    None,
+                ),
+                rule(
+                    &["personality"],
+                    LinuxSeccompAction::ScmpActAllow,
+                    None,
+                    Some(arg_is(0xffff_ffff)),
+                ),
+                rule(
+                    &["personality"],
+                    LinuxSeccompAction::ScmpActErrno,
+                    Some(libc::ENOSYS as u32),
+                    Some(arg_is(0x8)),
+                ),
+            ])
+            .build()
+            .unwrap();
+        let programs = compile(&profile).unwrap();
+        let probe = |persona: libc::c_ulong| -> i32 {
+            // SAFETY: the child only makes raw syscalls and _exits (see above).
+            match unsafe { libc::fork() } {
+                0 => {
+                    // SAFETY: prctl, personality and _exit in the freshly forked child.
+                    unsafe {
+                        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                        if install(&programs).is_err() {
+                            libc::_exit(200);
+                        }
+                        let rc = libc::syscall(libc::SYS_personality, persona);
+                        let errno = *libc::__errno_location();
+                        libc::_exit(if rc == -1 { errno } else { 0 });
+                    }
+                }
+                pid => {
+                    let mut status = 0;
+                    // SAFETY: waiting for the child forked above.
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    assert!(libc::WIFEXITED(status), "probe child died: {status:#x}");
+                    libc::WEXITSTATUS(status)
+                }
+            }
+        };
+        assert_eq!(probe(0xffff_ffff), 0);
+        assert_eq!(probe(0x8), libc::ENOSYS);
+        assert_eq!(probe(0x0040000), libc::EPERM, "allowed by neither rule");
     }
 }
