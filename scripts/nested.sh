@@ -112,11 +112,15 @@ trap cleanup EXIT
 : > "$job/output"
 virtfs=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
         -virtfs "local,path=$job,mount_tag=job,security_model=none,multidevs=remap")
+# The working directory is shared again on its own, read-only: under /tmp (where CI may
+# clone) L1's tmpfs would hide it. Then the --rw directories, each at its own path.
+virtfs+=(-virtfs "local,path=$PWD,mount_tag=cwd,security_model=none,readonly=on,multidevs=remap")
+echo "cwd ro $PWD" > "$job/mounts"
 i=0
 for d in "${rw_dirs[@]:-}"; do
   [ -n "$d" ] || continue
   virtfs+=(-virtfs "local,path=$d,mount_tag=rw$i,security_model=none,multidevs=remap")
-  echo "rw$i $d" >> "$job/mounts"
+  echo "rw$i rw $d" >> "$job/mounts"
   i=$((i + 1))
 done
 
@@ -165,9 +169,12 @@ mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /host/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
-if [ -f /job/mounts ]; then
-  while read -r tag path; do mount -t 9p -o "$opts" "$tag" "/host$path"; done < /job/mounts
-fi
+while read -r tag mode path; do
+  mkdir -p "/host$path" 2>/dev/null
+  extra=
+  [ "$mode" = ro ] && extra=,cache=loose
+  mount -t 9p -o "$mode,$opts$extra" "$tag" "/host$path" || echo "L1: cannot mount $path" > /dev/console
+done < /job/mounts
 mkdir -p /host/tmp/nested-job
 mount --bind /job /host/tmp/nested-job
 ip link set lo up 2>/dev/null

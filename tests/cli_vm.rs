@@ -242,3 +242,35 @@ fn attach_feeds_a_detached_guest() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got line\n");
     assert_eq!(out.status.code(), Some(4));
 }
+
+/// A hostile guest whose `tar` never ends: `cp` out of it stops at the bound with one line,
+/// writes nothing at the destination and leaves no staging file.
+#[test]
+fn cp_from_a_guest_whose_tar_never_ends_stops_at_the_bound() {
+    let Some(husk) = ready() else { return };
+    husk.ok(&["run", "-d", "--name", "flood", "busybox", "sleep", "600"]);
+    husk.wait_for("the guest to run", || husk.status("flood") == "running");
+    husk.ok(&[
+        "exec",
+        "flood",
+        "sh",
+        "-c",
+        "rm /bin/tar && printf '#!/bin/sh\\nexec cat /dev/zero\\n' > /bin/tar && chmod 755 /bin/tar",
+    ]);
+    let host = tempfile::tempdir().unwrap();
+    let dest = host.path().join("passwd");
+    let out = husk
+        .cmd()
+        .env("HUSK_CP_MAX_BYTES", "1048576")
+        .args(["cp", "flood:/etc/passwd", dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("1048576 bytes"), "{stderr}");
+    assert!(!dest.exists());
+    assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+    // The guest is still there and still answers.
+    assert_eq!(husk.ok(&["exec", "flood", "echo", "alive"]), "alive\n");
+}

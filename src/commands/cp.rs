@@ -213,10 +213,17 @@ fn cp_vm(
                     stdout: &mut dyn std::io::Write|
      -> Result<i32> {
         let request = root_request(store, record, command, stdin.is_some())?;
-        let mut errors = Vec::new();
+        // What the guest says on stderr is kept for the error line, within a bound.
+        let mut errors = Bounded {
+            inner: Vec::new(),
+            room: 64 << 10,
+        };
         let code = exec_via_supervisor(&record.id, &request, stdin, stdout, &mut errors, false)?;
         if code != 0 {
-            bail!("in the guest: {}", String::from_utf8_lossy(&errors).trim());
+            bail!(
+                "in the guest: {}",
+                String::from_utf8_lossy(&errors.inner).trim()
+            );
         }
         Ok(code)
     };
@@ -264,7 +271,34 @@ fn cp_vm(
             &mut std::io::sink(),
         )?;
     } else {
-        let mut tar = Vec::new();
+        // The guest decides how much its tar sends, so the stream goes to an unnamed file
+        // beside the destination (not to memory), and only up to a bound; nothing is placed
+        // until it has ended well.
+        let dest = Path::new(&args.destination);
+        let dest_dir = if dest.is_dir() {
+            dest.to_path_buf()
+        } else {
+            match dest.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        };
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            // O_TMPFILE: a file with no name, gone with its last descriptor, even after a kill.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_TMPFILE)
+                .open(&dest_dir)
+                .with_context(|| format!("creating a staging file in {}", dest_dir.display()))?
+        };
+        let limit = guest_tar_limit()?;
+        let mut staged = Bounded {
+            inner: std::io::BufWriter::new(file),
+            room: limit,
+        };
         in_guest(
             vec![
                 "tar".into(),
@@ -275,11 +309,57 @@ fn cp_vm(
                 name,
             ],
             None,
-            &mut tar,
-        )?;
-        place(&tar[..], Path::new(&args.destination))?;
+            &mut staged,
+        )
+        .map_err(|err| {
+            if staged.room == 0 {
+                anyhow::anyhow!(
+                    "the guest's tar stream passed {limit} bytes: copy stopped, nothing written"
+                )
+            } else {
+                err
+            }
+        })?;
+        let mut file = staged
+            .inner
+            .into_inner()
+            .context("writing the staging file")?;
+        std::io::Seek::rewind(&mut file).context("reading the staging file")?;
+        place(file, dest)?;
     }
     Ok(0)
+}
+
+/// The most bytes `cp` takes from a guest's tar: 64 GiB, or `HUSK_CP_MAX_BYTES`.
+fn guest_tar_limit() -> Result<u64> {
+    match std::env::var("HUSK_CP_MAX_BYTES") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("HUSK_CP_MAX_BYTES={v}: expected a number of bytes")),
+        Err(_) => Ok(64 << 30),
+    }
+}
+
+/// A writer that takes at most `room` bytes in all, then fails every write.
+struct Bounded<W> {
+    inner: W,
+    room: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Bounded<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.room {
+            self.room = 0;
+            return Err(std::io::Error::other("the stream passed its bound"));
+        }
+        let n = self.inner.write(buf)?;
+        self.room -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The same tar stream with its top-level entry renamed (`cp file ctr:/new-name`).
@@ -314,6 +394,19 @@ mod tests {
         assert_eq!(split("./a:b"), None);
         assert_eq!(split("/tmp/x"), None);
         assert_eq!(split(":x"), None);
+    }
+
+    #[test]
+    fn bounded_writer_stops_at_its_bound() {
+        use std::io::Write;
+        let mut w = Bounded {
+            inner: Vec::new(),
+            room: 5,
+        };
+        w.write_all(b"abc").unwrap();
+        assert!(w.write_all(b"def").is_err());
+        assert_eq!(w.room, 0);
+        assert_eq!(w.inner, b"abc");
     }
 
     #[test]
