@@ -274,3 +274,39 @@ fn cp_from_a_guest_whose_tar_never_ends_stops_at_the_bound() {
     // The guest is still there and still answers.
     assert_eq!(husk.ok(&["exec", "flood", "echo", "alive"]), "alive\n");
 }
+
+/// Under QEMU (T2) the monitor is confined: QEMU's own seccomp filter is on and, once it has
+/// opened what it needs, it runs as an unprivileged user. (husk's own monitor: tests/vmm_*.rs.)
+#[test]
+fn qemu_runs_under_its_sandbox_as_an_unprivileged_user() {
+    if common::vm_monitor() != "qemu" {
+        skip!("the VMs here run on husk's own monitor, not QEMU");
+    }
+    let Some(husk) = ready() else { return };
+    husk.ok(&["run", "-d", "--name", "jailed", "busybox", "sleep", "600"]);
+    husk.wait_for("the guest to run", || husk.status("jailed") == "running");
+    let supervisor = husk.ok(&["inspect", "-f", "{{.State.Pid}}", "jailed"]);
+    let supervisor = supervisor.trim();
+    let qemu = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim();
+            (ppid == supervisor && status.starts_with("Name:\tqemu-system")).then_some(status)
+        })
+        .next()
+        .expect("a QEMU child of the container's supervisor");
+    let field = |name: &str| {
+        qemu.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Seccomp:"), ["2"], "{qemu}");
+    assert!(field("Uid:").iter().all(|u| u == "65534"), "{qemu}");
+    assert!(field("Gid:").iter().all(|g| g != "0"), "{qemu}");
+    assert_eq!(husk.ok(&["exec", "jailed", "echo", "ok"]), "ok\n");
+}

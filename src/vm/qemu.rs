@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use super::VmError;
+use crate::vmm::devices::serial::ConsoleWriter;
 
 /// Name of the virtio serial port the agent looks for first.
 pub const AGENT_PORT_NAME: &str = "husk.agent";
@@ -76,9 +80,11 @@ impl QemuGuest {
         let sock = cfg.work_dir.join("agent.sock");
         let sock_arg = path_arg(&sock)?;
         let _ = std::fs::remove_file(&sock);
-        let serial = match &cfg.serial_log {
-            Some(path) => Stdio::from(File::create(path).map_err(VmError::io("creating", path))?),
-            None => Stdio::null(),
+        // The guest's console reaches the log through husk, which bounds it: QEMU's own file
+        // backend would let a guest fill the disk.
+        let serial_log = match &cfg.serial_log {
+            Some(path) => Some(File::create(path).map_err(VmError::io("creating", path))?),
+            None => None,
         };
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([
@@ -89,6 +95,20 @@ impl QemuGuest {
             "-nographic",
         ])
         .args(["-no-reboot", "-accel", if cfg.kvm { "kvm" } else { "tcg" }])
+        // QEMU's own seccomp filter (no obsolete syscalls, no exec, no scheduler or resource
+        // changes) and, when husk runs as root, an unprivileged uid once QEMU has opened its
+        // disks, /dev/kvm and the agent socket. Raising privileges stays allowed in the filter
+        // only because -runas itself needs setuid; nothing runs as root after it.
+        .args([
+            "-sandbox",
+            "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
+        ])
+        .args(
+            unprivileged_user()
+                .map(|user| ["-runas".to_string(), user])
+                .into_iter()
+                .flatten(),
+        )
         // Names vCPU threads "CPU n/KVM|TCG", so the cost ledger can tell guest time from
         // QEMU's own.
         .args(["-name", "husk,debug-threads=on"])
@@ -126,7 +146,11 @@ impl QemuGuest {
             .args(["-device", &port])
             .args(["-serial", "stdio"])
             .stdin(Stdio::null())
-            .stdout(serial)
+            .stdout(if serial_log.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped());
         // SAFETY: runs in the forked child before exec and only calls prctl, which is
         // async-signal-safe: QEMU dies with the husk process that supervises it.
@@ -143,6 +167,18 @@ impl QemuGuest {
             tool: "qemu-system-x86_64".into(),
             message: e.to_string(),
         })?;
+        let mut child = child;
+        if let (Some(log), Some(mut console)) = (serial_log, child.stdout.take()) {
+            let mut writer = ConsoleWriter::new(
+                Some(Box::new(log)),
+                Arc::new(AtomicBool::new(false)),
+                Some(crate::vmm::SERIAL_LOG_LIMIT),
+            );
+            // Ends at EOF, when QEMU exits.
+            let _ = std::thread::Builder::new()
+                .name("husk-qemu-serial".into())
+                .spawn(move || std::io::copy(&mut console, &mut writer));
+        }
         let mut guest = QemuGuest { child };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -211,6 +247,17 @@ impl Drop for QemuGuest {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The user QEMU drops to: `nobody` when husk runs as root (as -runas needs) and it exists.
+fn unprivileged_user() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .map(|user| user.name)
 }
 
 /// QEMU splits option values at commas: a path with one cannot be passed safely.
