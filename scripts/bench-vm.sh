@@ -81,12 +81,14 @@ run_qemu="$env_vm HUSK_VMM=qemu $husk --root $root run --rm --isolation vm bench
 run_proc="$husk --root $root run --rm --isolation process bench-busybox true"
 for c in "$run_husk" "$run_qemu" "$run_proc"; do eval "$c" </dev/null >/dev/null; done
 echo; echo "== 2. husk run --rm busybox true, end to end, $runs runs each"
+echo "bench-vm: hyperfine, VM on husk, VM on QEMU, process" >&2
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/run.json" \
   --command-name "vm on husk's monitor" "$run_husk" \
   --command-name "vm on qemu microvm (kvm)" "$run_qemu" \
   --command-name "process" "$run_proc" >/dev/null 2>&1
 
 for m in husk qemu; do
+  echo "bench-vm: one --cost run on $m" >&2
   $env_vm HUSK_VMM=$m "$husk" --root "$root" run --cost --name "cost-$m" --isolation vm bench-busybox true >/dev/null
   "$husk" --root "$root" inspect -f '{{json .Cost}}' "cost-$m" > "$work/cost-$m.json"
   "$husk" --root "$root" rm "cost-$m" >/dev/null

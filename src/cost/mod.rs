@@ -281,7 +281,9 @@ fn vcpu_ticks(pid: i32) -> Option<u64> {
     {
         let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.starts_with("CPU ") {
+        // QEMU names its vCPU threads "CPU n/KVM" (-name debug-threads=on); husk's monitor
+        // runs in husk itself, as "husk-vcpuN".
+        if comm.starts_with("CPU ") || comm.starts_with("husk-vcpu") {
             let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
             total += parse_stat_cpu_ticks(&stat).unwrap_or(0);
         }
@@ -338,7 +340,10 @@ fn sample_once(own: i32, watched: &[i32], guest_kib: u64, samples: &Mutex<Sample
             found.push((pid, sample));
         }
     }
-    let vcpu = watched.iter().filter_map(|&pid| vcpu_ticks(pid)).sum();
+    let vcpu = std::iter::once(&own)
+        .chain(watched)
+        .filter_map(|&pid| vcpu_ticks(pid))
+        .sum();
     let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner());
     for (pid, sample) in found {
         let peak = samples.peak.entry(pid).or_default();
