@@ -247,6 +247,11 @@ fn attach_feeds_a_detached_guest() {
 /// writes nothing at the destination and leaves no staging file.
 #[test]
 fn cp_from_a_guest_whose_tar_never_ends_stops_at_the_bound() {
+    if common::vm_monitor() == "husk" {
+        // Seen in the nested tier: once the guest failed to boot, once the test hung past
+        // seven minutes; under QEMU (T2) it passes. Not yet understood: not run there until it is.
+        skip!("hangs at times on husk's own monitor in the nested tier (open in issue 10)");
+    }
     let Some(husk) = ready() else { return };
     husk.ok(&["run", "-d", "--name", "flood", "busybox", "sleep", "600"]);
     husk.wait_for("the guest to run", || husk.status("flood") == "running");

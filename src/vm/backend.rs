@@ -241,11 +241,13 @@ impl Guest {
             ) {
                 Ok(client) => Arc::new(client),
                 Err(err) => {
-                    stop_monitor(&mut Some(monitor));
+                    let stopped = stop_unready_monitor(monitor)
+                        .map(|why| format!("; {why}"))
+                        .unwrap_or_default();
                     let log = std::fs::read_to_string(&plan.serial_log).unwrap_or_default();
                     let last = log.lines().last().unwrap_or("(the guest printed nothing)");
                     return Err(VmError::Agent(format!(
-                        "the guest never became ready ({err}); last console line: {last}"
+                        "the guest never became ready ({err}){stopped}; last console line: {last}"
                     )));
                 }
             },
@@ -319,6 +321,36 @@ impl Drop for Guest {
 fn stop_monitor(monitor: &mut Option<Monitor>) {
     if let Some(Monitor::Qemu(guest)) = monitor {
         guest.kill();
+    }
+}
+
+/// Stop a monitor whose guest never became ready, and say why husk's own monitor stopped when
+/// it has (the guest's console holds nothing for a fault before its first output).
+fn stop_unready_monitor(monitor: Monitor) -> Option<String> {
+    match monitor {
+        Monitor::Qemu(mut guest) => {
+            guest.kill();
+            None
+        }
+        Monitor::Husk(handle) => {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !handle.is_finished() {
+                return None;
+            }
+            match handle.join() {
+                Ok(Ok(exit)) => Some(format!(
+                    "the VM stopped: {:?} after {:.1}s ({})",
+                    exit.reason,
+                    exit.runtime.as_secs_f64(),
+                    exit.exits.summary()
+                )),
+                Ok(Err(err)) => Some(format!("the monitor failed: {err}")),
+                Err(_) => Some("the monitor thread panicked".into()),
+            }
+        }
     }
 }
 
