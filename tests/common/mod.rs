@@ -32,7 +32,8 @@ pub fn note_skip(test: &str, reason: &str) {
         .append(true)
         .open(log)
     {
-        let _ = writeln!(file, "SKIP {test}: {reason}");
+        // One write per line: tests skipping at once must not interleave their lines.
+        let _ = file.write_all(format!("SKIP {test}: {reason}\n").as_bytes());
     }
 }
 
