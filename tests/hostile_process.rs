@@ -477,22 +477,28 @@ int main(void) {
 }
 "#;
 
+/// `source` (C) built as a static program `name` in `dir`, or None when this host has no cc
+/// with a static libc.
+fn static_probe(dir: &tempfile::TempDir, name: &str, source: &str) -> Option<std::path::PathBuf> {
+    let c = dir.path().join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let out = dir.path().join(name);
+    let compiled = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&out)
+        .arg(&c)
+        .status();
+    compiled.is_ok_and(|s| s.success()).then_some(out)
+}
+
 /// Docker's default profile blocks io_uring, vsock sockets and unusual personalities; a
 /// static probe built here makes the calls from inside a container.
 #[test]
 fn seccomp_blocks_io_uring_vsock_and_personality_like_docker() {
     let build = tempfile::tempdir().unwrap();
-    let source = build.path().join("probe.c");
-    std::fs::write(&source, SECCOMP_PROBE).unwrap();
-    let probe = build.path().join("probe");
-    let compiled = Command::new("cc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&probe)
-        .arg(&source)
-        .status();
-    if !compiled.is_ok_and(|s| s.success()) {
+    let Some(probe) = static_probe(&build, "probe", SECCOMP_PROBE) else {
         skip!("cannot build a static probe: cc with libc6-dev is needed");
-    }
+    };
     let Some(husk) = process_husk(module_path!(), |rootfs| {
         std::fs::copy(&probe, rootfs.join("bin/probe")).unwrap();
     }) else {
@@ -711,17 +717,9 @@ int main(int argc, char **argv) {
 #[test]
 fn container_processes_never_see_the_host_binary_through_proc() {
     let build = tempfile::tempdir().unwrap();
-    let source = build.path().join("watcher.c");
-    std::fs::write(&source, EXE_WATCHER).unwrap();
-    let watcher = build.path().join("watcher");
-    let compiled = Command::new("cc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&watcher)
-        .arg(&source)
-        .status();
-    if !compiled.is_ok_and(|s| s.success()) {
+    let Some(watcher) = static_probe(&build, "watcher", EXE_WATCHER) else {
         skip!("cannot build a static probe: cc with libc6-dev is needed");
-    }
+    };
     let Some(husk) = process_husk(module_path!(), |rootfs| {
         std::fs::copy(&watcher, rootfs.join("bin/watcher")).unwrap();
     }) else {
