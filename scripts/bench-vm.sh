@@ -11,6 +11,7 @@
 # Usage: scripts/bench-vm.sh [--runs N] [--nested]
 #   --nested  run all of it inside the nested tier's L1 (scripts/nested.sh), whose /dev/kvm is
 #             QEMU TCG's emulated SVM: absolute times there mean nothing, ratios do.
+# HUSK_BASELINE=/path/to/an/older/husk adds that binary to 2. (before/after a change, one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=5 nested=
@@ -65,6 +66,7 @@ eval "$qemu_boot" </dev/null >/dev/null
 echo; echo "== 1. bare boot to init and reset, $runs runs each (same kernel and initramfs)"
 hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/boot.json" \
   --command-name "husk vm boot" "$husk_boot" \
+  --command-name "husk vm boot --no-jail" "$husk_boot --no-jail" \
   --command-name "qemu microvm -accel kvm" "$qemu_boot" >/dev/null 2>&1
 sed -n 's/^husk: //p' "$work/husk-boot.err"
 
@@ -79,11 +81,19 @@ env_vm="env HUSK_KERNEL=$kernel HUSK_AGENT=$agent"
 run_husk="$env_vm HUSK_VMM=husk $husk --root $root run --rm --isolation vm bench-busybox true"
 run_qemu="$env_vm HUSK_VMM=qemu $husk --root $root run --rm --isolation vm bench-busybox true"
 run_proc="$husk --root $root run --rm --isolation process bench-busybox true"
+baseline=()
+if [ -n "${HUSK_BASELINE:-}" ]; then
+  run_base="$env_vm HUSK_VMM=husk $HUSK_BASELINE --root $root run --rm --isolation vm bench-busybox true"
+  eval "$run_base" </dev/null >/dev/null
+  baseline=(--command-name "vm on husk's monitor, baseline" "$run_base")
+  echo "baseline: $("$HUSK_BASELINE" --version 2>/dev/null || echo "$HUSK_BASELINE")"
+fi
 for c in "$run_husk" "$run_qemu" "$run_proc"; do eval "$c" </dev/null >/dev/null; done
 echo; echo "== 2. husk run --rm busybox true, end to end, $runs runs each"
 echo "bench-vm: hyperfine, VM on husk, VM on QEMU, process" >&2
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/run.json" \
   --command-name "vm on husk's monitor" "$run_husk" \
+  "${baseline[@]}" \
   --command-name "vm on qemu microvm (kvm)" "$run_qemu" \
   --command-name "process" "$run_proc" >/dev/null 2>&1
 
@@ -108,6 +118,7 @@ for name, r in boot.items():
     print(f"{name:<32}{r['median']*1e3:>10.1f}{r['min']*1e3:>9.1f}{r['max']*1e3:>9.1f}")
 h, q = boot["husk vm boot"], boot["qemu microvm -accel kvm"]
 print(f"husk / qemu (bare boot, median): {h['median']/q['median']:.2f}")
+print(f"jailed / unjailed husk (bare boot, median): {h['median']/boot['husk vm boot --no-jail']['median']:.2f}")
 run = results("run")
 print()
 print(f"{'run --rm true':<32}{'median ms':>10}{'min ms':>9}{'max ms':>9}")
@@ -116,6 +127,9 @@ for name, r in run.items():
 vh, vq, p = (run[k]["median"] for k in ("vm on husk's monitor", "vm on qemu microvm (kvm)", "process"))
 print(f"husk monitor / qemu (run end to end): {vh/vq:.2f}")
 print(f"vm (husk monitor) / process: {vh/p:.1f}")
+base = run.get("vm on husk's monitor, baseline")
+if base:
+    print(f"husk monitor / baseline (run end to end): {vh/base['median']:.2f}")
 print()
 costs = {m: json.load(open(f"{work}/cost-{m}.json")) for m in ("husk", "qemu", "proc")}
 print("== 3. one --cost ledger each (ms; KiB outside guest memory)")

@@ -453,6 +453,15 @@ fn hostile_agent_frames_are_errors_on_the_host() {
             f
         }),
         (
+            "output beyond the granted window",
+            Frame::new(
+                FrameKind::Stdout,
+                0,
+                vec![b'x'; rootfs_agent::protocol::INITIAL_WINDOW as usize + 1],
+            )
+            .encode(),
+        ),
+        (
             "hang-up mid-frame",
             Frame::new(FrameKind::Stdout, 0, b"abcdef".to_vec()).encode()[..18].to_vec(),
         ),
@@ -478,6 +487,11 @@ fn hostile_agent_frames_are_errors_on_the_host() {
             matches!(result, Err(ClientError::Closed(0, _))),
             "{name}: {result:?}"
         );
+        if name == "output beyond the granted window" {
+            // Refused as a violation, not delivered and ended by the hang-up that follows.
+            let why = result.unwrap_err().to_string();
+            assert!(why.contains("beyond the granted window"), "{why}");
+        }
     }
     // Not a Ready first: refused at connect.
     let (host, mut fake_agent) = UnixStream::pair().unwrap();

@@ -178,3 +178,139 @@ fn vm_boot_debug_connects_the_serial_console_to_stdin_and_stdout() {
     );
     assert_eq!(out.stdout, b"Q");
 }
+
+/// One `Name:\tvalue` line of a /proc status file.
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// The jail, shown in /proc while the VM runs: every thread of the monitor process under a
+/// seccomp filter and an unprivileged uid of its own, no capabilities, no_new_privs, not
+/// dumpable, and namespaces of its own whose root is empty.
+#[test]
+fn vm_boot_as_root_jails_every_monitor_thread() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        skip!("/dev/kvm is missing or not accessible");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip!("the monitor jail needs root");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("idle.elf");
+    // cli; hlt; jmp back: parked in KVM (in-kernel LAPIC) until the test stops it.
+    write_elf(&kernel, &[0xfa, 0xf4, 0xeb, 0xfd]);
+    let child = husk()
+        .args(["vm", "boot", "--memory", "64M", "--cpus", "2", "--kernel"])
+        .arg(&kernel)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: signalling the child this test spawned.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _guard = KillOnDrop(pid);
+    // main, the device thread and one thread per vCPU, each filtered (comm is cut at 15 bytes),
+    // beside which KVM may run a worker of its own in the process ("kvm-nx-lpage-recovery").
+    const MONITOR_THREADS: [&str; 4] = ["husk", "husk-vcpu0", "husk-vcpu1", "husk-vmm-device"];
+    let statuses = || -> Vec<(String, String)> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .map(|t| {
+                        let comm =
+                            std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                        let status =
+                            std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                        (comm.trim().to_string(), status)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let threads = loop {
+        let threads = statuses();
+        let all_filtered = threads
+            .iter()
+            .all(|(_, s)| status_field(s, "Seccomp") == "2");
+        let started = MONITOR_THREADS
+            .iter()
+            .all(|name| threads.iter().any(|(c, _)| c == name));
+        if started && all_filtered {
+            break threads;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor's threads never were all filtered: {:?}",
+            threads
+                .iter()
+                .map(|(c, s)| (c, status_field(s, "Seccomp"), status_field(s, "Uid")))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let id = (0x7000_0000u32 + pid).to_string();
+    for (comm, _) in &threads {
+        assert!(
+            MONITOR_THREADS.contains(&comm.as_str()) || comm.starts_with("kvm-"),
+            "an unexpected thread in the monitor: {comm}"
+        );
+    }
+    for (comm, status) in &threads {
+        let ids = |field| {
+            status_field(status, field)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids("Uid"),
+            [id.as_str(); 4],
+            "{comm}: real, effective, saved, fs uid"
+        );
+        assert_eq!(ids("Gid"), [id.as_str(); 4], "{comm}");
+        assert_eq!(status_field(status, "Groups"), "", "{comm}");
+        assert_eq!(status_field(status, "CapEff"), "0000000000000000", "{comm}");
+        assert_eq!(status_field(status, "CapPrm"), "0000000000000000", "{comm}");
+        assert_eq!(status_field(status, "NoNewPrivs"), "1", "{comm}");
+    }
+    for ns in ["mnt", "net", "ipc", "uts", "cgroup"] {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let its = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_ne!(ours, its, "the monitor shares the {ns} namespace");
+    }
+    // Its root is the empty tmpfs: no kernel, no disks, no /dev/kvm, no host files.
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(root.is_empty(), "{root:?}");
+    // Not dumpable: /proc/<pid>/environ and mem belong to root, not to the monitor's uid.
+    let meta = std::fs::metadata(format!("/proc/{pid}/environ")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+
+    // SAFETY: signalling the child this test spawned.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(err.contains("VM stopped: Signal(15)"), "{err}");
+}

@@ -153,7 +153,9 @@ fn boot_to_init_and_reset(kernel: &Path) {
     }];
     cfg.serial = SerialOutput::File(log.clone());
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || tx.send(run_vm(cfg)));
+    std::thread::spawn(move || {
+        let _ = tx.send(run_vm(cfg));
+    });
     let exit = match rx.recv_timeout(Duration::from_secs(120)) {
         Ok(result) => result.expect("run_vm"),
         Err(_) => {
@@ -167,7 +169,13 @@ fn boot_to_init_and_reset(kernel: &Path) {
         }
     };
     let serial = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
-    assert_eq!(exit.reason, ExitReason::Reset, "serial:\n{serial}");
+    assert_eq!(
+        exit.reason,
+        ExitReason::Reset,
+        "{:?}; {}; serial:\n{serial}",
+        exit.detail,
+        exit.exits.summary()
+    );
     let line = serial
         .lines()
         .find(|l| l.contains("HUSK_INIT_OK"))

@@ -255,6 +255,12 @@ fn triple_fault_stops_the_vm() {
     let (exit, out) = boot(&print_then(b"faulting\n", TRIPLE_FAULT), 1);
     assert_eq!(out, b"faulting\n");
     assert_eq!(exit.reason, ExitReason::Shutdown);
+    // The report names the vCPU and where it faulted (the vCPU's filter allows reading it).
+    let detail = exit.detail.expect("a vCPU recorded the stop");
+    assert!(
+        detail.starts_with("Shutdown on vCPU 0 at rip 0x"),
+        "{detail}"
+    );
 }
 
 #[test]

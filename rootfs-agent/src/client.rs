@@ -48,6 +48,9 @@ struct ProcState {
     stdout: Option<Sink>,
     stderr: Option<Sink>,
     stdin_credit: u64,
+    /// What the agent may still send of this process's output before our next credit: the
+    /// agent is held to the window it was granted, as it holds us to its stdin window.
+    output_window: u64,
     pid: Option<i32>,
     exit: Option<i32>,
     error: Option<String>,
@@ -148,6 +151,7 @@ impl AgentClient {
                     stdout: Some(Arc::new(Mutex::new(io.stdout))),
                     stderr: Some(Arc::new(Mutex::new(io.stderr))),
                     stdin_credit: u64::from(INITIAL_WINDOW),
+                    output_window: u64::from(INITIAL_WINDOW),
                     ..ProcState::default()
                 },
             );
@@ -316,9 +320,19 @@ fn deliver(shared: &Shared, frame: Frame) -> Result<()> {
     };
     match frame.kind {
         FrameKind::Stdout | FrameKind::Stderr => {
+            let len = frame.payload.len() as u64;
             let sink = {
-                let st = shared.lock();
-                let p = st.procs.get(&id).ok_or_else(unknown)?;
+                let mut st = shared.lock();
+                let p = st.procs.get_mut(&id).ok_or_else(unknown)?;
+                if len > p.output_window {
+                    return Err(ProtocolError::OutOfOrder {
+                        kind: frame.kind,
+                        id,
+                        why: "output beyond the granted window",
+                    }
+                    .into());
+                }
+                p.output_window -= len;
                 if frame.kind == FrameKind::Stdout {
                     p.stdout.clone()
                 } else {
@@ -333,7 +347,10 @@ fn deliver(shared: &Shared, frame: Frame) -> Result<()> {
             // The agent may already be gone after its last output (its Exit is still queued in
             // our receive buffer), so a failed credit is not an error; a dead connection shows
             // up on the next read.
-            let _ = shared.send(&Frame::credit(id, frame.payload.len() as u32));
+            let _ = shared.send(&Frame::credit(id, len as u32));
+            if let Some(p) = shared.lock().procs.get_mut(&id) {
+                p.output_window += len;
+            }
         }
         FrameKind::Credit => {
             let more = frame.credit_value()?;

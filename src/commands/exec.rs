@@ -228,6 +228,7 @@ fn exec_in_vm(
             console_size: args.tty.then(husk::vm::backend::terminal_size).flatten(),
         },
         interactive: args.interactive && !args.detach,
+        kill_on_hangup: false,
     };
     if args.detach {
         super::vm_container::exec_via_supervisor(

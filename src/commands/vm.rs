@@ -1,10 +1,13 @@
 //! `husk vm boot` (developer entry point to the microVM monitor) and `husk info`.
 
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use husk::vmm::{self, DiskConfig, KvmKind, SerialOutput, VmConfig};
+use husk::vmm::{self, DiskConfig, KvmKind, MonitorReport, SerialOutput, VmConfig};
 
 #[derive(Debug, Args)]
 pub struct VmArgs {
@@ -41,6 +44,32 @@ pub struct VmBootArgs {
     /// Append the serial console to this file (without --debug).
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
+    /// Run the monitor unjailed: as root, `vm boot` otherwise enters the monitor jail (own
+    /// namespaces and empty root, an unprivileged uid, every thread under seccomp).
+    #[arg(long)]
+    pub no_jail: bool,
+    /// An inherited connected unix socket: the host end of a virtio-console port (the agent's
+    /// channel, when a container supervisor runs this monitor).
+    #[arg(long, hide = true)]
+    pub console_fd: Option<i32>,
+    /// An inherited descriptor the exit report is written to as one JSON object.
+    #[arg(long, hide = true)]
+    pub report_fd: Option<i32>,
+}
+
+/// Take ownership of an inherited descriptor named on the command line.
+fn inherited_fd(fd: i32, flag: &str) -> Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; it fails on a closed descriptor.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        bail!("{flag} {fd}: not an open inherited descriptor");
+    }
+    // SAFETY: the descriptor is open and was handed to this process to own; nothing else in
+    // the process refers to it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // No further exec should see it.
+    // SAFETY: F_SETFD on a descriptor we own.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(owned)
 }
 
 #[derive(Debug, Args)]
@@ -108,7 +137,38 @@ fn vm_boot(args: VmBootArgs, debug: bool) -> Result<i32> {
         (false, Some(path)) => SerialOutput::File(path),
         (false, None) => SerialOutput::None,
     };
-    let exit = vmm::run_vm(cfg)?;
+    if args.report_fd.is_some() {
+        // A container's monitor process: named for what it is in ps and top (the binary was
+        // started as /proc/self/exe, which would read "exe").
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c"husk-vmm".as_ptr()) };
+    }
+    if let Some(fd) = args.console_fd {
+        let fd = inherited_fd(fd, "--console-fd")?;
+        let meta = std::fs::File::from(fd.try_clone()?).metadata()?;
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            bail!("--console-fd: not a socket");
+        }
+        cfg.console = Some(UnixStream::from(fd));
+    }
+    let mut report = args
+        .report_fd
+        .map(|fd| inherited_fd(fd, "--report-fd").map(std::fs::File::from))
+        .transpose()?;
+    // SAFETY: geteuid has no preconditions.
+    cfg.jail = !args.no_jail && unsafe { libc::geteuid() } == 0;
+    let result = vmm::run_vm(cfg);
+    if let Some(out) = report.as_mut() {
+        let message = match &result {
+            Ok(exit) => MonitorReport::Exited(exit.clone()),
+            Err(err) => MonitorReport::Failed(err.to_string()),
+        };
+        // The supervisor reads it once this process has exited; a failed write leaves it
+        // to say "the monitor ended without a report".
+        let _ = serde_json::to_writer(&mut *out, &message);
+        let _ = out.flush();
+    }
+    let exit = result?;
     let first = exit
         .first_exit
         .map(|d| format!(", first guest exit at {:.6}s", d.as_secs_f64()))
@@ -118,6 +178,9 @@ fn vm_boot(args: VmBootArgs, debug: bool) -> Result<i32> {
         exit.reason,
         exit.runtime.as_secs_f64()
     );
+    if let (Some(detail), false) = (&exit.detail, exit.reason == vmm::ExitReason::Reset) {
+        eprintln!("husk: {detail}");
+    }
     eprintln!("husk: {}", exit.exits.summary());
     Ok(exit.status())
 }

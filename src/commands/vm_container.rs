@@ -178,8 +178,7 @@ pub fn run(
     Ok(if started { Ok(code) } else { Err(code) })
 }
 
-/// The VM's host side (QEMU, or the supervising husk holding husk's own monitor) in the
-/// container's own cgroup, `husk/<id>`, so the host's accounting and `husk stats` cover it.
+/// The VM's host side (QEMU, or husk's monitor process) in the container's own cgroup, `husk/<id>`, so the host's accounting and `husk stats` cover it.
 struct MonitorCgroup {
     cgroup: Cgroup,
     /// Where the monitor was before, when the monitor is this process (to move back out
@@ -321,6 +320,11 @@ impl Write for FrameWriter {
 pub struct ExecRequest {
     pub process: ProcessSpec,
     pub interactive: bool,
+    /// Kill the process when the requester hangs up: husk's own helpers (`cp`'s tar, `top`'s
+    /// ps), whose output nobody reads once the requester is gone. A user's `exec` lives on,
+    /// as in Docker.
+    #[serde(default)]
+    pub kill_on_hangup: bool,
 }
 
 /// Run a process in a VM container through its supervisor, streaming the process's output to
@@ -399,6 +403,7 @@ pub fn root_request(
     Ok(ExecRequest {
         process,
         interactive,
+        kill_on_hangup: true,
     })
 }
 
@@ -433,13 +438,52 @@ fn serve_exec(agent: Arc<AgentClient>, conn: UnixStream, request: ExecRequest) {
             kind: FRAME_STDERR,
         }),
     };
-    let result = agent
-        .exec(&request.process, io)
-        .and_then(|process| process.wait());
+    let result = agent.exec(&request.process, io).and_then(|process| {
+        let process = Arc::new(process);
+        let watcher = request
+            .kill_on_hangup
+            .then(|| kill_on_hangup(&shared, Arc::clone(&process)))
+            .flatten();
+        let code = process.wait();
+        if let Some((done, handle)) = watcher {
+            done.store(true, Ordering::SeqCst);
+            let _ = handle.join();
+        }
+        code
+    });
     let _ = match result {
         Ok(code) => write_frame(&shared, FRAME_EXIT, &code.to_le_bytes()),
         Err(err) => write_frame(&shared, FRAME_ERROR, err.to_string().as_bytes()),
     };
+}
+
+/// Watch the requester's connection and SIGKILL `process` in the guest once it has hung up
+/// entirely (POLLHUP: closed, not just done sending stdin). Ends when `done` is set.
+fn kill_on_hangup(
+    conn: &Mutex<UnixStream>,
+    process: Arc<Process>,
+) -> Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)> {
+    let watched = conn.lock().ok()?.try_clone().ok()?;
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&done);
+    let handle = std::thread::spawn(move || {
+        use std::os::fd::AsFd;
+        while !stop.load(Ordering::SeqCst) {
+            let mut fds = [nix::poll::PollFd::new(
+                watched.as_fd(),
+                nix::poll::PollFlags::empty(),
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+            let hung_up = fds[0].revents().is_some_and(|r| {
+                r.intersects(nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR)
+            });
+            if hung_up {
+                let _ = process.signal(libc::SIGKILL);
+                return;
+            }
+        }
+    });
+    Some((done, handle))
 }
 
 /// Answer requests from `husk kill`/`stop`/`rm -f` (`signal N`) and `husk exec`

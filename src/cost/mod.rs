@@ -282,7 +282,7 @@ fn vcpu_ticks(pid: i32) -> Option<u64> {
         let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         // QEMU names its vCPU threads "CPU n/KVM" (-name debug-threads=on); husk's monitor
-        // runs in husk itself, as "husk-vcpuN".
+        // process (`husk vm boot`, or an in-process monitor in tests) "husk-vcpuN".
         if comm.starts_with("CPU ") || comm.starts_with("husk-vcpu") {
             let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
             total += parse_stat_cpu_ticks(&stat).unwrap_or(0);
@@ -335,7 +335,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 fn sample_once(own: i32, watched: &[i32], guest_kib: u64, samples: &Mutex<Samples>) {
     let mut found = Vec::new();
     for &pid in std::iter::once(&own).chain(watched) {
-        // husk's in-process monitor maps guest RAM into husk itself.
+        // A monitor (QEMU, husk's monitor process) maps guest RAM; memory_of tells it apart.
         if let Some(sample) = memory_of(pid, guest_kib) {
             found.push((pid, sample));
         }
@@ -439,8 +439,8 @@ pub fn split_current(next: Phase, tail: Duration) {
 }
 
 /// The container runs in a VM under `vmm` with `guest_mib` of RAM. Called before the VM is
-/// built: husk's in-process monitor maps guest RAM into husk itself, and every sample from
-/// then on must tell that RAM apart from the machinery's own memory.
+/// built: the monitor maps guest RAM as soon as it starts, and every sample from then on must
+/// tell that RAM apart from the machinery's own memory.
 pub fn note_vm(vmm: &str, guest_mib: u32) {
     with_recorder(|r| {
         r.vmm = Some(vmm.to_string());
@@ -449,8 +449,7 @@ pub fn note_vm(vmm: &str, guest_mib: u32) {
     });
 }
 
-/// The VM's monitor process is `monitor_pid` (husk itself for the in-process monitor, which
-/// is sampled anyway).
+/// The VM's monitor process is `monitor_pid` (when that is husk itself it is sampled anyway).
 pub fn note_monitor_pid(monitor_pid: i32) {
     with_recorder(|r| {
         if monitor_pid != std::process::id() as i32 {

@@ -10,18 +10,18 @@
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use rootfs_agent::client::{AgentClient, Process, ProcessIo};
 use rootfs_agent::protocol::{ProcessSpec, Rlimit, StartRequest};
 
+use super::monitor_process::MonitorProcess;
 use super::qemu::{QemuConfig, QemuGuest};
 use super::{connect_agent, image_disk, initramfs, locate_agent, writable_disk, VmError};
 use crate::container::spec::SpecOptions;
 use crate::process::user;
-use crate::vmm::{self, DiskConfig, SerialOutput, VmConfig};
+use crate::vmm;
 
 /// Guest RAM when `--memory` is not given.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
@@ -213,7 +213,7 @@ pub fn terminal_size() -> Option<(u16, u16)> {
 }
 
 enum Monitor {
-    Husk(JoinHandle<Result<vmm::VmExit, vmm::VmmError>>),
+    Husk(MonitorProcess),
     Qemu(QemuGuest),
 }
 
@@ -260,11 +260,12 @@ impl Guest {
         Ok(guest)
     }
 
-    /// The host pid that holds the VM: QEMU's, or ours for husk's in-process monitor.
+    /// The host pid that holds the VM: QEMU's, or that of husk's monitor process.
     pub fn monitor_pid(&self) -> i32 {
         match &self.monitor {
             Some(Monitor::Qemu(guest)) => guest.pid() as i32,
-            _ => std::process::id() as i32,
+            Some(Monitor::Husk(monitor)) => monitor.pid() as i32,
+            None => std::process::id() as i32,
         }
     }
 
@@ -289,18 +290,13 @@ impl Guest {
     /// Wait for the VM to power off after its container process ended (the agent syncs the
     /// writable disk and resets the VM); force it off if it does not.
     pub fn shutdown(mut self) {
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         match self.monitor.take() {
-            Some(Monitor::Husk(handle)) => {
-                while !handle.is_finished() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
+            Some(Monitor::Husk(mut monitor)) => {
+                // A monitor that did not stop is stopped as it drops.
+                let stopped = monitor.wait_exit(SHUTDOWN_TIMEOUT);
+                if let Some(Ok(exit)) = stopped.then(|| monitor.report()) {
+                    crate::cost::note_vm_exits(&exit.exits);
                 }
-                if handle.is_finished() {
-                    if let Ok(Ok(exit)) = handle.join() {
-                        crate::cost::note_vm_exits(&exit.exits);
-                    }
-                }
-                // A monitor that did not stop is abandoned with its thread; the process exits soon.
             }
             Some(Monitor::Qemu(mut guest)) => {
                 let _ = guest.wait_exit(SHUTDOWN_TIMEOUT);
@@ -319,8 +315,10 @@ impl Drop for Guest {
 }
 
 fn stop_monitor(monitor: &mut Option<Monitor>) {
-    if let Some(Monitor::Qemu(guest)) = monitor {
-        guest.kill();
+    match monitor {
+        Some(Monitor::Qemu(guest)) => guest.kill(),
+        Some(Monitor::Husk(monitor)) => monitor.stop(),
+        None => {}
     }
 }
 
@@ -332,24 +330,20 @@ fn stop_unready_monitor(monitor: Monitor) -> Option<String> {
             guest.kill();
             None
         }
-        Monitor::Husk(handle) => {
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+        Monitor::Husk(mut monitor) => {
+            if !monitor.wait_exit(Duration::from_secs(1)) {
+                monitor.stop();
+                return Some("the monitor was still running; stopped".into());
             }
-            if !handle.is_finished() {
-                return None;
-            }
-            match handle.join() {
-                Ok(Ok(exit)) => Some(format!(
-                    "the VM stopped: {:?} after {:.1}s ({})",
-                    exit.reason,
+            Some(match monitor.report() {
+                Ok(exit) => format!(
+                    "the VM stopped: {} after {:.1}s ({})",
+                    exit.detail.unwrap_or_else(|| format!("{:?}", exit.reason)),
                     exit.runtime.as_secs_f64(),
                     exit.exits.summary()
-                )),
-                Ok(Err(err)) => Some(format!("the monitor failed: {err}")),
-                Err(_) => Some("the monitor thread panicked".into()),
-            }
+                ),
+                Err(why) => why,
+            })
         }
     }
 }
@@ -357,27 +351,8 @@ fn stop_unready_monitor(monitor: Monitor) -> Option<String> {
 fn boot_husk(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
     let (host_end, guest_end) =
         UnixStream::pair().map_err(VmError::io("creating", Path::new("agent socketpair")))?;
-    let mut config = VmConfig::new(&plan.kernel);
-    config.initrd = Some(plan.initrd.clone());
-    config.memory_mib = plan.memory_mib;
-    config.vcpus = plan.vcpus;
-    config.disks = vec![
-        DiskConfig {
-            path: plan.image_disk.clone(),
-            read_only: true,
-        },
-        DiskConfig {
-            path: plan.writable_disk.clone(),
-            read_only: false,
-        },
-    ];
-    config.console = Some(guest_end);
-    config.serial = SerialOutput::File(plan.serial_log.clone());
-    let handle = std::thread::Builder::new()
-        .name("husk-vmm".into())
-        .spawn(move || vmm::run_vm(config))
-        .map_err(VmError::io("starting", Path::new("the monitor thread")))?;
-    Ok((host_end, Monitor::Husk(handle)))
+    let monitor = MonitorProcess::spawn(plan, guest_end)?;
+    Ok((host_end, Monitor::Husk(monitor)))
 }
 
 fn boot_qemu(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {

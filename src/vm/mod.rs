@@ -18,6 +18,7 @@ pub mod backend;
 pub mod disk;
 pub mod initramfs;
 pub mod kernel;
+pub mod monitor_process;
 pub mod qemu;
 
 use std::io;

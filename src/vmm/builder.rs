@@ -298,6 +298,12 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     let signal_evt =
         EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err("eventfd"))?;
     let _signals = SignalGuard::new(signal_evt.as_raw_fd())?;
+    // Everything is open and loaded: /dev/kvm itself is needed no more (the VM's and vCPUs'
+    // descriptors are), nor is any path.
+    drop(kvm);
+    if cfg.jail {
+        super::jail::enter()?;
+    }
 
     let event_loop = EventLoop {
         devices: slots,
@@ -306,7 +312,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         activation_evt,
         serial_input,
         stop: stop.clone(),
-        seccomp,
+        seccomp: seccomp.clone(),
     };
     let loop_thread = thread::Builder::new()
         .name("husk-vmm-devices".into())
@@ -324,6 +330,13 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         }
     }
 
+    // The jailed monitor's own thread is filtered too, once it has spawned the others (each
+    // installs its own filter before touching guest data).
+    if let (true, Some(action)) = (cfg.jail, seccomp.clone()) {
+        if let Err(err) = super::seccomp::apply(super::seccomp::ThreadRole::Main, action) {
+            stop.stop(ExitReason::Fault(format!("monitor thread: {err}")));
+        }
+    }
     let _ = loop_thread.join();
     // The event loop only returns once a stop reason is recorded; knock every vCPU out of
     // KVM_RUN until it notices.
@@ -357,6 +370,7 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
         runtime,
         first_exit,
         exits,
+        detail: stop.detail(),
     })
 }
 

@@ -114,10 +114,13 @@ impl ExitCounters {
     }
 
     /// The non-zero counts, in [`ExitClass`] order.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
         ExitClass::ALL
             .iter()
-            .map(|c| (c.label(), self.counts[*c as usize].load(Ordering::Relaxed)))
+            .map(|c| {
+                let n = self.counts[*c as usize].load(Ordering::Relaxed);
+                (c.label().to_string(), n)
+            })
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -125,9 +128,9 @@ impl ExitCounters {
 
 /// Exits counted for one run: those the monitor handled and, where the kernel offers binary
 /// statistics (KVM_GET_STATS_FD, Linux 5.14+), KVM's own counters summed over the vCPUs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExitReport {
-    pub monitor: Vec<(&'static str, u64)>,
+    pub monitor: Vec<(String, u64)>,
     /// KVM's `exits` (every exit, handled in the kernel or not), each `*_exits` counter, and
     /// page faults taken, instructions emulated and hypercalls.
     pub kvm: Vec<(String, u64)>,
@@ -286,8 +289,10 @@ mod tests {
         c.count(ExitClass::Serial);
         c.count_mmio(0xd000_1050);
         c.count_mmio(0xfee0_0000);
+        let snapshot = c.snapshot();
+        let names: Vec<(&str, u64)> = snapshot.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         assert_eq!(
-            c.snapshot(),
+            names,
             vec![("pio serial", 2), ("mmio virtio", 1), ("mmio other", 1)]
         );
     }
@@ -297,7 +302,7 @@ mod tests {
         let a = vec![("exits".to_string(), 10), ("io_exits".to_string(), 4)];
         let b = vec![("exits".to_string(), 5), ("halt_exits".to_string(), 0)];
         let report = ExitReport {
-            monitor: vec![("pio serial", 4)],
+            monitor: vec![("pio serial".to_string(), 4)],
             kvm: sum_by_name(vec![a, b]),
         };
         assert_eq!(report.kvm_total(), Some(15));

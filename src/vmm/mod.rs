@@ -12,6 +12,7 @@ pub mod event_loop;
 pub mod exits;
 pub mod host;
 pub mod host_signals;
+pub mod jail;
 pub mod layout;
 pub mod mptable;
 pub mod seccomp;
@@ -69,6 +70,9 @@ pub struct VmConfig {
     /// Most bytes of guest console output a [`SerialOutput::File`] takes (a note of the cut
     /// follows): the guest decides what it prints, the host's disk must not be its to fill.
     pub serial_limit: u64,
+    /// Enter the monitor jail ([`jail`]) once everything is open, and filter the calling
+    /// thread too: only for a process that exists to be this VM's monitor.
+    pub jail: bool,
 }
 
 /// The default [`VmConfig::serial_limit`]: enough for any boot log and a panic's trace.
@@ -87,12 +91,13 @@ impl VmConfig {
             console: None,
             serial: SerialOutput::None,
             serial_limit: SERIAL_LOG_LIMIT,
+            jail: false,
         }
     }
 }
 
 /// Why the VM stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExitReason {
     /// The guest asked for a reset (i8042 0xFE, Linux `reboot`): the normal way out.
     Reset,
@@ -108,7 +113,8 @@ pub enum ExitReason {
     Fault(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a VM run ended; a jailed monitor process hands it to its supervisor as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmExit {
     pub reason: ExitReason,
     /// Wall time from `run_vm` entry to the stop.
@@ -118,6 +124,15 @@ pub struct VmExit {
     pub first_exit: Option<Duration>,
     /// The exits of the whole run, by reason.
     pub exits: exits::ExitReport,
+    /// Which vCPU stopped the VM and where, when a vCPU did.
+    pub detail: Option<String>,
+}
+
+/// What a monitor process (`husk vm boot --report-fd`) writes to its supervisor as it ends.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum MonitorReport {
+    Exited(VmExit),
+    Failed(String),
 }
 
 impl VmExit {
@@ -158,6 +173,10 @@ pub enum VmmError {
     Bus(#[from] bus::BusError),
     #[error(transparent)]
     Signals(#[from] host_signals::SignalError),
+    #[error(transparent)]
+    Jail(#[from] jail::JailError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

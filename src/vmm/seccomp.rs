@@ -9,8 +9,17 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-/// `_IO(KVMIO, 0x80)`: the only ioctl a vCPU thread issues after setup.
+/// `_IO(KVMIO, 0x80)`: the ioctl a vCPU thread issues after setup.
 pub const KVM_RUN: u64 = 0xae80;
+/// `_IOR(KVMIO, 0x81, struct kvm_regs)` and `_IOR(KVMIO, 0x83, struct kvm_sregs)`: read once,
+/// when the vCPU stops the VM, to say where it stopped.
+pub const KVM_GET_REGS: u64 = ior(0x81, std::mem::size_of::<kvm_bindings::kvm_regs>());
+pub const KVM_GET_SREGS: u64 = ior(0x83, std::mem::size_of::<kvm_bindings::kvm_sregs>());
+
+/// Linux's `_IOR(KVMIO, nr, size)`.
+const fn ior(nr: u64, size: usize) -> u64 {
+    (2 << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -25,10 +34,15 @@ pub enum SeccompError {
 pub enum ThreadRole {
     Vcpu,
     EventLoop,
+    /// The thread that built the VM, in a jailed monitor process: it only waits for the
+    /// others, knocks the vCPUs out of KVM_RUN, reads the exit statistics and reports.
+    Main,
 }
 
-/// Syscalls both roles need: memory allocation, locks, eventfd/socket/file I/O on already-open
-/// descriptors, epoll, time, signal return (the vCPU kick) and thread exit.
+/// Syscalls every role needs: memory allocation, locks, eventfd/socket/file I/O on
+/// already-open descriptors, epoll, time, signal return (the vCPU kick) and thread exit.
+/// `mmap`, `mprotect`, `tgkill` and `fcntl` are not here: they are allowed with their
+/// arguments checked (see `build_filter`).
 const COMMON_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_read,
     libc::SYS_write,
@@ -47,12 +61,10 @@ const COMMON_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_ctl,
     libc::SYS_futex,
-    libc::SYS_mmap,
     libc::SYS_munmap,
     libc::SYS_mremap,
     libc::SYS_madvise,
     libc::SYS_brk,
-    libc::SYS_mprotect,
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
@@ -62,7 +74,6 @@ const COMMON_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_sigaltstack,
     libc::SYS_gettid,
     libc::SYS_getpid,
-    libc::SYS_tgkill,
     libc::SYS_close,
     libc::SYS_exit,
     libc::SYS_exit_group,
@@ -70,7 +81,30 @@ const COMMON_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_rseq,
 ];
 
-/// The allow-list filter for `role`; anything else gets `mismatch`.
+/// One condition on argument `arg`.
+fn arg(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, SeccompError> {
+    Ok(SeccompCondition::new(
+        arg,
+        SeccompCmpArgLen::Qword,
+        op,
+        value,
+    )?)
+}
+
+/// A rule allowing `request` as an ioctl's second argument.
+fn ioctl_request(request: u64) -> Result<SeccompRule, SeccompError> {
+    Ok(SeccompRule::new(vec![SeccompCondition::new(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        request,
+    )?])?)
+}
+
+/// The allow-list filter for `role`; anything else gets `mismatch`. Besides the syscall
+/// numbers, arguments are checked where a syscall's power lies in them (Firecracker's filters
+/// do the same): no memory can be made executable, signals reach only this process's threads,
+/// `fcntl` only reads descriptor flags, and each role has its own short list of ioctls.
 pub fn build_filter(role: ThreadRole, mismatch: SeccompAction) -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         COMMON_SYSCALLS.iter().map(|&nr| (nr, vec![])).collect();
@@ -84,14 +118,54 @@ pub fn build_filter(role: ThreadRole, mismatch: SeccompAction) -> Result<BpfProg
             libc::F_GETFD as u64,
         )?])?],
     );
-    if role == ThreadRole::Vcpu {
-        let run_only = SeccompRule::new(vec![SeccompCondition::new(
-            1,
-            SeccompCmpArgLen::Dword,
+    // Allocation maps and protects memory, never as code: a device bug cannot stage shellcode.
+    let not_executable = |prot_arg: u8| -> Result<Vec<SeccompRule>, SeccompError> {
+        Ok(vec![SeccompRule::new(vec![arg(
+            prot_arg,
+            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+            0,
+        )?])?])
+    };
+    rules.insert(libc::SYS_mmap, not_executable(2)?);
+    rules.insert(libc::SYS_mprotect, not_executable(2)?);
+    // The vCPU kick, and a thread's own panic (abort), signal this process only.
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![SeccompRule::new(vec![arg(
+            0,
             SeccompCmpOp::Eq,
-            KVM_RUN,
-        )?])?;
-        rules.insert(libc::SYS_ioctl, vec![run_only]);
+            u64::from(std::process::id()),
+        )?])?],
+    );
+    match role {
+        ThreadRole::Vcpu => {
+            let ioctls = [KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS]
+                .into_iter()
+                .map(ioctl_request)
+                .collect::<Result<_, _>>()?;
+            rules.insert(libc::SYS_ioctl, ioctls);
+        }
+        ThreadRole::Main => {
+            // `husk vm boot --debug` puts its terminal back as it found it.
+            let terminal = [libc::TCGETS, libc::TCSETS]
+                .into_iter()
+                .map(|request| {
+                    Ok(SeccompRule::new(vec![
+                        arg(0, SeccompCmpOp::Eq, libc::STDIN_FILENO as u64)?,
+                        SeccompCondition::new(
+                            1,
+                            SeccompCmpArgLen::Dword,
+                            SeccompCmpOp::Eq,
+                            request,
+                        )?,
+                    ])?)
+                })
+                .collect::<Result<_, SeccompError>>()?;
+            rules.insert(libc::SYS_ioctl, terminal);
+            // Putting SIGTERM's and SIGINT's dispositions back as the run found them.
+            rules.insert(libc::SYS_rt_sigaction, vec![]);
+        }
+        ThreadRole::EventLoop => {}
     }
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)?;
     Ok(filter.try_into()?)

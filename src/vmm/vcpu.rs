@@ -29,6 +29,8 @@ pub struct StopState {
     first_exit: OnceLock<Instant>,
     stopping: AtomicBool,
     reason: Mutex<Option<ExitReason>>,
+    /// What the vCPU that recorded the reason saw (which vCPU, where), for the report.
+    detail: Mutex<Option<String>>,
     evt: EventFd,
 }
 
@@ -38,14 +40,21 @@ impl StopState {
             first_exit: OnceLock::new(),
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
+            detail: Mutex::new(None),
             evt: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?,
         })
     }
 
     pub fn stop(&self, reason: ExitReason) {
+        self.stop_with_detail(reason, None);
+    }
+
+    /// As `stop`, keeping `detail` when this call is the one whose reason wins.
+    pub fn stop_with_detail(&self, reason: ExitReason, detail: Option<String>) {
         let mut slot = lock(&self.reason);
         if slot.is_none() {
             *slot = Some(reason);
+            *lock(&self.detail) = detail;
         }
         self.stopping.store(true, Ordering::SeqCst);
         // A full eventfd counter still leaves it readable, which is all the loop needs.
@@ -58,6 +67,10 @@ impl StopState {
 
     pub fn reason(&self) -> Option<ExitReason> {
         lock(&self.reason).clone()
+    }
+
+    pub fn detail(&self) -> Option<String> {
+        lock(&self.detail).clone()
     }
 
     pub fn first_exit(&self) -> Option<Instant> {
@@ -132,10 +145,26 @@ impl Vcpu {
         }
         while !self.stop.is_stopping() {
             if let Some(reason) = self.run_once() {
-                self.stop.stop(reason);
+                let detail = self.where_it_stopped(&reason);
+                self.stop.stop_with_detail(reason, detail);
                 break;
             }
         }
+    }
+
+    /// Which vCPU stopped the VM and at which guest instruction: a triple fault or a reset
+    /// from the wrong place is otherwise indistinguishable from a clean one.
+    fn where_it_stopped(&self, reason: &ExitReason) -> Option<String> {
+        let regs = self.fd.get_regs().ok()?;
+        let cr = self
+            .fd
+            .get_sregs()
+            .map(|s| format!(" cr0 {:#x} cr3 {:#x} cr4 {:#x}", s.cr0, s.cr3, s.cr4))
+            .unwrap_or_default();
+        Some(format!(
+            "{reason:?} on vCPU {} at rip {:#x} rsp {:#x}{cr}",
+            self.id, regs.rip, regs.rsp
+        ))
     }
 
     /// One KVM_RUN; Some(reason) when the VM must stop.
