@@ -4,7 +4,8 @@
 # true` when dockerd is running, all measured in this one run with hyperfine. Prints medians and
 # ratios, then checks that the runs left no mounts, cgroups or records behind.
 #
-# Usage: scripts/bench-run.sh [RUNS]   (default 100; HUSK_BIN=path to use an existing binary)
+# Usage: scripts/bench-run.sh [RUNS]   (default 100; HUSK_BIN=path to use an existing binary;
+#        HUSK_BASELINE=path to an older husk adds it, on a root of its own: before/after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
@@ -36,6 +37,11 @@ PY
 cmds=("$husk --root $root run --rm --isolation process bench-busybox true"
       "runc run -b $work/bundle husk-bench-runc")
 names=("husk process" "runc run")
+if [ -n "${HUSK_BASELINE:-}" ]; then
+  "$HUSK_BASELINE" --root "$work/root-baseline" import "$work/rootfs.tar" bench-busybox:latest >/dev/null
+  cmds+=("$HUSK_BASELINE --root $work/root-baseline run --rm --isolation process bench-busybox true")
+  names+=("husk baseline")
+fi
 if docker info >/dev/null 2>&1; then
   docker image inspect busybox >/dev/null 2>&1 || docker import "$work/rootfs.tar" busybox >/dev/null
   cmds+=("docker run --rm --network none busybox true"); names+=("docker run")
@@ -56,6 +62,9 @@ for name, r in results.items():
     print(f"{name:<16}{r['median']*1e3:>10.2f}{r['min']*1e3:>9.2f}{r['max']*1e3:>9.2f}{r['median']/husk:>9.2f}")
 runc = results["runc run"]["median"]
 print(f"husk/runc median ratio: {husk/runc:.2f} (target <= 0.5)")
+if "husk baseline" in results:
+    base = results["husk baseline"]["median"]
+    print(f"husk baseline/runc median ratio: {base/runc:.2f}; husk/baseline: {husk/base:.2f}")
 PY
 
 left=$("$husk" --root "$root" ps -a -q | wc -l)
