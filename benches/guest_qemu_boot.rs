@@ -117,6 +117,7 @@ fn main() {
         let start = StartRequest {
             process: ProcessSpec::new(["/bin/true"]),
             hostname: None,
+            readonly_root: false,
         };
         let io = ProcessIo {
             stdin: None,

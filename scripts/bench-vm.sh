@@ -59,15 +59,18 @@ chmod +x "$rootfs/init"
 # husk boots with its own quiet command line (reboot through the i8042, which ends the VM);
 # QEMU's microvm has no i8042, so it reboots by triple fault, which -no-reboot turns into exit.
 cmdline="console=ttyS0 quiet panic=-1 no_timer_check pci=off nomodule i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable rdinit=/init"
-husk_boot="$husk vm boot --kernel $kernel --initrd $work/init.cpio --memory 256M --cmdline '$cmdline reboot=k'"
-qemu_boot="qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256 -smp 1 -nodefaults -no-user-config -display none -serial null -no-reboot -kernel $kernel -initrd $work/init.cpio -append '$cmdline reboot=t'"
+# Every measured command is bounded: a run that hangs fails the benchmark, by name.
+limit="timeout 300"
+husk_boot="$limit $husk vm boot --kernel $kernel --initrd $work/init.cpio --memory 256M --cmdline '$cmdline reboot=k'"
+qemu_boot="$limit qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256 -smp 1 -nodefaults -no-user-config -display none -serial null -no-reboot -kernel $kernel -initrd $work/init.cpio -append '$cmdline reboot=t'"
 eval "$husk_boot" </dev/null 2>"$work/husk-boot.err" || { cat "$work/husk-boot.err"; exit 1; }
 eval "$qemu_boot" </dev/null >/dev/null
 echo; echo "== 1. bare boot to init and reset, $runs runs each (same kernel and initramfs)"
 hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/boot.json" \
   --command-name "husk vm boot" "$husk_boot" \
   --command-name "husk vm boot --no-jail" "$husk_boot --no-jail" \
-  --command-name "qemu microvm -accel kvm" "$qemu_boot" >/dev/null 2>&1
+  --command-name "qemu microvm -accel kvm" "$qemu_boot" --style none >/dev/null ||
+  { echo "bench-vm: a bare boot failed or passed 300 s"; exit 1; }
 sed -n 's/^husk: //p' "$work/husk-boot.err"
 
 # Containers: one root, one image; VM on either monitor, and process isolation.
@@ -78,12 +81,12 @@ for applet in sh true echo; do ln -s busybox "$work/img/bin/$applet"; done
 tar -C "$work/img" -cf "$work/img.tar" .
 "$husk" --root "$root" import "$work/img.tar" bench-busybox:latest >/dev/null
 env_vm="env HUSK_KERNEL=$kernel HUSK_AGENT=$agent"
-run_husk="$env_vm HUSK_VMM=husk $husk --root $root run --rm --isolation vm bench-busybox true"
-run_qemu="$env_vm HUSK_VMM=qemu $husk --root $root run --rm --isolation vm bench-busybox true"
-run_proc="$husk --root $root run --rm --isolation process bench-busybox true"
+run_husk="$limit $env_vm HUSK_VMM=husk $husk --root $root run --rm --isolation vm bench-busybox true"
+run_qemu="$limit $env_vm HUSK_VMM=qemu $husk --root $root run --rm --isolation vm bench-busybox true"
+run_proc="$limit $husk --root $root run --rm --isolation process bench-busybox true"
 baseline=()
 if [ -n "${HUSK_BASELINE:-}" ]; then
-  run_base="$env_vm HUSK_VMM=husk $HUSK_BASELINE --root $root run --rm --isolation vm bench-busybox true"
+  run_base="$limit $env_vm HUSK_VMM=husk $HUSK_BASELINE --root $root run --rm --isolation vm bench-busybox true"
   eval "$run_base" </dev/null >/dev/null
   baseline=(--command-name "vm on husk's monitor, baseline" "$run_base")
   echo "baseline: $("$HUSK_BASELINE" --version 2>/dev/null || echo "$HUSK_BASELINE")"
@@ -95,7 +98,8 @@ hyperfine --warmup 1 --runs "$runs" --export-json "$work/run.json" \
   --command-name "vm on husk's monitor" "$run_husk" \
   "${baseline[@]}" \
   --command-name "vm on qemu microvm (kvm)" "$run_qemu" \
-  --command-name "process" "$run_proc" >/dev/null 2>&1
+  --command-name "process" "$run_proc" --style none >/dev/null ||
+  { echo "bench-vm: a run failed or passed 300 s"; exit 1; }
 
 for m in husk qemu; do
   echo "bench-vm: one --cost run on $m" >&2

@@ -243,6 +243,27 @@ fn attach_feeds_a_detached_guest() {
     assert_eq!(out.status.code(), Some(4));
 }
 
+/// `--read-only` as with process isolation: the guest's root refuses writes, /dev/shm takes
+/// them, and without the flag the root is writable.
+#[test]
+fn read_only_root_refuses_writes_in_the_guest() {
+    let Some(husk) = ready() else { return };
+    let out = husk
+        .cmd()
+        .args(["run", "--rm", "--read-only", "busybox", "touch", "/x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    let shm = "echo ok > /dev/shm/f && cat /dev/shm/f";
+    assert_eq!(
+        husk.ok(&["run", "--rm", "--read-only", "busybox", "sh", "-c", shm]),
+        "ok\n"
+    );
+    husk.ok(&["run", "--rm", "busybox", "touch", "/x"]);
+}
+
 /// A hostile guest whose `tar` never ends: `cp` out of it stops at the bound with one line,
 /// writes nothing at the destination and leaves no staging file.
 #[test]

@@ -62,6 +62,7 @@ fn sh(script: &str) -> StartRequest {
     StartRequest {
         process: ProcessSpec::new(["/bin/sh", "-c", script]),
         hostname: None,
+        readonly_root: false,
     }
 }
 
@@ -100,6 +101,7 @@ fn exit_codes_follow_shell_conventions() {
         StartRequest {
             process: ProcessSpec::new(["/nonexistent/program"]),
             hostname: None,
+            readonly_root: false,
         },
         None,
     );
@@ -116,6 +118,7 @@ fn exit_codes_follow_shell_conventions() {
         StartRequest {
             process: ProcessSpec::new([not_exec.to_str().unwrap()]),
             hostname: None,
+            readonly_root: false,
         },
         None,
     );
@@ -281,6 +284,7 @@ fn protocol_violations_are_reported_and_end_the_session() {
             &StartRequest {
                 process: ProcessSpec::new(["/bin/sh", "-c", "sleep 30"]),
                 hostname: None,
+                readonly_root: false,
             },
         )
         .unwrap()
@@ -385,6 +389,7 @@ fn host_that_never_reads_is_not_buffered_without_bound() {
     let start = StartRequest {
         process: ProcessSpec::new(["/bin/sh", "-c", "sleep 60"]),
         hostname: None,
+        readonly_root: false,
     };
     host.write_all(&Frame::json(FrameKind::Start, 0, &start).unwrap().encode())
         .unwrap();
@@ -522,6 +527,7 @@ fn huge_program_name_is_reported_bounded() {
         StartRequest {
             process: ProcessSpec::new([name.as_str()]),
             hostname: None,
+            readonly_root: false,
         },
         None,
     );

@@ -160,6 +160,7 @@ impl Guest {
         let start = StartRequest {
             process,
             hostname: Some("husk-guest".into()),
+            readonly_root: false,
         };
         let p = self
             .client
@@ -310,6 +311,7 @@ fn exec_into_a_running_guest_and_kill() {
             &StartRequest {
                 process: sh("echo up; exec sleep 600"),
                 hostname: None,
+                readonly_root: false,
             },
             ProcessIo {
                 stdin: None,

@@ -288,6 +288,20 @@ impl Session {
                 if let (true, Some(name)) = (self.opts.sandbox, &start.hostname) {
                     nix::unistd::sethostname(name).map_err(sys("sethostname"))?;
                 }
+                if self.opts.sandbox && start.readonly_root {
+                    // A bind remount changes only this mount's flag: the overlay below, and
+                    // the writable disk the agent syncs at the end, are untouched.
+                    nix::mount::mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_REMOUNT
+                            | nix::mount::MsFlags::MS_BIND
+                            | nix::mount::MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .map_err(sys("remounting the root read-only"))?;
+                }
                 self.spawn(0, &start.process)?;
             }
             FrameKind::Exec => {

@@ -530,6 +530,10 @@ pub struct StartRequest {
     pub process: ProcessSpec,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// The container's root is read-only (OCI `root.readonly`, `--read-only`): /dev/shm,
+    /// /dev/pts, /proc and /sys stay what they are, as with runc.
+    #[serde(default)]
+    pub readonly_root: bool,
 }
 
 impl StartRequest {
@@ -594,6 +598,7 @@ mod tests {
                 &StartRequest {
                     process: ProcessSpec::new(["echo", "hi"]),
                     hostname: Some("box".into()),
+                    readonly_root: false,
                 },
             )
             .unwrap(),
@@ -806,6 +811,7 @@ mod tests {
         let start = StartRequest {
             process: ok,
             hostname: Some("bad host".into()),
+            readonly_root: false,
         };
         assert!(start.validate().is_err());
     }

@@ -187,6 +187,12 @@ pub fn start_request(spec: &Spec, layers: &[PathBuf]) -> Result<StartRequest, Vm
             console_size: terminal.then(terminal_size).flatten(),
         },
         hostname: spec.hostname().clone(),
+        // `--read-only`: the guest's root mount goes read-only before the process starts.
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
     })
 }
 
