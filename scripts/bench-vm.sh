@@ -59,8 +59,9 @@ chmod +x "$rootfs/init"
 # husk boots with its own quiet command line (reboot through the i8042, which ends the VM);
 # QEMU's microvm has no i8042, so it reboots by triple fault, which -no-reboot turns into exit.
 cmdline="console=ttyS0 quiet panic=-1 no_timer_check pci=off nomodule i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable rdinit=/init"
-# Every measured command is bounded: a run that hangs fails the benchmark, by name.
-limit="timeout 300"
+# Every measured command is bounded (SIGTERM, then SIGKILL: husk relays a SIGTERM to its
+# container and goes on waiting): a run that hangs fails the benchmark.
+limit="timeout -k 10 300"
 husk_boot="$limit $husk vm boot --kernel $kernel --initrd $work/init.cpio --memory 256M --cmdline '$cmdline reboot=k'"
 qemu_boot="$limit qemu-system-x86_64 -M microvm,acpi=off -accel kvm -cpu host -m 256 -smp 1 -nodefaults -no-user-config -display none -serial null -no-reboot -kernel $kernel -initrd $work/init.cpio -append '$cmdline reboot=t'"
 eval "$husk_boot" </dev/null 2>"$work/husk-boot.err" || { cat "$work/husk-boot.err"; exit 1; }

@@ -124,20 +124,42 @@ for d in "${rw_dirs[@]:-}"; do
   i=$((i + 1))
 done
 
-# A hung L1 must not hold CI: `timeout` stops it after --timeout seconds.
-timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem_mib" \
-  -nodefaults -no-user-config -display none -no-reboot \
-  -serial "file:$job/serial.log" \
-  -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" \
-  -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off" \
-  "${virtfs[@]}" </dev/null &
-qemu_pid=$!
-tail -n +1 -f --pid="$qemu_pid" "$job/output" &
-tail_pid=$!
+# A hung L1 must not hold CI: `timeout` stops it after --timeout seconds. L1 itself boots in
+# seconds, but TCG has been seen to lock up during the boot (soft lockups on every vCPU before
+# the job starts): an L1 that has not started the job after $start_limit seconds is stopped and
+# booted once more, and says so.
+start_limit=${HUSK_NESTED_START_LIMIT:-240}
 qemu_status=0
-wait "$qemu_pid" || qemu_status=$?
-qemu_pid=
-wait "$tail_pid" 2>/dev/null || true
+for attempt in 1 2; do
+  rm -f "$job/started"
+  timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem_mib" \
+    -nodefaults -no-user-config -display none -no-reboot \
+    -serial "file:$job/serial.log" \
+    -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" \
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off" \
+    "${virtfs[@]}" </dev/null &
+  qemu_pid=$!
+  waited=0
+  while [ ! -e "$job/started" ] && kill -0 "$qemu_pid" 2>/dev/null && [ "$waited" -lt "$start_limit" ]; do
+    sleep 1; waited=$((waited + 1))
+  done
+  if [ ! -e "$job/started" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+    echo "nested: L1 did not start the job within ${start_limit}s (attempt $attempt); its console:" >&2
+    tail -n 5 "$job/serial.log" >&2 || true
+    kill "$qemu_pid" 2>/dev/null || true
+    wait "$qemu_pid" 2>/dev/null || true
+    qemu_pid=
+    qemu_status=125
+    continue
+  fi
+  tail -n +1 -f --pid="$qemu_pid" "$job/output" &
+  tail_pid=$!
+  qemu_status=0
+  wait "$qemu_pid" || qemu_status=$?
+  qemu_pid=
+  wait "$tail_pid" 2>/dev/null || true
+  break
+done
 [ "$qemu_status" = 124 ] && echo "nested: L1 timed out after ${timeout_s}s" >&2
 if [ ! -s "$job/status" ]; then
   echo "nested: L1 gave no exit status; its serial console said:" >&2
@@ -179,6 +201,7 @@ mkdir -p /host/tmp/nested-job
 mount --bind /job /host/tmp/nested-job
 ip link set lo up 2>/dev/null
 hostname husk-l1
+: > /job/started
 chroot /host /bin/sh /tmp/nested-job/job.sh > /job/output 2>&1 < /dev/null
 echo $? > /job/status
 sync

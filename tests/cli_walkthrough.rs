@@ -171,6 +171,11 @@ fn bad_input_gets_one_clear_line_and_leaves_nothing() {
             &["run", "--cap-add", "NOT_A_CAP", "busybox", "true"],
             "NOT_A_CAP",
         ),
+        // No bridge networking yet: refused, never silently taken as `none`.
+        (
+            &["run", "--network", "bridge", "busybox", "true"],
+            "--network bridge",
+        ),
     ];
     for (args, needle) in cases {
         let out = husk.run(args);

@@ -238,8 +238,14 @@ impl CreateArgs {
         }
         env.extend(self.env.iter().cloned());
         let network = match self.network.as_str() {
-            "none" | "default" | "bridge" => NetworkMode::None,
+            "none" => NetworkMode::None,
             "host" => NetworkMode::Host,
+            // Docker's default network; husk has none of its own yet, so the flag is refused
+            // rather than silently taken as `none`.
+            "bridge" | "default" => bail!(
+                "--network {}: husk has no bridge networking yet; use --network none (the default) or host",
+                self.network
+            ),
             other => bail!("network {other} not found: husk supports --network none and host"),
         };
         let mut seccomp_unconfined = false;
