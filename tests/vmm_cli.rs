@@ -8,6 +8,15 @@ fn husk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_husk"))
 }
 
+/// Whether this process may open /dev/kvm read-write (the boot cases need it).
+fn kvm_accessible() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
 /// A 5-byte guest: mov al, 0xfe; out 0x64, al; hlt (an i8042 reset).
 fn write_reset_elf(path: &std::path::Path) {
     write_elf(path, &[0xb0u8, 0xfe, 0xe6, 0x64, 0xf4]);
@@ -104,12 +113,7 @@ fn vm_boot_rejects_absurd_memory_with_one_line() {
 
 #[test]
 fn vm_boot_runs_a_guest_to_reset_and_exits_zero() {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
+    if !kvm_accessible() {
         skip!("/dev/kvm is missing or not accessible");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -128,12 +132,7 @@ fn vm_boot_runs_a_guest_to_reset_and_exits_zero() {
 
 #[test]
 fn vm_boot_debug_connects_the_serial_console_to_stdin_and_stdout() {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
+    if !kvm_accessible() {
         skip!("/dev/kvm is missing or not accessible");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -194,12 +193,7 @@ fn status_field(status: &str, name: &str) -> String {
 /// dumpable, and namespaces of its own whose root is empty.
 #[test]
 fn vm_boot_as_root_jails_every_monitor_thread() {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
+    if !kvm_accessible() {
         skip!("/dev/kvm is missing or not accessible");
     }
     // SAFETY: geteuid has no preconditions.

@@ -64,11 +64,20 @@ impl MonitorProcess {
         let console_fd = console.as_raw_fd();
         let report_fd = report_write.as_raw_fd();
         // SAFETY: between fork and exec the closure only calls async-signal-safe functions
-        // (dup2, prctl, setpgid) on descriptors that stay open until `spawn` returns.
+        // (fcntl, dup2, prctl, setpgid) on descriptors that stay open until `spawn` returns.
         unsafe {
             command.pre_exec(move || {
-                // dup2 leaves the copies without FD_CLOEXEC, so exactly these two cross exec.
-                for (from, to) in [(console_fd, CONSOLE_FD), (report_fd, REPORT_FD)] {
+                // First out of the way (either may already sit at 3 or 4, where the other is
+                // about to go), then into place; dup2 leaves the copies without FD_CLOEXEC, so
+                // exactly these two cross exec.
+                let mut moved = [0; 2];
+                for (slot, fd) in moved.iter_mut().zip([console_fd, report_fd]) {
+                    *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if *slot < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (from, to) in moved.into_iter().zip([CONSOLE_FD, REPORT_FD]) {
                     if libc::dup2(from, to) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
