@@ -202,3 +202,61 @@ fn seccomp_vcpu_filter_allows_only_kvm_run_ioctl() {
         "KVM_RUN passes the filter (fails on fd -1)"
     );
 }
+
+/// Arguments are checked too: no role may map or protect memory as executable, and signals
+/// reach only this process's own threads.
+#[test]
+fn seccomp_filters_refuse_executable_memory_and_foreign_signals() {
+    for role in [ThreadRole::Vcpu, ThreadRole::EventLoop, ThreadRole::Main] {
+        let (exec_map, data_map, protect, foreign_kill) = in_filtered_thread(role, || {
+            let errno = || std::io::Error::last_os_error().raw_os_error();
+            let map = |prot| {
+                // SAFETY: an anonymous private mapping; unmapped below when it succeeds.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        prot,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                (p, errno())
+            };
+            let (exec, exec_errno) = map(libc::PROT_READ | libc::PROT_EXEC);
+            let (data, _) = map(libc::PROT_READ | libc::PROT_WRITE);
+            // SAFETY: `data` is our mapping of 4096 bytes (or MAP_FAILED, and then it fails).
+            let protect = unsafe { libc::mprotect(data, 4096, libc::PROT_READ | libc::PROT_EXEC) };
+            let protect_errno = errno();
+            // SAFETY: unmapping our own mapping.
+            unsafe { libc::munmap(data, 4096) };
+            // SAFETY: signal 0 to pid 1's thread 1 only checks permission; refused by the
+            // filter before the kernel looks.
+            let kill = unsafe { libc::syscall(libc::SYS_tgkill, 1, 1, 0) };
+            let kill_errno = errno();
+            (
+                (exec == libc::MAP_FAILED, exec_errno),
+                data != libc::MAP_FAILED,
+                (protect, protect_errno),
+                (kill, kill_errno),
+            )
+        });
+        assert_eq!(
+            exec_map,
+            (true, Some(libc::EPERM)),
+            "{role:?}: PROT_EXEC mmap"
+        );
+        assert!(data_map, "{role:?}: plain allocation keeps working");
+        assert_eq!(
+            protect,
+            (-1, Some(libc::EPERM)),
+            "{role:?}: PROT_EXEC mprotect"
+        );
+        assert_eq!(
+            foreign_kill,
+            (-1, Some(libc::EPERM)),
+            "{role:?}: tgkill of pid 1"
+        );
+    }
+}
