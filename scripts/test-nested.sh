@@ -37,6 +37,11 @@ for entry in "${tier[@]}"; do targets+=(--test "${entry%% *}"); done
 mapfile -t built < <(cargo test -q --no-run --message-format=json "${targets[@]}" |
   jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | "\(.target.name) \(.executable)"')
 
+# L1's own bound (scripts/nested.sh --timeout), and what of it the tests may use: the rest is
+# for L1's boot and shutdown.
+l1_timeout_s=${HUSK_NESTED_TIMEOUT:-2400}
+budget_s=$((l1_timeout_s - 300))
+
 mkdir -p target/tmp
 job=target/tmp/nested
 rm -rf "$job" && mkdir -p "$job"
@@ -45,6 +50,10 @@ rm -rf "$job" && mkdir -p "$job"
   echo "export HUSK_VMM=husk HUSK_KERNEL=$kernel HUSK_AGENT=$agent"
   echo "export HUSK_SKIP_LOG=$PWD/$job/skips.log RUST_BACKTRACE=1"
   echo 'status=0'
+  # Each binary is bounded by what is left of L1's own time (less a margin for the
+  # shutdown), at most 900 s: a hang fails by name, and L1 still reports its status.
+  echo "deadline=\$((\$(date +%s) + $budget_s))"
+  echo 'elapsed() { echo "$(( $(date +%s) - deadline + '"$budget_s"' ))s"; }'
   echo 'echo "nested: L1 $(uname -r), $(nproc) vCPUs, /dev/kvm: $(ls /dev/kvm), $(husk_cpu=$(grep -m1 -o -w svm /proc/cpuinfo); echo ${husk_cpu:-no svm})"'
   for entry in "${tier[@]}"; do
     name=${entry%% *}
@@ -53,15 +62,18 @@ rm -rf "$job" && mkdir -p "$job"
     exe=
     for b in "${built[@]}"; do [ "${b%% *}" = "$name" ] && exe=${b#* }; done
     [ -n "$exe" ] || { echo "test-nested: no test binary for $name" >&2; exit 1; }
-    echo "echo; echo \"== T3 on husk's monitor: $name $filters\""
-    # A hang fails its binary, by name, instead of holding L1 until its own timeout.
-    echo "timeout 900 $exe --test-threads=1 $filters || { echo \"test-nested: $name failed or timed out (900 s)\"; status=1; }"
+    echo "echo; echo \"== T3 on husk's monitor: $name $filters (at \$(elapsed))\""
+    echo 'left=$(( deadline - $(date +%s) )); [ "$left" -gt 900 ] && left=900'
+    echo "if [ \"\$left\" -lt 30 ]; then echo \"test-nested: no time left for $name\"; status=1; else"
+    echo "  timeout -k 10 \"\$left\" $exe --test-threads=1 $filters || { echo \"test-nested: $name failed or timed out (\$left s)\"; status=1; }"
+    echo "fi"
   done
+  echo 'echo "== T3 on husk'"'"'s monitor: done at $(elapsed)"'
   echo 'exit $status'
 } > "$job/run.sh"
 
 status=0
-./scripts/nested.sh --rw "$PWD/$job" -- sh "$PWD/$job/run.sh" || status=$?
+./scripts/nested.sh --timeout "$l1_timeout_s" --rw "$PWD/$job" -- sh "$PWD/$job/run.sh" || status=$?
 if [ -s "$job/skips.log" ]; then
   sed 's/^SKIP /SKIP (T3, nested) /' "$job/skips.log" >> target/tmp/skips.log
 fi
