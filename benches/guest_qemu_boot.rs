@@ -118,6 +118,7 @@ fn main() {
             process: ProcessSpec::new(["/bin/true"]),
             hostname: None,
             readonly_root: false,
+            mounts: Vec::new(),
         };
         let io = ProcessIo {
             stdin: None,

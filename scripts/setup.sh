@@ -17,6 +17,7 @@ packages=(
   hyperfine jq            # benchmark scripts
   docker.io               # Docker itself: output formats compared, a benchmark peer
   chromium                # renders husk compare's HTML report in a test
+  libseccomp-dev libcap-ng-dev  # virtiofsd, built below
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -29,6 +30,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --release --workspace
+
+# virtiofsd serves volumes to VM containers (virtio-fs). Debian 12 does not package it: it is
+# built once per machine from crates.io at this version (about 3 minutes on 2 cores), into the
+# place husk looks first (src/vm/virtiofs.rs).
+virtiofsd_version=1.14.0
+virtiofsd_root=/var/cache/husk/virtiofsd
+if [ "$(cat "$virtiofsd_root/version" 2>/dev/null)" != "$virtiofsd_version" ]; then
+  echo "setup: building virtiofsd $virtiofsd_version (cached in $virtiofsd_root)"
+  cargo install --quiet --locked --force --root "$virtiofsd_root" "virtiofsd@$virtiofsd_version" 2>&1 |
+    grep -v 'to your PATH' || true
+  [ -x "$virtiofsd_root/bin/virtiofsd" ] || { echo "setup: virtiofsd did not build" >&2; exit 1; }
+  echo "$virtiofsd_version" > "$virtiofsd_root/version"
+fi
 
 # The guest side of VM isolation: our kernel (built once per machine and cached; about 5
 # minutes on 2 cores the first time) and the static guest agent.

@@ -135,12 +135,19 @@ fn writable_disk_survives_a_restart_and_kill_gives_137() {
 }
 
 #[test]
-fn volumes_are_refused_with_one_line() {
+fn volumes_without_virtiofsd_fail_with_one_line_and_leave_nothing() {
     let Some(husk) = ready() else { return };
-    let out = husk.run(&["run", "--rm", "-v", "/tmp:/data", "busybox", "true"]);
+    let out = husk
+        .cmd()
+        .args(["run", "--rm", "-v", "/tmp:/data", "busybox", "true"])
+        .env("HUSK_VIRTIOFSD", "/nonexistent/virtiofsd")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("virtiofsd"), "{stderr}");
+    assert_eq!(husk.ok(&["ps", "-a", "-q"]), "");
 }
 
 #[test]

@@ -63,6 +63,7 @@ fn sh(script: &str) -> StartRequest {
         process: ProcessSpec::new(["/bin/sh", "-c", script]),
         hostname: None,
         readonly_root: false,
+        mounts: Vec::new(),
     }
 }
 
@@ -102,6 +103,7 @@ fn exit_codes_follow_shell_conventions() {
             process: ProcessSpec::new(["/nonexistent/program"]),
             hostname: None,
             readonly_root: false,
+            mounts: Vec::new(),
         },
         None,
     );
@@ -119,6 +121,7 @@ fn exit_codes_follow_shell_conventions() {
             process: ProcessSpec::new([not_exec.to_str().unwrap()]),
             hostname: None,
             readonly_root: false,
+            mounts: Vec::new(),
         },
         None,
     );
@@ -285,6 +288,7 @@ fn protocol_violations_are_reported_and_end_the_session() {
                 process: ProcessSpec::new(["/bin/sh", "-c", "sleep 30"]),
                 hostname: None,
                 readonly_root: false,
+                mounts: Vec::new(),
             },
         )
         .unwrap()
@@ -390,6 +394,7 @@ fn host_that_never_reads_is_not_buffered_without_bound() {
         process: ProcessSpec::new(["/bin/sh", "-c", "sleep 60"]),
         hostname: None,
         readonly_root: false,
+        mounts: Vec::new(),
     };
     host.write_all(&Frame::json(FrameKind::Start, 0, &start).unwrap().encode())
         .unwrap();
@@ -528,6 +533,7 @@ fn huge_program_name_is_reported_bounded() {
             process: ProcessSpec::new([name.as_str()]),
             hostname: None,
             readonly_root: false,
+            mounts: Vec::new(),
         },
         None,
     );

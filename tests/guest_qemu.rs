@@ -161,6 +161,7 @@ impl Guest {
             process,
             hostname: Some("husk-guest".into()),
             readonly_root: false,
+            mounts: Vec::new(),
         };
         let p = self
             .client
@@ -312,6 +313,7 @@ fn exec_into_a_running_guest_and_kill() {
                 process: sh("echo up; exec sleep 600"),
                 hostname: None,
                 readonly_root: false,
+                mounts: Vec::new(),
             },
             ProcessIo {
                 stdin: None,

@@ -23,9 +23,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::protocol::{
-    rlimit_resource, Decoder, ErrorReport, ExitStatus, Frame, FrameKind, ProcessSpec,
-    ProtocolError, ReadyInfo, ResizeRequest, SignalRequest, StartRequest, Started, INITIAL_WINDOW,
-    MAX_DATA_CHUNK,
+    rlimit_resource, Decoder, ErrorReport, ExitStatus, Frame, FrameKind, GuestMount,
+    GuestMountKind, ProcessSpec, ProtocolError, ReadyInfo, ResizeRequest, SignalRequest,
+    StartRequest, Started, INITIAL_WINDOW, MAX_DATA_CHUNK,
 };
 
 /// Most processes (container process + exec) alive at once; bounds what a host can make us hold.
@@ -288,6 +288,20 @@ impl Session {
                 if let (true, Some(name)) = (self.opts.sandbox, &start.hostname) {
                     nix::unistd::sethostname(name).map_err(sys("sethostname"))?;
                 }
+                if self.opts.sandbox {
+                    // Volumes go in before the root turns read-only (their mount points may
+                    // have to be made) and before the process can see the root.
+                    if let Err(message) = mount_guest_mounts(&start.mounts) {
+                        return self.report_spawn_failure(
+                            0,
+                            "mount",
+                            SpawnFailure {
+                                code: MOUNT_FAILED_EXIT,
+                                message,
+                            },
+                        );
+                    }
+                }
                 if self.opts.sandbox && start.readonly_root {
                     // A bind remount changes only this mount's flag: the overlay below, and
                     // the writable disk the agent syncs at the end, are untouched.
@@ -416,20 +430,28 @@ impl Session {
             }
             Err(failure) => {
                 let program = bounded(&format!("{:?}", spec.args[0]), 1024);
-                let msg = format!(
-                    "husk-agent: exec {program}: {}\n",
-                    bounded(&failure.message, 4096)
-                );
-                self.queue(Frame::new(FrameKind::Stderr, id, msg.into_bytes()));
-                self.queue(Frame::json(
-                    FrameKind::Exit,
-                    id,
-                    &ExitStatus { code: failure.code },
-                )?);
-                if id == 0 {
-                    self.main_exit = Some(failure.code);
-                }
+                return self.report_spawn_failure(id, &format!("exec {program}"), failure);
             }
+        }
+        Ok(())
+    }
+
+    /// A process that could not start: its one line on stderr, then its exit.
+    fn report_spawn_failure(
+        &mut self,
+        id: u32,
+        what: &str,
+        failure: SpawnFailure,
+    ) -> Result<(), AgentError> {
+        let msg = format!("husk-agent: {what}: {}\n", bounded(&failure.message, 4096));
+        self.queue(Frame::new(FrameKind::Stderr, id, msg.into_bytes()));
+        self.queue(Frame::json(
+            FrameKind::Exit,
+            id,
+            &ExitStatus { code: failure.code },
+        )?);
+        if id == 0 {
+            self.main_exit = Some(failure.code);
         }
         Ok(())
     }
@@ -650,6 +672,53 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 struct SpawnFailure {
     code: i32,
     message: String,
+}
+
+/// The exit code of a container whose mounts failed: Docker's 125, the runtime's own failure.
+const MOUNT_FAILED_EXIT: i32 = 125;
+
+/// Mount the container's volumes, binds and tmpfs mounts in the guest's root, in order. The
+/// guest is the container's sandbox, so a symlink on the way to a target resolves in the
+/// guest's view and cannot reach the host; read-only shares are also read-only in the daemon
+/// that serves them, so remounting them writable in the guest gains nothing.
+fn mount_guest_mounts(mounts: &[GuestMount]) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    for m in mounts {
+        let target = Path::new(&m.target);
+        if !target.is_dir() {
+            std::fs::create_dir_all(target)
+                .map_err(|e| format!("creating the mount point {}: {e}", m.target))?;
+        }
+        let mut flags = MsFlags::empty();
+        if m.readonly {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let result = match m.kind {
+            GuestMountKind::Virtiofs => mount(
+                Some(m.source.as_str()),
+                target,
+                Some("virtiofs"),
+                flags,
+                None::<&str>,
+            ),
+            // As the process isolation mounts it (and Docker): nosuid, nodev, mode 1777.
+            GuestMountKind::Tmpfs => mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=1777"),
+            ),
+        };
+        result.map_err(|e| {
+            let source = match m.kind {
+                GuestMountKind::Virtiofs => format!("virtio-fs {}", m.source),
+                GuestMountKind::Tmpfs => "tmpfs".to_string(),
+            };
+            format!("mounting {source} on {}: {e}", m.target)
+        })?;
+    }
+    Ok(())
 }
 
 fn spawn_process(spec: &ProcessSpec, opts: ServeOptions) -> Result<Proc, SpawnFailure> {

@@ -39,6 +39,10 @@ pub const MAX_ARGS: usize = 4096;
 pub const MAX_ENV: usize = 4096;
 pub const MAX_GROUPS: usize = 64;
 pub const MAX_RLIMITS: usize = 32;
+/// Volumes, binds and tmpfs mounts one container may ask for.
+pub const MAX_MOUNTS: usize = 64;
+/// A virtio-fs tag is at most 36 bytes (the device's config space, virtio 1.2 5.11.4).
+pub const MAX_FS_TAG: usize = 36;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -534,11 +538,86 @@ pub struct StartRequest {
     /// /dev/pts, /proc and /sys stay what they are, as with runc.
     #[serde(default)]
     pub readonly_root: bool,
+    /// Volumes and binds (virtio-fs shares the host serves) and tmpfs mounts, mounted in this
+    /// order before the process starts, over the root and before it turns read-only.
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+}
+
+/// What backs one guest mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestMountKind {
+    /// A virtio-fs share: `source` is its tag.
+    Virtiofs,
+    /// A fresh tmpfs in guest memory (`--tmpfs`, `--mount type=tmpfs`).
+    Tmpfs,
+}
+
+/// One mount the agent makes in the container's root before the process starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    pub kind: GuestMountKind,
+    /// The virtio-fs tag; empty for tmpfs.
+    #[serde(default)]
+    pub source: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+impl GuestMount {
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |why: String| Err(ProtocolError::Invalid { what: "mount", why });
+        if !self.target.starts_with('/')
+            || self.target.len() > 4096
+            || self.target.contains('\0')
+            || self.target.split('/').any(|part| part == "..")
+            || self.target.trim_end_matches('/').is_empty()
+        {
+            return invalid(format!(
+                "target {:?} is not an absolute path below / without '..'",
+                self.target
+            ));
+        }
+        match self.kind {
+            GuestMountKind::Virtiofs
+                if self.source.is_empty()
+                    || self.source.len() > MAX_FS_TAG
+                    || !self
+                        .source
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                invalid(format!(
+                    "virtio-fs tag {:?} is not 1..={MAX_FS_TAG} letters, digits, '-' and '_'",
+                    self.source
+                ))
+            }
+            GuestMountKind::Tmpfs if !self.source.is_empty() => {
+                invalid(format!("a tmpfs takes no source, got {:?}", self.source))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl StartRequest {
     pub fn validate(&self) -> Result<()> {
         self.process.validate()?;
+        if self.mounts.len() > MAX_MOUNTS {
+            return Err(ProtocolError::Invalid {
+                what: "mounts",
+                why: format!(
+                    "{} mounts exceed the limit of {MAX_MOUNTS}",
+                    self.mounts.len()
+                ),
+            });
+        }
+        for mount in &self.mounts {
+            mount.validate()?;
+        }
         if let Some(h) = &self.hostname {
             if h.is_empty()
                 || h.len() > 64
@@ -599,6 +678,7 @@ mod tests {
                     process: ProcessSpec::new(["echo", "hi"]),
                     hostname: Some("box".into()),
                     readonly_root: false,
+                    mounts: Vec::new(),
                 },
             )
             .unwrap(),
@@ -812,7 +892,42 @@ mod tests {
             process: ok,
             hostname: Some("bad host".into()),
             readonly_root: false,
+            mounts: Vec::new(),
         };
         assert!(start.validate().is_err());
+
+        let share = |source: &str, target: &str| GuestMount {
+            kind: GuestMountKind::Virtiofs,
+            source: source.into(),
+            target: target.into(),
+            readonly: false,
+        };
+        let mut start = StartRequest {
+            hostname: None,
+            ..start
+        };
+        start.mounts = vec![share("husk-fs0", "/data")];
+        assert!(start.validate().is_ok());
+        for (tag, target) in [
+            ("husk-fs0", "data"),
+            ("husk-fs0", "/"),
+            ("husk-fs0", "/a/../../etc"),
+            ("husk-fs0", "/a\0b"),
+            ("", "/data"),
+            ("tag with space", "/data"),
+            (&"t".repeat(MAX_FS_TAG + 1), "/data"),
+        ] {
+            start.mounts = vec![share(tag, target)];
+            assert!(start.validate().is_err(), "{tag:?} at {target:?} accepted");
+        }
+        start.mounts = vec![GuestMount {
+            kind: GuestMountKind::Tmpfs,
+            source: "husk-fs0".into(),
+            target: "/t".into(),
+            readonly: false,
+        }];
+        assert!(start.validate().is_err(), "tmpfs with a source accepted");
+        start.mounts = vec![share("husk-fs0", "/data"); MAX_MOUNTS + 1];
+        assert!(start.validate().is_err(), "too many mounts accepted");
     }
 }

@@ -472,11 +472,6 @@ fn create_container(root: &Path, args: &CreateArgs) -> Result<Record> {
         None => default_isolation(root)?,
     };
     let requested = parse_mounts(args)?;
-    if isolation == Isolation::Vm && !requested.is_empty() {
-        bail!(
-            "volumes and mounts (-v, --mount, --tmpfs) are not supported with --isolation vm yet"
-        );
-    }
     if isolation == Isolation::Vm && !options.devices.is_empty() {
         bail!("--device is not supported with --isolation vm: the guest has its own devices");
     }

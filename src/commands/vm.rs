@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use husk::vmm::{self, DiskConfig, KvmKind, MonitorReport, SerialOutput, VmConfig};
+use husk::vmm::{self, DiskConfig, FsShare, KvmKind, MonitorReport, SerialOutput, VmConfig};
 
 #[derive(Debug, Args)]
 pub struct VmArgs {
@@ -32,6 +32,10 @@ pub struct VmBootArgs {
     /// Raw disk image as virtio-blk; append ":ro" for read-only. Repeatable (vda, vdb, ...).
     #[arg(long = "disk", value_name = "FILE[:ro]")]
     pub disks: Vec<String>,
+    /// A virtio-fs device named TAG, served by the vhost-user daemon (virtiofsd) listening at
+    /// SOCKET. Repeatable.
+    #[arg(long = "fs", value_name = "TAG=SOCKET")]
+    pub shares: Vec<String>,
     /// Kernel command line (default: husk's quiet microVM line plus console=ttyS0).
     #[arg(long)]
     pub cmdline: Option<String>,
@@ -96,6 +100,16 @@ pub fn parse_memory_mib(s: &str) -> Result<u32> {
 }
 
 /// "path", "path:ro", "path:rw".
+pub fn parse_share(s: &str) -> Result<FsShare> {
+    match s.split_once('=') {
+        Some((tag, socket)) if !tag.is_empty() && !socket.is_empty() => Ok(FsShare {
+            tag: tag.to_string(),
+            socket: PathBuf::from(socket),
+        }),
+        _ => bail!("--fs {s:?}: expected TAG=SOCKET"),
+    }
+}
+
 pub fn parse_disk(s: &str) -> DiskConfig {
     if let Some(path) = s.strip_suffix(":ro") {
         DiskConfig {
@@ -132,6 +146,11 @@ fn vm_boot(args: VmBootArgs, debug: bool) -> Result<i32> {
     cfg.memory_mib = parse_memory_mib(&args.memory)?;
     cfg.vcpus = args.cpus;
     cfg.disks = args.disks.iter().map(|d| parse_disk(d)).collect();
+    cfg.shares = args
+        .shares
+        .iter()
+        .map(|s| parse_share(s))
+        .collect::<Result<_>>()?;
     cfg.serial = match (debug, args.serial_log) {
         (true, _) => SerialOutput::Stdout,
         (false, Some(path)) => SerialOutput::File(path),

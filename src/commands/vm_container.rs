@@ -92,7 +92,7 @@ pub fn run(
             &layers,
             &record.options,
         )?;
-        let request = backend::start_request(&spec, &layers)?;
+        let request = backend::start_request(&spec, &layers, &plan.guest_mounts)?;
         husk::cost::note_vm(plan.hypervisor.name(), plan.memory_mib);
         let guest = Guest::boot(&plan)?;
         husk::cost::note_monitor_pid(guest.monitor_pid());

@@ -17,7 +17,7 @@ pub enum VolumeCommand {
     #[command(alias = "list")]
     Ls(LsArgs),
     /// Display detailed information on one or more volumes.
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove one or more volumes.
     #[command(alias = "remove")]
     Rm(RmArgs),
@@ -39,7 +39,10 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct NamesArgs {
+pub struct InspectArgs {
+    /// Format the output using a Go-template subset: {{.Mountpoint}}, {{json .Labels}}.
+    #[arg(short, long)]
+    pub format: Option<String>,
     #[arg(required = true, value_name = "VOLUME")]
     pub names: Vec<String>,
 }
@@ -107,7 +110,15 @@ pub fn run(root: &Path, command: VolumeCommand) -> Result<i32> {
                     }
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&found)?);
+            match &args.format {
+                // As Docker: one rendering per volume found.
+                Some(format) => {
+                    for volume in &found {
+                        println!("{}", super::image::render_template(format, volume)?);
+                    }
+                }
+                None => println!("{}", serde_json::to_string_pretty(&found)?),
+            }
             Ok(i32::from(failed))
         }
         VolumeCommand::Rm(args) => {

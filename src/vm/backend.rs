@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use rootfs_agent::client::{AgentClient, Process, ProcessIo};
-use rootfs_agent::protocol::{ProcessSpec, Rlimit, StartRequest};
+use rootfs_agent::protocol::{GuestMount, ProcessSpec, Rlimit, StartRequest};
 
 use super::monitor_process::MonitorProcess;
 use super::qemu::{QemuConfig, QemuGuest};
+use super::virtiofs::{self, Daemon, Share};
 use super::{connect_agent, image_disk, initramfs, locate_agent, writable_disk, VmError};
 use crate::container::spec::SpecOptions;
 use crate::process::user;
@@ -98,6 +99,12 @@ pub struct VmPlan {
     pub serial_log: PathBuf,
     /// A short directory for the QEMU agent socket (unix socket paths are limited to 108 bytes).
     pub runtime_dir: PathBuf,
+    /// Host directories served over virtio-fs (volumes and binds), one daemon each.
+    pub shares: Vec<Share>,
+    /// What the agent mounts, in order: the shares by tag, and tmpfs mounts.
+    pub guest_mounts: Vec<GuestMount>,
+    /// Where the virtio-fs daemons write their messages.
+    pub share_log: PathBuf,
 }
 
 /// Check the host, then build (or reuse) the disks and initramfs for one container.
@@ -129,6 +136,11 @@ pub fn plan(
     })?;
     let (memory_mib, vcpus) = guest_size(options)?;
     let agent = locate_agent()?;
+    let (shares, guest_mounts) = virtiofs::plan_mounts(&options.mounts);
+    if !shares.is_empty() {
+        // A missing daemon is one line before anything is built.
+        virtiofs::locate_daemon()?;
+    }
     let runtime_dir = PathBuf::from("/run/husk").join(&container_id[..12.min(container_id.len())]);
     std::fs::create_dir_all(&runtime_dir).map_err(VmError::io("creating", &runtime_dir))?;
     Ok(VmPlan {
@@ -141,12 +153,19 @@ pub fn plan(
         vcpus,
         serial_log: container_dir.join("serial.log"),
         runtime_dir,
+        shares,
+        guest_mounts,
+        share_log: container_dir.join("virtiofsd.log"),
     })
 }
 
 /// The agent's view of the container process, from the OCI spec. User names are resolved on
 /// the host against the image's /etc/passwd and /etc/group (the topmost layer that has them).
-pub fn start_request(spec: &Spec, layers: &[PathBuf]) -> Result<StartRequest, VmError> {
+pub fn start_request(
+    spec: &Spec,
+    layers: &[PathBuf],
+    mounts: &[GuestMount],
+) -> Result<StartRequest, VmError> {
     let process = spec
         .process()
         .as_ref()
@@ -193,6 +212,7 @@ pub fn start_request(spec: &Spec, layers: &[PathBuf]) -> Result<StartRequest, Vm
             .as_ref()
             .and_then(|r| r.readonly())
             .unwrap_or(false),
+        mounts: mounts.to_vec(),
     })
 }
 
@@ -227,15 +247,18 @@ enum Monitor {
 pub struct Guest {
     client: Arc<AgentClient>,
     monitor: Option<Monitor>,
+    /// The virtio-fs daemons; stopped after the monitor.
+    daemons: Vec<Daemon>,
     runtime_dir: PathBuf,
 }
 
 impl Guest {
     /// Power the guest on and wait for its agent.
     pub fn boot(plan: &VmPlan) -> Result<Guest, VmError> {
+        let daemons = virtiofs::start_daemons(&plan.shares, &plan.runtime_dir, &plan.share_log)?;
         let (conn, monitor) = match plan.hypervisor {
-            Hypervisor::Husk => boot_husk(plan)?,
-            Hypervisor::Qemu => boot_qemu(plan)?,
+            Hypervisor::Husk => boot_husk(plan, &daemons)?,
+            Hypervisor::Qemu => boot_qemu(plan, &daemons)?,
         };
         crate::cost::begin(crate::cost::Phase::Boot); // cost ledger: the VMM is up
         conn.set_read_timeout(Some(BOOT_TIMEOUT))
@@ -258,6 +281,7 @@ impl Guest {
                 }
             },
             monitor: Some(monitor),
+            daemons,
             runtime_dir: plan.runtime_dir.clone(),
         };
         // Booted: from now on the session has no deadline (a container may run for days).
@@ -310,12 +334,18 @@ impl Guest {
             }
             None => {}
         }
+        for daemon in &mut self.daemons {
+            daemon.stop();
+        }
     }
 }
 
 impl Drop for Guest {
     fn drop(&mut self) {
         stop_monitor(&mut self.monitor);
+        for daemon in &mut self.daemons {
+            daemon.stop();
+        }
         let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 }
@@ -354,14 +384,14 @@ fn stop_unready_monitor(monitor: Monitor) -> Option<String> {
     }
 }
 
-fn boot_husk(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
+fn boot_husk(plan: &VmPlan, daemons: &[Daemon]) -> Result<(UnixStream, Monitor), VmError> {
     let (host_end, guest_end) =
         UnixStream::pair().map_err(VmError::io("creating", Path::new("agent socketpair")))?;
-    let monitor = MonitorProcess::spawn(plan, guest_end)?;
+    let monitor = MonitorProcess::spawn(plan, guest_end, daemons)?;
     Ok((host_end, Monitor::Husk(monitor)))
 }
 
-fn boot_qemu(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
+fn boot_qemu(plan: &VmPlan, daemons: &[Daemon]) -> Result<(UnixStream, Monitor), VmError> {
     let mut config = QemuConfig::new(
         &plan.kernel,
         &plan.initrd,
@@ -373,6 +403,10 @@ fn boot_qemu(plan: &VmPlan) -> Result<(UnixStream, Monitor), VmError> {
     config.cpus = plan.vcpus;
     config.kvm = vmm::probe_host().kind == vmm::KvmKind::Hardware;
     config.serial_log = Some(plan.serial_log.clone());
+    config.shares = daemons
+        .iter()
+        .map(|d| (d.tag.clone(), d.socket.clone()))
+        .collect();
     let (guest, conn) = QemuGuest::boot(&config)?;
     Ok((conn, Monitor::Qemu(guest)))
 }

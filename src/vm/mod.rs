@@ -20,6 +20,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod monitor_process;
 pub mod qemu;
+pub mod virtiofs;
 
 use std::io;
 use std::path::{Path, PathBuf};

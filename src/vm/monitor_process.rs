@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::backend::VmPlan;
+use super::virtiofs::Daemon;
 use super::VmError;
 use crate::vmm::{MonitorReport, VmExit};
 
@@ -32,7 +33,8 @@ pub struct MonitorProcess {
 
 impl MonitorProcess {
     /// Start the monitor for `plan`; `console` becomes the VM's virtio-console port.
-    pub fn spawn(plan: &VmPlan, console: UnixStream) -> Result<Self, VmError> {
+    /// Each of `shares` becomes a vhost-user virtio-fs device connected to its daemon.
+    pub fn spawn(plan: &VmPlan, console: UnixStream, shares: &[Daemon]) -> Result<Self, VmError> {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| {
                 VmError::io("creating", Path::new("the monitor's report pipe"))(e.into())
@@ -57,7 +59,13 @@ impl MonitorProcess {
             .arg("--serial-log")
             .arg(&plan.serial_log)
             .args(["--console-fd", &CONSOLE_FD.to_string()])
-            .args(["--report-fd", &REPORT_FD.to_string()])
+            .args(["--report-fd", &REPORT_FD.to_string()]);
+        for share in shares {
+            let mut fs = std::ffi::OsString::from(format!("{}=", share.tag));
+            fs.push(&share.socket);
+            command.arg("--fs").arg(fs);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -36,6 +36,8 @@ pub struct QemuConfig {
     pub serial_log: Option<PathBuf>,
     /// Directory for the agent socket.
     pub work_dir: PathBuf,
+    /// virtio-fs shares: (tag, vhost-user socket of the daemon serving it).
+    pub shares: Vec<(String, PathBuf)>,
 }
 
 impl QemuConfig {
@@ -51,6 +53,7 @@ impl QemuConfig {
             console_port: false,
             serial_log: None,
             work_dir: work_dir.to_path_buf(),
+            shares: Vec::new(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl QemuGuest {
         .args(["-name", "husk,debug-threads=on"])
         .arg("-m")
         .arg(cfg.memory_mib.to_string())
+        .args(shared_memory_args(cfg.memory_mib, !cfg.shares.is_empty()))
         .arg("-smp")
         .arg(cfg.cpus.to_string())
         .arg("-kernel")
@@ -134,6 +138,13 @@ impl QemuGuest {
             cmd.arg("-drive")
                 .arg(rw)
                 .args(["-device", "virtio-blk-device,drive=rw"]);
+        }
+        for (i, (tag, socket)) in cfg.shares.iter().enumerate() {
+            // The chardev connects while QEMU is still root (before -runas), as the disks open.
+            cmd.arg("-chardev")
+                .arg(format!("socket,id=fs{i},path={}", path_arg(socket)?))
+                .arg("-device")
+                .arg(format!("vhost-user-fs-device,chardev=fs{i},tag={tag}"));
         }
         let port = if cfg.console_port {
             "virtconsole,chardev=agent".to_string()
@@ -247,6 +258,19 @@ impl Drop for QemuGuest {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A vhost-user daemon maps guest memory itself: with shares, the guest's RAM is a shared memfd.
+fn shared_memory_args(memory_mib: u32, shared: bool) -> Vec<String> {
+    if !shared {
+        return Vec::new();
+    }
+    vec![
+        "-object".into(),
+        format!("memory-backend-memfd,id=husk-ram,size={memory_mib}M,share=on"),
+        "-machine".into(),
+        "memory-backend=husk-ram".into(),
+    ]
 }
 
 /// The user QEMU drops to: `nobody` when husk runs as root (as -runas needs) and it exists.

@@ -21,6 +21,7 @@ use super::boot::{self, LoadedKernel};
 use super::bus::{Bus, BusDevice};
 use super::devices::i8042::{I8042, I8042_PIO_BASE, I8042_PIO_LEN};
 use super::devices::serial::{ConsoleWriter, Serial, SERIAL_IRQ, SERIAL_PIO_BASE, SERIAL_PIO_LEN};
+use super::devices::vhost_user_fs::VhostUserFs;
 use super::devices::virtio_block::Block;
 use super::devices::virtio_console::Console;
 use super::devices::virtio_mmio::{reg, MmioTransport};
@@ -68,7 +69,7 @@ pub fn validate(cfg: &VmConfig) -> Result<(), VmmError> {
             cfg.vcpus
         )));
     }
-    let devices = cfg.disks.len() + usize::from(cfg.console.is_some());
+    let devices = cfg.disks.len() + cfg.shares.len() + usize::from(cfg.console.is_some());
     if devices as u32 > IRQ_MAX - VIRTIO_IRQ_BASE + 1 {
         return Err(VmmError::Config(format!(
             "{devices} virtio devices exceed the free IRQ lines"
@@ -143,7 +144,13 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     validate(&cfg)?;
     let kvm = Kvm::new().map_err(VmmError::KvmOpen)?;
 
-    let mem = layout::create_guest_memory(cfg.memory_mib).map_err(|source| VmmError::Memory {
+    // A vhost-user backend maps guest memory itself: with shares, RAM is one shared memfd.
+    let mem = if cfg.shares.is_empty() {
+        layout::create_guest_memory(cfg.memory_mib)
+    } else {
+        layout::create_shared_guest_memory(cfg.memory_mib)
+    }
+    .map_err(|source| VmmError::Memory {
         mib: cfg.memory_mib,
         source,
     })?;
@@ -192,6 +199,11 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     for disk in &cfg.disks {
         virtio.push(Box::new(Block::open(&disk.path, disk.read_only)?));
     }
+    for share in &cfg.shares {
+        virtio.push(Box::new(
+            VhostUserFs::connect(&share.socket, &share.tag, &mem).map_err(VmmError::Share)?,
+        ));
+    }
     if let Some(sock) = cfg.console.take() {
         virtio.push(Box::new(
             Console::new(sock).map_err(io_err("console socket"))?,
@@ -220,13 +232,19 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
             .map_err(kvm_err("KVM_IOEVENTFD"))?;
             queue_evts.push(evt);
         }
-        let has_host_fd = device.host_fd().is_some();
+        let mut device = device;
+        if !device.handles_queue_notifications() {
+            let kicks = queue_evts
+                .iter()
+                .map(EventFd::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io_err("eventfd"))?;
+            device.set_queue_notifiers(kicks);
+        }
         let mut transport =
             MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(irq_evt)));
-        if has_host_fd {
-            transport
-                .set_activation_notifier(activation_evt.try_clone().map_err(io_err("eventfd"))?);
-        }
+        // Every device learns of DRIVER_OK through the event loop (its activation runs there).
+        transport.set_activation_notifier(activation_evt.try_clone().map_err(io_err("eventfd"))?);
         let transport = Arc::new(Mutex::new(transport));
         mmio.insert(
             transport.clone() as Arc<Mutex<dyn BusDevice>>,

@@ -85,7 +85,9 @@ impl EventLoop {
         }
         let mut host_regs: Vec<Option<HostInterest>> = vec![None; self.devices.len()];
         for (d, slot) in self.devices.iter().enumerate() {
-            for (q, evt) in slot.queue_evts.iter().enumerate() {
+            // A vhost-user device's backend reads its ioeventfds itself.
+            let watched = lock(&slot.transport).handles_queue_notifications();
+            for (q, evt) in slot.queue_evts.iter().enumerate().filter(|_| watched) {
                 add(
                     evt.as_raw_fd(),
                     TOKEN_QUEUE_BASE + ((d as u64) << 8) + q as u64,
@@ -140,6 +142,9 @@ impl EventLoop {
                     TOKEN_ACTIVATION => {
                         // Interest is re-evaluated at the top of the loop.
                         let _ = self.activation_evt.read();
+                        for slot in &self.devices {
+                            lock(&slot.transport).activate_pending();
+                        }
                     }
                     t if t >= TOKEN_HOST_BASE => {
                         if let Some(slot) = self.devices.get((t - TOKEN_HOST_BASE) as usize) {

@@ -12,7 +12,9 @@
 //!   living monitors, as pids are, and owning nothing on the host), with no supplementary
 //!   groups and therefore no capabilities;
 //! - is not dumpable (no ptrace, no /proc/<pid>/mem from the host's same-uid processes) and has
-//!   no_new_privs set, ready for the seccomp filter every thread installs next.
+//!   no_new_privs set, ready for the seccomp filter every thread installs next. A parent-death
+//!   signal the process had (its supervisor's) is armed again after the uid change, which
+//!   clears it.
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -96,6 +98,10 @@ pub fn enter() -> Result<(), JailError> {
     // The hostname of its own UTS namespace says what the process is.
     nix::unistd::sethostname("husk-monitor").map_err(step("sethostname"))?;
 
+    // Changing credentials clears the parent-death signal (the supervisor's SIGKILL, which
+    // must still end a monitor whose supervisor dies): note it, and arm it again below.
+    let death_signal = nix::sys::prctl::get_pdeathsig().map_err(step("PR_GET_PDEATHSIG"))?;
+    let parent = nix::unistd::getppid();
     let id = jail_id(std::process::id());
     setgroups(&[]).map_err(step("setgroups"))?;
     setresgid(Gid::from_raw(id), Gid::from_raw(id), Gid::from_raw(id))
@@ -103,6 +109,14 @@ pub fn enter() -> Result<(), JailError> {
     // From root to a uid with no zero among real, effective and saved: every capability goes.
     setresuid(Uid::from_raw(id), Uid::from_raw(id), Uid::from_raw(id))
         .map_err(step("setresuid"))?;
+    if let Some(signal) = death_signal {
+        nix::sys::prctl::set_pdeathsig(signal).map_err(step("PR_SET_PDEATHSIG"))?;
+        // A parent that died while the signal was not armed: the signal now, as it would have
+        // come.
+        if nix::unistd::getppid() != parent {
+            nix::sys::signal::raise(signal).map_err(step("raising the parent-death signal"))?;
+        }
+    }
     nix::sys::prctl::set_dumpable(false).map_err(step("PR_SET_DUMPABLE"))?;
     nix::sys::prctl::set_no_new_privs().map_err(step("PR_SET_NO_NEW_PRIVS"))?;
     Ok(())

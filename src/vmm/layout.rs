@@ -77,6 +77,33 @@ pub fn create_guest_memory(memory_mib: u32) -> Result<GuestMemoryMmap, vm_memory
     GuestMemoryMmap::from_ranges(&ram_regions(memory_mib))
 }
 
+/// Create the guest's RAM in one shared memfd (MAP_SHARED), which a vhost-user backend in
+/// another process maps too. Pages are still only backed when touched.
+pub fn create_shared_guest_memory(memory_mib: u32) -> Result<GuestMemoryMmap, vm_memory::Error> {
+    use std::sync::Arc;
+    use vm_memory::FileOffset;
+    let regions = ram_regions(memory_mib);
+    let total: usize = regions.iter().map(|(_, len)| len).sum();
+    let memfd = nix::sys::memfd::memfd_create(
+        c"husk-guest-ram",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(|e| vm_memory::Error::MmapRegion(vm_memory::mmap::MmapRegionError::Mmap(e.into())))?;
+    let file = Arc::new(std::fs::File::from(memfd));
+    file.set_len(total as u64)
+        .map_err(|e| vm_memory::Error::MmapRegion(vm_memory::mmap::MmapRegionError::Mmap(e)))?;
+    let mut offset = 0u64;
+    let ranges: Vec<_> = regions
+        .iter()
+        .map(|&(start, len)| {
+            let range = (start, len, Some(FileOffset::from_arc(file.clone(), offset)));
+            offset += len as u64;
+            range
+        })
+        .collect();
+    GuestMemoryMmap::from_ranges_with_files(&ranges)
+}
+
 /// End (exclusive) of the RAM below the MMIO hole.
 pub fn low_ram_end(memory_mib: u32) -> u64 {
     (u64::from(memory_mib) << 20).min(MMIO_GAP_START)

@@ -73,6 +73,15 @@ pub struct VmConfig {
     /// Enter the monitor jail ([`jail`]) once everything is open, and filter the calling
     /// thread too: only for a process that exists to be this VM's monitor.
     pub jail: bool,
+    /// virtio-fs shares, each served by a vhost-user daemon (virtiofsd) at `socket`.
+    pub shares: Vec<FsShare>,
+}
+
+/// One virtio-fs device: the tag the guest mounts and the daemon's vhost-user socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsShare {
+    pub tag: String,
+    pub socket: PathBuf,
 }
 
 /// The default [`VmConfig::serial_limit`]: enough for any boot log and a panic's trace.
@@ -92,6 +101,7 @@ impl VmConfig {
             serial: SerialOutput::None,
             serial_limit: SERIAL_LOG_LIMIT,
             jail: false,
+            shares: Vec::new(),
         }
     }
 }
@@ -161,6 +171,8 @@ pub enum VmmError {
     },
     #[error("cannot allocate {mib} MiB of guest memory: {source}")]
     Memory { mib: u32, source: vm_memory::Error },
+    #[error(transparent)]
+    Share(devices::vhost_user_fs::VhostFsError),
     #[error(transparent)]
     Boot(#[from] boot::BootError),
     #[error(transparent)]

@@ -2,6 +2,7 @@
 
 pub mod i8042;
 pub mod serial;
+pub mod vhost_user_fs;
 pub mod virtio_block;
 pub mod virtio_console;
 pub mod virtio_mmio;
@@ -86,6 +87,18 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Write device config space; read-only fields ignore writes.
     fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// False when another process (a vhost-user backend) reads the queues' notifications
+    /// itself: the event loop then leaves their ioeventfds alone.
+    fn handles_queue_notifications(&self) -> bool {
+        true
+    }
+    /// The queues' ioeventfds, for a device whose backend reads them (see above).
+    fn set_queue_notifiers(&mut self, _kicks: Vec<EventFd>) {}
+    /// The driver set DRIVER_OK with these queues; called from the event loop before any host
+    /// event. An error marks the device as needing a reset.
+    fn activate(&mut self, _queues: &[Queue], _mem: &GuestMemoryMmap) -> Result<(), DeviceError> {
+        Ok(())
+    }
     /// Handle a notification for queue `index`. Returns true when the used ring changed.
     fn process_queue(
         &mut self,

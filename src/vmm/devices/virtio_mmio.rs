@@ -72,6 +72,9 @@ pub struct MmioTransport {
     /// Written when activation state changes, so the event loop re-arms the device's host fd
     /// (activation happens on a vCPU thread, which the event loop would not otherwise notice).
     activation_evt: Option<EventFd>,
+    /// DRIVER_OK was set and the device's own activation has not run yet (the event loop runs
+    /// it: a vhost-user device talks to its backend then, which a vCPU thread may not).
+    activation_pending: bool,
 }
 
 impl MmioTransport {
@@ -98,6 +101,7 @@ impl MmioTransport {
             queue_sel: 0,
             config_generation: 0,
             activation_evt: None,
+            activation_pending: false,
         }
     }
 
@@ -121,6 +125,29 @@ impl MmioTransport {
         self.status & status::DRIVER_OK != 0 && self.status & status::DEVICE_NEEDS_RESET == 0
     }
 
+    /// Whether the event loop should watch this device's queue ioeventfds.
+    pub fn handles_queue_notifications(&self) -> bool {
+        self.device.handles_queue_notifications()
+    }
+
+    /// Run the device's activation if DRIVER_OK is waiting for it (event loop only).
+    pub fn activate_pending(&mut self) {
+        if !self.activation_pending {
+            return;
+        }
+        self.activation_pending = false;
+        if !self.is_activated() {
+            return;
+        }
+        if let Err(err) = self.device.activate(&self.queues, &self.mem) {
+            log::warn!(
+                "virtio device {}: activation: {err}; needs reset",
+                self.device.device_type()
+            );
+            self.needs_reset();
+        }
+    }
+
     pub fn interrupt(&self) -> &Arc<Interrupt> {
         &self.interrupt
     }
@@ -134,7 +161,7 @@ impl MmioTransport {
     }
 
     pub fn host_interest(&self) -> HostInterest {
-        if self.is_activated() {
+        if self.is_activated() && !self.activation_pending {
             self.device.host_interest()
         } else {
             HostInterest::default()
@@ -154,7 +181,7 @@ impl MmioTransport {
 
     /// The device's host fd is ready.
     pub fn host_event(&mut self) {
-        if !self.is_activated() {
+        if !self.is_activated() || self.activation_pending {
             return;
         }
         let result = self.device.process_host_event(&mut self.queues, &self.mem);
@@ -198,6 +225,7 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.driver_features = 0;
         self.queue_sel = 0;
+        self.activation_pending = false;
         self.interrupt.ack(u32::MAX);
         for q in &mut self.queues {
             q.reset();
@@ -349,6 +377,7 @@ impl MmioTransport {
                     return self.needs_reset();
                 }
                 self.status |= DRIVER_OK;
+                self.activation_pending = true;
                 self.activation_changed();
             }
             bit => self.status |= bit,
