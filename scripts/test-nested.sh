@@ -21,6 +21,11 @@ tier=(
   "cost_compare json_has_every_field_for_both_isolations vm_runs_killed_mid_way_are_reported_not_averaged"
   "conformance_volumes vm:: a_named_volume_is_shared_between_the_isolations a_killed_vm_supervisor_leaves_no_daemon_behind"
 )
+# Each binary's bound in L1, about four times what it takes on a 2-core CI machine: a binary
+# that passes it has hung, and is listed (with what every process in L1 was doing) and run once
+# more, since TCG's emulated SVM has been seen to stall a run that passes when repeated.
+declare -A bound_s=([vmm_kvm]=120 [vmm_cli]=120 [vmm_guest_boot]=180 [cli_vm]=900
+  [cost_ledger]=300 [cost_compare]=600 [conformance_volumes]=900)
 
 if [ $# -gt 0 ]; then
   chosen=()
@@ -72,9 +77,9 @@ bounded() {
         D|R) echo "-- $(cat "$p/comm" 2>/dev/null) ${p#/proc/} ($(cut -d' ' -f3 "$p/stat")):"; cat "$p/stack" 2>/dev/null | head -n 12 ;;
       esac
     done
-    kill -KILL -- "-$pid" 2>/dev/null
+    kill -KILL "-$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    return 1
+    return 124
   fi
   wait "$pid" && return 0
   echo "test-nested: $name failed"
@@ -90,9 +95,18 @@ EOF
     for b in "${built[@]}"; do [ "${b%% *}" = "$name" ] && exe=${b#* }; done
     [ -n "$exe" ] || { echo "test-nested: no test binary for $name" >&2; exit 1; }
     echo "echo; echo \"== T3 on husk's monitor: $name $filters (at \$(elapsed))\""
-    echo 'left=$(( deadline - $(date +%s) )); [ "$left" -gt 900 ] && left=900'
-    echo "if [ \"\$left\" -lt 30 ]; then echo \"test-nested: no time left for $name\"; status=1; else"
-    echo "  bounded $name \"\$left\" $exe --test-threads=1 $filters || status=1"
+    run="bounded $name \"\$limit\" $exe --test-threads=1 $filters"
+    echo "limit=${bound_s[$name]:-600}"
+    echo 'left=$(( deadline - $(date +%s) )); [ "$left" -lt "$limit" ] && limit=$left'
+    echo "if [ \"\$limit\" -lt 30 ]; then echo \"test-nested: no time left for $name\"; status=1; else"
+    echo "  $run; rc=\$?"
+    echo '  left=$(( deadline - $(date +%s) ))'
+    echo "  if [ \"\$rc\" = 124 ] && [ \"\$left\" -ge \"\$limit\" ]; then"
+    echo "    echo \"test-nested: $name hung (its processes are listed above); running it once more\""
+    echo "    $run; rc=\$?"
+    echo "    [ \"\$rc\" = 0 ] && echo \"test-nested: $name passed on its second run, after a hang\""
+    echo "  fi"
+    echo "  [ \"\$rc\" = 0 ] || status=1"
     echo "fi"
   done
   echo 'echo "== T3 on husk'"'"'s monitor: done at $(elapsed)"'
