@@ -9,9 +9,10 @@
 # tools are all there), with tmpfs on /tmp, /run, /var/lib and /var/tmp, cgroup2 on
 # /sys/fs/cgroup (pure v2, unlike this hybrid host), devtmpfs and devpts. COMMAND runs as root
 # in the caller's working directory with the caller's PATH; its stdout and stderr come back as
-# this script's output. Each --rw DIR (an absolute host path) is shared writable at the same
-# path. The L1 kernel and its initramfs are cached per kernel package under
-# $HUSK_L1_CACHE_DIR (default /var/cache/husk/l1).
+# this script's output; an L1 that locks up (see below) is stopped and the status is 99.
+# Each --rw DIR (an absolute host path) is shared writable at the same path. The L1 kernel
+# and its initramfs are cached per kernel package under $HUSK_L1_CACHE_DIR (default
+# /var/cache/husk/l1).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -124,6 +125,13 @@ for d in "${rw_dirs[@]:-}"; do
   i=$((i + 1))
 done
 
+# The first lockup of a minute or more that L1's console reports, if any.
+locked_up() {
+  grep -s -oE 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s' "$1" |
+    awk '{ n = $NF; sub(/s$/, "", n) } n + 0 >= 60 { print; found = 1; exit } END { exit !found }'
+}
+locked=
+
 # A hung L1 must not hold CI: `timeout` stops it after --timeout seconds. L1 itself boots in
 # seconds, but TCG has been seen to lock up during the boot (soft lockups on every vCPU before
 # the job starts): an L1 that has not started the job after $start_limit seconds is stopped and
@@ -155,11 +163,25 @@ for attempt in 1 2; do
   tail -n +1 -f --pid="$qemu_pid" "$job/output" &
   tail_pid=$!
   qemu_status=0
+  # TCG has been seen to lock L1 up for good mid-run (every vCPU in a soft lockup, nothing
+  # running, for as long as one waits): such an L1 is stopped as soon as its console shows a
+  # lockup of a minute, and this script says so with its own status.
+  while kill -0 "$qemu_pid" 2>/dev/null; do
+    if locked=$(locked_up "$job/serial.log"); then
+      kill "$qemu_pid" 2>/dev/null || true
+      break
+    fi
+    sleep 2
+  done
   wait "$qemu_pid" || qemu_status=$?
   qemu_pid=
   wait "$tail_pid" 2>/dev/null || true
   break
 done
+if [ -n "$locked" ]; then
+  echo "nested: L1 locked up ($locked, on its console); stopped it" >&2
+  exit 99
+fi
 [ "$qemu_status" = 124 ] && echo "nested: L1 timed out after ${timeout_s}s" >&2
 if [ ! -s "$job/status" ]; then
   echo "nested: L1 gave no exit status; its serial console said:" >&2

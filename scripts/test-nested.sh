@@ -19,7 +19,7 @@ tier=(
   "cli_vm"
   "cost_ledger vm_ledger_has_boot_phases_and_guest_memory"
   "cost_compare json_has_every_field_for_both_isolations vm_runs_killed_mid_way_are_reported_not_averaged"
-  "conformance_volumes vm:: a_named_volume_is_shared_between_the_isolations a_killed_vm_supervisor_leaves_no_daemon_behind"
+  "conformance_volumes vm:: a_named_volume_is_shared_between_the_isolations a_killed_vm_monitor_or_supervisor_leaves_no_daemon_behind"
 )
 # Each binary's bound in L1, about four times what it takes on a 2-core CI machine: a binary
 # that passes it has hung, and is listed (with what every process in L1 was doing) and run once
@@ -43,14 +43,15 @@ for entry in "${tier[@]}"; do targets+=(--test "${entry%% *}"); done
 mapfile -t built < <(cargo test -q --no-run --message-format=json "${targets[@]}" |
   jq -r 'select(.reason == "compiler-artifact" and .profile.test == true) | "\(.target.name) \(.executable)"')
 
-# L1's own bound (scripts/nested.sh --timeout), and what of it the tests may use: the rest is
-# for L1's boot and shutdown.
-l1_timeout_s=${HUSK_NESTED_TIMEOUT:-2400}
-budget_s=$((l1_timeout_s - 300))
-
 mkdir -p target/tmp
 job=target/tmp/nested
 rm -rf "$job" && mkdir -p "$job"
+
+# The job L1 runs: the given tier entries, each bounded; what L1 may use of $l1_timeout_s
+# (the rest is for its boot and shutdown). Each finished binary is noted in $job/done.
+write_job() {
+budget_s=$((l1_timeout_s - 300))
+: > "$job/done"
 {
   echo "set -u"
   echo "export HUSK_VMM=husk HUSK_KERNEL=$kernel HUSK_AGENT=$agent"
@@ -77,6 +78,10 @@ bounded() {
         D|R) echo "-- $(cat "$p/comm" 2>/dev/null) ${p#/proc/} ($(cut -d' ' -f3 "$p/stat")):"; cat "$p/stack" 2>/dev/null | head -n 12 ;;
       esac
     done
+    # The guests' own view: the end of each container's console and monitor log.
+    for log in /tmp/.tmp*/containers/*/serial.log /tmp/.tmp*/containers/*/monitor.log; do
+      [ -s "$log" ] && { echo "-- $log:"; tail -n 15 "$log" | cut -c1-200; }
+    done
     kill -KILL "-$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     return 124
@@ -87,7 +92,7 @@ bounded() {
 }
 EOF
   echo 'echo "nested: L1 $(uname -r), $(nproc) vCPUs, /dev/kvm: $(ls /dev/kvm), $(husk_cpu=$(grep -m1 -o -w svm /proc/cpuinfo); echo ${husk_cpu:-no svm})"'
-  for entry in "${tier[@]}"; do
+  for entry in "$@"; do
     name=${entry%% *}
     filters=
     [ "$name" != "$entry" ] && filters=${entry#* }
@@ -107,14 +112,47 @@ EOF
     echo "    [ \"\$rc\" = 0 ] && echo \"test-nested: $name passed on its second run, after a hang\""
     echo "  fi"
     echo "  [ \"\$rc\" = 0 ] || status=1"
+    echo "  echo \"$name \$rc\" >> $PWD/$job/done"
     echo "fi"
   done
   echo 'echo "== T3 on husk'"'"'s monitor: done at $(elapsed)"'
   echo 'exit $status'
 } > "$job/run.sh"
+}
 
+# An L1 that locks up (scripts/nested.sh exits 99) is replaced by a fresh one for what it had
+# not finished, up to three L1s, all within one bound of $HUSK_NESTED_TIMEOUT seconds.
 status=0
-./scripts/nested.sh --timeout "$l1_timeout_s" --rw "$PWD/$job" -- sh "$PWD/$job/run.sh" || status=$?
+tier_deadline=$(( $(date +%s) + ${HUSK_NESTED_TIMEOUT:-2400} ))
+remaining=("${tier[@]}")
+for l1 in 1 2 3; do
+  l1_timeout_s=$(( tier_deadline - $(date +%s) ))
+  if [ "$l1_timeout_s" -lt 400 ]; then
+    echo "test-nested: no time left for a fresh L1 (${remaining[*]%% *} not run)"
+    status=1
+    break
+  fi
+  write_job "${remaining[@]}"
+  rc=0
+  ./scripts/nested.sh --timeout "$l1_timeout_s" --rw "$PWD/$job" -- sh "$PWD/$job/run.sh" || rc=$?
+  if [ "$rc" != 99 ]; then
+    [ "$rc" = 0 ] || status=1
+    break
+  fi
+  awk '$2 != 0 { failed = 1 } END { exit failed }' "$job/done" || status=1
+  left=()
+  for entry in "${remaining[@]}"; do
+    awk -v n="${entry%% *}" '$1 == n { found = 1 } END { exit !found }' "$job/done" || left+=("$entry")
+  done
+  remaining=("${left[@]}")
+  [ ${#remaining[@]} -gt 0 ] || break
+  if [ "$l1" = 3 ]; then
+    echo "test-nested: three L1s locked up; not run: ${remaining[*]%% *}"
+    status=1
+    break
+  fi
+  echo "test-nested: L1 locked up during ${remaining[0]%% *}; a fresh L1 runs what is left"
+done
 if [ -s "$job/skips.log" ]; then
   sed 's/^SKIP /SKIP (T3, nested) /' "$job/skips.log" >> target/tmp/skips.log
 fi

@@ -98,8 +98,8 @@ fn named_volume_is_filled_from_the_image_and_outlives_the_container(iso: &str) {
         &husk,
         iso,
         &[
-            "-v",
-            "site:/data",
+            "--mount",
+            "type=volume,source=site,target=/data",
             "busybox",
             "cat",
             "/data/new",
@@ -158,6 +158,24 @@ fn read_only_mounts_refuse_writes_through_any_path(iso: &str) {
         "untouched\n"
     );
     assert!(!host.path().join("new").exists());
+    // --mount's readonly, the same.
+    let mount = format!(
+        "type=bind,source={},target=/ro,readonly",
+        host.path().display()
+    );
+    let out = run(
+        &husk,
+        iso,
+        &[
+            "--mount",
+            &mount,
+            "busybox",
+            "sh",
+            "-c",
+            "touch /ro/new; echo new=$?",
+        ],
+    );
+    assert_eq!(out, "new=1\n");
     // A named volume mounted :ro, the same.
     run(&husk, iso, &["-v", "data:/d", "busybox", "touch", "/d/w"]);
     let out = husk.run(&[
@@ -323,20 +341,18 @@ fn a_named_volume_is_shared_between_the_isolations() {
     );
 }
 
-/// The virtio-fs daemons of a VM container whose supervisor is killed go with it: none is
-/// left serving the volume, and `rm -f` cleans the rest.
-#[test]
-fn a_killed_vm_supervisor_leaves_no_daemon_behind() {
-    let Some(husk) = husk(module_path!(), "vm") else {
-        return;
-    };
+/// A VM container holding the volume `held`, once its guest has written to it; the pid of
+/// its supervisor.
+fn start_holder(husk: &Husk, name: &str) -> i32 {
+    let up = volume_dir(husk, "held").join("up");
+    let _ = std::fs::remove_file(&up);
     let id = husk.ok(&[
         "run",
         "-d",
         "--isolation",
         "vm",
         "--name",
-        "held",
+        name,
         "-v",
         "held:/d",
         "busybox",
@@ -344,40 +360,132 @@ fn a_killed_vm_supervisor_leaves_no_daemon_behind() {
         "-c",
         "echo up > /d/up; sleep 600",
     ]);
-    let up = volume_dir(&husk, "held").join("up");
-    husk.wait_for("the guest to write its volume", || up.exists());
-    let volume = volume_dir(&husk, "held");
-    let daemons = || daemons_serving(&volume);
-    // virtiofsd's namespace sandbox is a child it waits for: two processes, one daemon.
-    assert!(!daemons().is_empty(), "no virtiofsd serves the volume");
-    let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            husk.root
-                .path()
-                .join("containers")
-                .join(id.trim())
-                .join("record.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let supervisor = record["state"]["supervisor"]["pid"].as_i64().unwrap() as i32;
+    let record = husk
+        .root
+        .path()
+        .join("containers")
+        .join(id.trim())
+        .join("record.json");
+    husk.wait_for("the guest to write its volume", || {
+        husk.status(name) == "running" && up.exists()
+    });
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    record["state"]["supervisor"]["pid"].as_i64().unwrap() as i32
+}
+
+fn kill9(pid: i32) {
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor),
+        nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !daemons().is_empty() {
+}
+
+/// Wait until `left` finds no process (a zombie left for init to reap counts as gone).
+fn wait_until_gone(what: &str, mut left: impl FnMut() -> Vec<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let alive: Vec<i32> = left().into_iter().filter(|&pid| !is_zombie(pid)).collect();
+        if alive.is_empty() {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "virtiofsd outlived its VM: {:?}",
-            daemons()
+            "{what} outlived its VM: {alive:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    husk.ok(&["rm", "-f", "held"]);
+}
+
+/// The virtio-fs daemon runs sandboxed; it goes when the monitor is killed, and when the
+/// supervisor is killed (which takes the monitor with it); `rm -f` cleans the rest.
+#[test]
+fn a_killed_vm_monitor_or_supervisor_leaves_no_daemon_behind() {
+    let Some(husk) = husk(module_path!(), "vm") else {
+        return;
+    };
+    husk.ok(&["volume", "create", "held"]);
+    let volume = volume_dir(&husk, "held");
+    let daemons = || daemons_serving(&volume);
+
+    let supervisor = start_holder(&husk, "by-monitor");
+    // virtiofsd's namespace sandbox is a child it waits for: two processes, one daemon.
+    let serving = daemons();
+    assert!(!serving.is_empty(), "no virtiofsd serves the volume");
+    let own_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert!(
+        serving.iter().any(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns != own_mnt)
+                && status.lines().any(|l| l == "Seccomp:\t2")
+        }),
+        "no virtiofsd runs in a mount namespace of its own under a seccomp filter"
+    );
+    let monitor = children_of(supervisor)
+        .into_iter()
+        .find(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.starts_with("husk-vmm") || comm.starts_with("qemu-system")
+        })
+        .expect("the VM's monitor process");
+    kill9(monitor);
+    wait_until_gone("virtiofsd", daemons);
+    husk.wait_for("the container to exit", || {
+        husk.status("by-monitor") == "exited"
+    });
+    // Its process went with the VM, as with SIGKILL.
+    assert_eq!(
+        husk.ok(&["inspect", "-f", "{{.State.ExitCode}}", "by-monitor"])
+            .trim(),
+        "137"
+    );
+    husk.ok(&["rm", "by-monitor"]);
+
+    let supervisor = start_holder(&husk, "by-supervisor");
+    let monitor = children_of(supervisor);
+    assert!(!daemons().is_empty());
+    kill9(supervisor);
+    wait_until_gone("virtiofsd", daemons);
+    wait_until_gone("the monitor", || {
+        monitor
+            .iter()
+            .copied()
+            .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .collect()
+    });
+    husk.ok(&["rm", "-f", "by-supervisor"]);
     husk.ok(&["volume", "rm", "held"]);
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold spaces).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+fn is_zombie(pid: i32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|state| state == "Z"))
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&child| {
+            stat_fields(child)
+                .and_then(|f| f.get(1)?.parse::<i32>().ok())
+                .is_some_and(|ppid| ppid == pid)
+        })
+        .collect()
 }
 
 /// Pids of virtiofsd processes sharing `dir`.

@@ -150,7 +150,19 @@ pub fn run(
         // socket for exec, kill and stop.
         let supervisor = std::process::id() as i32;
         let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
-        let code = process.wait();
+        let code = match process.wait() {
+            // The VM went away under a running process (its monitor was killed or crashed):
+            // the process died with it, as with SIGKILL, and the record says so rather than
+            // that it never started.
+            Err(rootfs_agent::client::ClientError::Closed(_, why)) => {
+                eprintln!(
+                    "husk: the VM of container {} stopped under its process{why}",
+                    &record.id[..12.min(record.id.len())]
+                );
+                Ok(128 + libc::SIGKILL)
+            }
+            other => other,
+        };
         husk::cost::sample_now(); // cost ledger: vCPU time before the VMM exits
         husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
         done.store(true, Ordering::SeqCst);
