@@ -131,6 +131,12 @@ locked_up() {
     awk '{ n = $NF; sub(/s$/, "", n) } n + 0 >= 60 { print; found = 1; exit } END { exit !found }'
 }
 locked=
+# Stop the running L1: QEMU (the child of `timeout`) gets SIGTERM, then SIGKILL.
+stop_l1() {
+  pkill -TERM -P "$qemu_pid" 2>/dev/null || true
+  for _ in 1 2 3 4 5 6 7 8 9 10; do pgrep -P "$qemu_pid" >/dev/null || return 0; sleep 1; done
+  pkill -KILL -P "$qemu_pid" 2>/dev/null || true
+}
 
 # A hung L1 must not hold CI: `timeout` stops it after --timeout seconds. L1 itself boots in
 # seconds, but TCG has been seen to lock up during the boot (soft lockups on every vCPU before
@@ -163,12 +169,19 @@ for attempt in 1 2; do
   tail -n +1 -f --pid="$qemu_pid" "$job/output" &
   tail_pid=$!
   qemu_status=0
-  # TCG has been seen to lock L1 up for good mid-run (every vCPU in a soft lockup, nothing
-  # running, for as long as one waits): such an L1 is stopped as soon as its console shows a
-  # lockup of a minute, and this script says so with its own status.
+  # TCG has been seen to stop L1 for good mid-run, two ways: every vCPU in a soft lockup, or
+  # every vCPU idle with no timer ever waking one. Such an L1 is stopped as soon as its
+  # console shows a lockup of a minute, or its heartbeat (written every 5 s) is two minutes
+  # old, and this script says so with its own status.
   while kill -0 "$qemu_pid" 2>/dev/null; do
     if locked=$(locked_up "$job/serial.log"); then
-      kill "$qemu_pid" 2>/dev/null || true
+      stop_l1
+      break
+    fi
+    beat=$(stat -c %Y "$job/heartbeat" 2>/dev/null || stat -c %Y "$job/started")
+    if [ $(( $(date +%s) - beat )) -gt 120 ]; then
+      locked="no heartbeat for $(( $(date +%s) - beat ))s"
+      stop_l1
       break
     fi
     sleep 2
@@ -179,7 +192,7 @@ for attempt in 1 2; do
   break
 done
 if [ -n "$locked" ]; then
-  echo "nested: L1 locked up ($locked, on its console); stopped it" >&2
+  echo "nested: L1 stopped making progress ($locked); stopped it" >&2
   exit 99
 fi
 [ "$qemu_status" = 124 ] && echo "nested: L1 timed out after ${timeout_s}s" >&2
@@ -224,6 +237,8 @@ mount --bind /job /host/tmp/nested-job
 ip link set lo up 2>/dev/null
 hostname husk-l1
 : > /job/started
+# A heartbeat the host watches: an L1 that stops writing it has stopped making progress.
+(while :; do date +%s > /job/heartbeat; sleep 5; done) &
 chroot /host /bin/sh /tmp/nested-job/job.sh > /job/output 2>&1 < /dev/null
 echo $? > /job/status
 sync

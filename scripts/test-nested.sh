@@ -120,7 +120,7 @@ EOF
 } > "$job/run.sh"
 }
 
-# An L1 that locks up (scripts/nested.sh exits 99) is replaced by a fresh one for what it had
+# An L1 that stops making progress (scripts/nested.sh exits 99) is replaced by a fresh one for what it had
 # not finished, up to three L1s, all within one bound of $HUSK_NESTED_TIMEOUT seconds.
 status=0
 tier_deadline=$(( $(date +%s) + ${HUSK_NESTED_TIMEOUT:-2400} ))
@@ -147,11 +147,11 @@ for l1 in 1 2 3; do
   remaining=("${left[@]}")
   [ ${#remaining[@]} -gt 0 ] || break
   if [ "$l1" = 3 ]; then
-    echo "test-nested: three L1s locked up; not run: ${remaining[*]%% *}"
+    echo "test-nested: three L1s stopped making progress; not run: ${remaining[*]%% *}"
     status=1
     break
   fi
-  echo "test-nested: L1 locked up during ${remaining[0]%% *}; a fresh L1 runs what is left"
+  echo "test-nested: L1 stopped making progress during ${remaining[0]%% *}; a fresh L1 runs what is left"
 done
 if [ -s "$job/skips.log" ]; then
   sed 's/^SKIP /SKIP (T3, nested) /' "$job/skips.log" >> target/tmp/skips.log
