@@ -247,7 +247,7 @@ enum Monitor {
 pub struct Guest {
     client: Arc<AgentClient>,
     monitor: Option<Monitor>,
-    /// The virtio-fs daemons; stopped after the monitor.
+    /// The virtio-fs daemons; stopped after the monitor, in `drop` (which `shutdown` ends in).
     daemons: Vec<Daemon>,
     runtime_dir: PathBuf,
 }
@@ -333,9 +333,6 @@ impl Guest {
                 guest.kill();
             }
             None => {}
-        }
-        for daemon in &mut self.daemons {
-            daemon.stop();
         }
     }
 }
