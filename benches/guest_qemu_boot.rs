@@ -116,9 +116,7 @@ fn main() {
         let t = Instant::now();
         let start = StartRequest {
             process: ProcessSpec::new(["/bin/true"]),
-            hostname: None,
-            readonly_root: false,
-            mounts: Vec::new(),
+            ..Default::default()
         };
         let io = ProcessIo {
             stdin: None,

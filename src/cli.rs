@@ -45,7 +45,7 @@ pub enum Command {
     /// List containers.
     Ps(commands::ps::PsArgs),
     /// Remove one or more containers.
-    Rm(commands::ps::RmArgs),
+    Rm(commands::rm::RmArgs),
     /// Execute a command in a running container.
     Exec(commands::exec::ExecArgs),
     /// Display the running processes of a container.
@@ -127,9 +127,9 @@ pub enum ContainerCommand {
     #[command(alias = "list")]
     Ls(commands::ps::PsArgs),
     /// Remove one or more containers.
-    Rm(commands::ps::RmArgs),
+    Rm(commands::rm::RmArgs),
     /// Remove all stopped containers.
-    Prune(commands::ps::PruneArgs),
+    Prune(commands::rm::PruneArgs),
     /// Display detailed information on one or more containers.
     Inspect(commands::inspect::InspectArgs),
     /// Execute a command in a running container.

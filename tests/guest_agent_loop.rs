@@ -64,6 +64,7 @@ fn sh(script: &str) -> StartRequest {
         hostname: None,
         readonly_root: false,
         mounts: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -104,6 +105,7 @@ fn exit_codes_follow_shell_conventions() {
             hostname: None,
             readonly_root: false,
             mounts: Vec::new(),
+            ..Default::default()
         },
         None,
     );
@@ -122,6 +124,7 @@ fn exit_codes_follow_shell_conventions() {
             hostname: None,
             readonly_root: false,
             mounts: Vec::new(),
+            ..Default::default()
         },
         None,
     );
@@ -289,6 +292,7 @@ fn protocol_violations_are_reported_and_end_the_session() {
                 hostname: None,
                 readonly_root: false,
                 mounts: Vec::new(),
+                ..Default::default()
             },
         )
         .unwrap()
@@ -395,6 +399,7 @@ fn host_that_never_reads_is_not_buffered_without_bound() {
         hostname: None,
         readonly_root: false,
         mounts: Vec::new(),
+        ..Default::default()
     };
     host.write_all(&Frame::json(FrameKind::Start, 0, &start).unwrap().encode())
         .unwrap();
@@ -510,7 +515,10 @@ fn hostile_agent_frames_are_errors_on_the_host() {
             &Frame::json(
                 FrameKind::Exit,
                 0,
-                &rootfs_agent::protocol::ExitStatus { code: 0 },
+                &rootfs_agent::protocol::ExitStatus {
+                    code: 0,
+                    oom_killed: false,
+                },
             )
             .unwrap()
             .encode(),
@@ -534,6 +542,7 @@ fn huge_program_name_is_reported_bounded() {
             hostname: None,
             readonly_root: false,
             mounts: Vec::new(),
+            ..Default::default()
         },
         None,
     );

@@ -162,6 +162,7 @@ impl Guest {
             hostname: Some("husk-guest".into()),
             readonly_root: false,
             mounts: Vec::new(),
+            ..Default::default()
         };
         let p = self
             .client
@@ -314,6 +315,7 @@ fn exec_into_a_running_guest_and_kill() {
                 hostname: None,
                 readonly_root: false,
                 mounts: Vec::new(),
+                ..Default::default()
             },
             ProcessIo {
                 stdin: None,

@@ -65,8 +65,8 @@ fn foreground_helper() {
         cgroup_name: &cgroup,
         stdio: None,
     };
-    let code = run_foreground(&cfg, |_| {}).unwrap();
-    std::process::exit(code);
+    let exit = run_foreground(&cfg, |_| {}).unwrap();
+    std::process::exit(exit.code);
 }
 
 fn helper(mode: &str, dir: &std::path::Path) -> Command {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,11 +22,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::confine::{Confinement, Identity};
 use crate::protocol::{
-    rlimit_resource, Decoder, ErrorReport, ExitStatus, Frame, FrameKind, GuestMount,
-    GuestMountKind, ProcessSpec, ProtocolError, ReadyInfo, ResizeRequest, SignalRequest,
-    StartRequest, Started, INITIAL_WINDOW, MAX_DATA_CHUNK,
+    rlimit_resource, Decoder, ErrorReport, ExitStatus, Frame, FrameKind, ProcessSpec,
+    ProtocolError, ReadyInfo, ResizeRequest, SignalRequest, StartRequest, Started, INITIAL_WINDOW,
+    MAX_DATA_CHUNK,
 };
+use crate::sandbox::{self, ContainerCgroup, ProcView, SETUP_FAILED_EXIT};
 
 /// Most processes (container process + exec) alive at once; bounds what a host can make us hold.
 pub const MAX_PROCESSES: usize = 64;
@@ -55,6 +57,13 @@ pub struct ServeOptions {
     /// every orphan, switch to the requested user even when not root. False on the host, where
     /// the loop only manages the processes it starts.
     pub sandbox: bool,
+}
+
+/// Which process of the container is started: the container's own (`Start`) or an `Exec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProcessRole {
+    Init,
+    Exec,
 }
 
 /// How the session ended.
@@ -97,6 +106,10 @@ struct Session {
     started: bool,
     main_exit: Option<i32>,
     opts: ServeOptions,
+    /// The container's cgroup in the guest, which every process it starts joins.
+    cgroup: Option<ContainerCgroup>,
+    /// What the container's first process mounts over /proc in its PID namespace.
+    proc_view: Option<ProcView>,
 }
 
 /// Run the request loop on `conn` (a console port or a socket) until the container process has
@@ -117,6 +130,8 @@ pub fn serve(
         started: false,
         main_exit: None,
         opts,
+        cgroup: None,
+        proc_view: None,
     };
     session.queue(Frame::json(FrameKind::Ready, 0, ready)?);
     let result = match session.run() {
@@ -289,32 +304,24 @@ impl Session {
                     nix::unistd::sethostname(name).map_err(sys("sethostname"))?;
                 }
                 if self.opts.sandbox {
-                    // Volumes go in before the root turns read-only (their mount points may
-                    // have to be made) and before the process can see the root.
-                    if let Err(message) = mount_guest_mounts(&start.mounts) {
-                        return self.report_spawn_failure(
-                            0,
-                            "mount",
-                            SpawnFailure {
-                                code: MOUNT_FAILED_EXIT,
-                                message,
-                            },
-                        );
+                    match sandbox::prepare(&start)
+                        .and_then(|cgroup| Ok((cgroup, sandbox::enter_pid_namespace(&start)?)))
+                    {
+                        Ok((cgroup, proc_view)) => {
+                            self.cgroup = cgroup;
+                            self.proc_view = Some(proc_view);
+                        }
+                        Err(message) => {
+                            return self.report_spawn_failure(
+                                0,
+                                "container setup",
+                                SpawnFailure {
+                                    code: SETUP_FAILED_EXIT,
+                                    message,
+                                },
+                            );
+                        }
                     }
-                }
-                if self.opts.sandbox && start.readonly_root {
-                    // A bind remount changes only this mount's flag: the overlay below, and
-                    // the writable disk the agent syncs at the end, are untouched.
-                    nix::mount::mount(
-                        None::<&str>,
-                        "/",
-                        None::<&str>,
-                        nix::mount::MsFlags::MS_REMOUNT
-                            | nix::mount::MsFlags::MS_BIND
-                            | nix::mount::MsFlags::MS_RDONLY,
-                        None::<&str>,
-                    )
-                    .map_err(sys("remounting the root read-only"))?;
                 }
                 self.spawn(0, &start.process)?;
             }
@@ -417,7 +424,20 @@ impl Session {
     /// Start a process; a program that cannot be executed is reported like a shell would (a
     /// message on stderr and exit 127 or 126), not as a protocol error.
     fn spawn(&mut self, id: u32, spec: &ProcessSpec) -> Result<(), AgentError> {
-        match spawn_process(spec, self.opts) {
+        let role = if id == 0 {
+            ProcessRole::Init
+        } else {
+            ProcessRole::Exec
+        };
+        match spawn_process(
+            role,
+            spec,
+            self.opts,
+            self.cgroup.as_ref().map(ContainerCgroup::procs_fd),
+            self.proc_view
+                .as_ref()
+                .filter(|_| role == ProcessRole::Init),
+        ) {
             Ok(p) => {
                 self.queue(Frame::json(
                     FrameKind::Started,
@@ -448,7 +468,10 @@ impl Session {
         self.queue(Frame::json(
             FrameKind::Exit,
             id,
-            &ExitStatus { code: failure.code },
+            &ExitStatus {
+                code: failure.code,
+                oom_killed: false,
+            },
         )?);
         if id == 0 {
             self.main_exit = Some(failure.code);
@@ -576,7 +599,15 @@ impl Session {
                 continue;
             };
             let code = p.exit_code.unwrap_or(255);
-            self.queue(Frame::json(FrameKind::Exit, id, &ExitStatus { code })?);
+            let oom_killed = self
+                .cgroup
+                .as_ref()
+                .is_some_and(ContainerCgroup::saw_oom_kill);
+            self.queue(Frame::json(
+                FrameKind::Exit,
+                id,
+                &ExitStatus { code, oom_killed },
+            )?);
             if id == 0 {
                 self.main_exit = Some(code);
             }
@@ -674,79 +705,21 @@ struct SpawnFailure {
     message: String,
 }
 
-/// The exit code of a container whose mounts failed: Docker's 125, the runtime's own failure.
-const MOUNT_FAILED_EXIT: i32 = 125;
-
-/// Mount the container's volumes, binds and tmpfs mounts in the guest's root, in order. The
-/// guest is the container's sandbox, so a symlink on the way to a target resolves in the
-/// guest's view and cannot reach the host; read-only shares are also read-only in the daemon
-/// that serves them, so remounting them writable in the guest gains nothing.
-fn mount_guest_mounts(mounts: &[GuestMount]) -> Result<(), String> {
-    use nix::mount::{mount, MsFlags};
-    for m in mounts {
-        let target = Path::new(&m.target);
-        if !target.is_dir() {
-            std::fs::create_dir_all(target)
-                .map_err(|e| format!("creating the mount point {}: {e}", m.target))?;
-        }
-        let mut flags = MsFlags::empty();
-        if m.readonly {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        let result = match m.kind {
-            GuestMountKind::Virtiofs => mount(
-                Some(m.source.as_str()),
-                target,
-                Some("virtiofs"),
-                flags,
-                None::<&str>,
-            ),
-            // As the process isolation mounts it (and Docker): nosuid, nodev, mode 1777.
-            GuestMountKind::Tmpfs => mount(
-                Some("tmpfs"),
-                target,
-                Some("tmpfs"),
-                flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some("mode=1777"),
-            ),
-        };
-        result.map_err(|e| {
-            let source = match m.kind {
-                GuestMountKind::Virtiofs => format!("virtio-fs {}", m.source),
-                GuestMountKind::Tmpfs => "tmpfs".to_string(),
-            };
-            format!("mounting {source} on {}: {e}", m.target)
-        })?;
-        if m.kind == GuestMountKind::Virtiofs {
-            widen_readahead(target);
-        }
-    }
-    Ok(())
-}
-
-/// Read ahead of a virtio-fs share in requests of 1 MiB (FUSE's largest) instead of the
-/// default 128 KiB: every request is a round trip to the host daemon, the dearest part of a
-/// read. Best effort: a share whose knob cannot be found still works.
-fn widen_readahead(target: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(target) else {
-        return;
-    };
-    let dev = meta.dev();
-    let knob = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        nix::sys::stat::major(dev),
-        nix::sys::stat::minor(dev)
-    );
-    let _ = std::fs::write(knob, "1024");
-}
-
-fn spawn_process(spec: &ProcessSpec, opts: ServeOptions) -> Result<Proc, SpawnFailure> {
+/// Start one process of the container: in its cgroup (`cgroup_procs`), with its rlimits,
+/// umask, identity, capabilities, no_new_privs and seccomp filter.
+fn spawn_process(
+    role: ProcessRole,
+    spec: &ProcessSpec,
+    opts: ServeOptions,
+    cgroup_procs: Option<RawFd>,
+    proc_view: Option<&ProcView>,
+) -> Result<Proc, SpawnFailure> {
     let fail = |code, message: String| SpawnFailure { code, message };
     let cwd = Path::new(&spec.cwd);
     if !cwd.is_dir() {
-        if opts.sandbox {
-            // As runc does: a cwd missing from the image is created.
+        if opts.sandbox && role == ProcessRole::Init {
+            // As runc does: a cwd missing from the image is created for the container's own
+            // process (an exec into a missing one fails, as with Docker).
             std::fs::create_dir_all(cwd)
                 .map_err(|e| fail(126, format!("cannot create cwd {}: {e}", spec.cwd)))?;
         } else {
@@ -782,10 +755,22 @@ fn spawn_process(spec: &ProcessSpec, opts: ServeOptions) -> Result<Proc, SpawnFa
             })
         })
         .collect();
-    // Switching identity needs root; on the host as non-root we keep our own.
-    let set_identity = opts.sandbox || nix::unistd::geteuid().is_root();
-    let (uid, gid) = (spec.uid, spec.gid);
-    let groups: Vec<libc::gid_t> = spec.additional_gids.clone();
+    // Switching identity and capabilities needs root; on the host as non-root we keep our own.
+    let privileged = opts.sandbox || nix::unistd::geteuid().is_root();
+    let confinement = Confinement::new(
+        privileged.then(|| Identity {
+            uid: spec.uid,
+            gid: spec.gid,
+            groups: spec.additional_gids.clone(),
+        }),
+        spec.capabilities.as_ref().filter(|_| privileged),
+        spec.no_new_privs,
+        spec.seccomp.clone(),
+    )
+    .map_err(|e| fail(126, e.to_string()))?;
+    let umask = spec.umask.unwrap_or(0o022) as libc::mode_t;
+    // Owned by the closure below, which must be 'static.
+    let proc_view = proc_view.cloned();
     let terminal = spec.terminal;
 
     let mut pty_master = None;
@@ -826,19 +811,33 @@ fn spawn_process(spec: &ProcessSpec, opts: ServeOptions) -> Result<Proc, SpawnFa
             if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            if let Some(procs) = cgroup_procs {
+                // "0" is the writer itself; the agent's own handle, so before the uid change.
+                if libc::write(procs, b"0".as_ptr().cast(), 1) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Its own cgroup namespace, rooted there: /proc/self/cgroup reads "0::/", as
+                // in a process container (an exec'd process gets the same view).
+                if libc::unshare(libc::CLONE_NEWCGROUP) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(view) = &proc_view {
+                // PID 1 of the container's namespace: its own /proc, before the capabilities
+                // to mount one go.
+                view.mount()?;
+            }
             for (resource, limit) in &limits {
                 if libc::setrlimit(*resource, limit) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
-            if set_identity
-                && (libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                    || libc::setgid(gid) < 0
-                    || libc::setuid(uid) < 0)
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
+            libc::umask(umask);
+            confinement.apply().map_err(|e| match e {
+                crate::confine::ConfineError::Sys { source, .. } => source,
+                // `new` checked everything else before the fork.
+                _ => io::Error::from_raw_os_error(libc::EINVAL),
+            })
         });
     }
     let spawned = cmd.spawn();

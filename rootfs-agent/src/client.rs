@@ -53,6 +53,8 @@ struct ProcState {
     output_window: u64,
     pid: Option<i32>,
     exit: Option<i32>,
+    /// The agent's word that the container's cgroup saw an OOM kill, sent with the exit.
+    oom_killed: bool,
     error: Option<String>,
 }
 
@@ -216,11 +218,19 @@ impl Process {
 
     /// Wait for the exit code (shell style: 128+N after signal N).
     pub fn wait(&self) -> Result<i32> {
+        self.wait_status().map(|exit| exit.code)
+    }
+
+    /// Wait for the exit: its code and whether the guest's OOM killer acted.
+    pub fn wait_status(&self) -> Result<ExitStatus> {
         let mut st = self.shared.lock();
         loop {
             if let Some(p) = st.procs.get(&self.id) {
                 if let Some(code) = p.exit {
-                    return Ok(code);
+                    return Ok(ExitStatus {
+                        code,
+                        oom_killed: p.oom_killed,
+                    });
                 }
                 if let Some(err) = &p.error {
                     return Err(ClientError::Agent(err.clone()));
@@ -370,7 +380,9 @@ fn deliver(shared: &Shared, frame: Frame) -> Result<()> {
         FrameKind::Exit => {
             let exit: ExitStatus = frame.parse_json(FrameKind::Exit)?;
             let mut st = shared.lock();
-            st.procs.get_mut(&id).ok_or_else(unknown)?.exit = Some(exit.code);
+            let p = st.procs.get_mut(&id).ok_or_else(unknown)?;
+            p.exit = Some(exit.code);
+            p.oom_killed = exit.oom_killed;
             shared.changed.notify_all();
         }
         FrameKind::Error => {

@@ -24,6 +24,8 @@ use std::io::{self, Read, Write};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub use crate::confine::{validate_filters, BpfInstruction, CapabilityNames};
+
 pub const MAGIC: [u8; 4] = *b"HUSK";
 pub const PROTOCOL_VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 16;
@@ -41,6 +43,8 @@ pub const MAX_GROUPS: usize = 64;
 pub const MAX_RLIMITS: usize = 32;
 /// Volumes, binds and tmpfs mounts one container may ask for.
 pub const MAX_MOUNTS: usize = 64;
+/// Masked plus read-only paths one container may ask for.
+pub const MAX_MASKED_PATHS: usize = 128;
 /// A virtio-fs tag is at most 36 bytes (the device's config space, virtio 1.2 5.11.4).
 pub const MAX_FS_TAG: usize = 36;
 
@@ -409,7 +413,7 @@ pub struct Rlimit {
 }
 
 /// The process part of an OCI spec, shipped to the agent for `Start` and `Exec`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessSpec {
     pub args: Vec<String>,
     #[serde(default)]
@@ -429,6 +433,18 @@ pub struct ProcessSpec {
     /// Initial terminal size (rows, cols) for a terminal process.
     #[serde(default)]
     pub console_size: Option<(u16, u16)>,
+    /// The five capability sets; `None` leaves the agent's (all of them) to the process.
+    #[serde(default)]
+    pub capabilities: Option<CapabilityNames>,
+    #[serde(default)]
+    pub no_new_privs: bool,
+    /// The container's seccomp profile, compiled on the host by the same code that confines
+    /// process containers, in installation order.
+    #[serde(default)]
+    pub seccomp: Vec<Vec<BpfInstruction>>,
+    /// `None`: 0022, runc's default.
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 fn default_cwd() -> String {
@@ -447,6 +463,10 @@ impl ProcessSpec {
             rlimits: Vec::new(),
             terminal: false,
             console_size: None,
+            capabilities: None,
+            no_new_privs: false,
+            seccomp: Vec::new(),
+            umask: None,
         }
     }
 
@@ -501,6 +521,18 @@ impl ProcessSpec {
                 return invalid("console_size", "rows and cols must be non-zero".into());
             }
         }
+        if let Some(names) = &self.capabilities {
+            names
+                .validate()
+                .or_else(|e| invalid("capabilities", e.to_string()))?;
+        }
+        validate_filters(&self.seccomp).or_else(|e| invalid("seccomp", e.to_string()))?;
+        if self.umask.is_some_and(|mask| mask > 0o777) {
+            return invalid(
+                "umask",
+                format!("{:o} is not a file mode mask", self.umask.unwrap_or(0)),
+            );
+        }
         Ok(())
     }
 }
@@ -529,7 +561,7 @@ pub fn rlimit_resource(name: &str) -> Option<u32> {
 }
 
 /// `Start`: the container process plus the sandbox-wide settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartRequest {
     pub process: ProcessSpec,
     #[serde(default)]
@@ -542,6 +574,31 @@ pub struct StartRequest {
     /// order before the process starts, over the root and before it turns read-only.
     #[serde(default)]
     pub mounts: Vec<GuestMount>,
+    /// OCI `linux.maskedPaths`: files covered by /dev/null, directories by an empty read-only
+    /// tmpfs, as runc does on the host.
+    #[serde(default)]
+    pub masked_paths: Vec<String>,
+    /// OCI `linux.readonlyPaths`: bound read-only over themselves.
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
+    /// /sys (and the cgroup hierarchy below it) read-only, as the spec's sysfs mount asks for
+    /// every unprivileged container.
+    #[serde(default)]
+    pub readonly_sysfs: bool,
+    /// Limits of the guest cgroup every process of the container runs in.
+    #[serde(default)]
+    pub limits: GuestLimits,
+}
+
+/// The container's cgroup in the guest (cgroup v2), as `--pids-limit` and `--memory` set it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLimits {
+    /// pids.max.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+    /// memory.max in bytes.
+    #[serde(default)]
+    pub memory_max: Option<u64>,
 }
 
 /// What backs one guest mount.
@@ -567,15 +624,19 @@ pub struct GuestMount {
     pub readonly: bool,
 }
 
+/// An absolute path, at most PATH_MAX, with no NUL and no `..`, that is not `/` itself.
+fn is_clean_absolute(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= 4096
+        && !path.contains('\0')
+        && !path.split('/').any(|part| part == "..")
+        && !path.trim_end_matches('/').is_empty()
+}
+
 impl GuestMount {
     pub fn validate(&self) -> Result<()> {
         let invalid = |why: String| Err(ProtocolError::Invalid { what: "mount", why });
-        if !self.target.starts_with('/')
-            || self.target.len() > 4096
-            || self.target.contains('\0')
-            || self.target.split('/').any(|part| part == "..")
-            || self.target.trim_end_matches('/').is_empty()
-        {
+        if !is_clean_absolute(&self.target) {
             return invalid(format!(
                 "target {:?} is not an absolute path below / without '..'",
                 self.target
@@ -618,6 +679,26 @@ impl StartRequest {
         for mount in &self.mounts {
             mount.validate()?;
         }
+        if self.masked_paths.len() + self.readonly_paths.len() > MAX_MASKED_PATHS {
+            return Err(ProtocolError::Invalid {
+                what: "masked and read-only paths",
+                why: format!("more than {MAX_MASKED_PATHS}"),
+            });
+        }
+        for path in self.masked_paths.iter().chain(&self.readonly_paths) {
+            if !is_clean_absolute(path) {
+                return Err(ProtocolError::Invalid {
+                    what: "masked or read-only path",
+                    why: format!("{path:?} is not an absolute path below / without '..'"),
+                });
+            }
+        }
+        if self.limits.pids_max == Some(0) {
+            return Err(ProtocolError::Invalid {
+                what: "pids limit",
+                why: "0 would allow no process at all".into(),
+            });
+        }
         if let Some(h) = &self.hostname {
             if h.is_empty()
                 || h.len() > 64
@@ -658,6 +739,9 @@ pub struct ResizeRequest {
 pub struct ExitStatus {
     /// Shell-style: the exit code, 128+N after signal N, 127 not found, 126 not executable.
     pub code: i32,
+    /// The guest's OOM killer acted in the container's cgroup (Docker's `OOMKilled`).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -679,13 +763,22 @@ mod tests {
                     hostname: Some("box".into()),
                     readonly_root: false,
                     mounts: Vec::new(),
+                    ..Default::default()
                 },
             )
             .unwrap(),
             Frame::new(FrameKind::Stdout, 3, b"hello\n".to_vec()),
             Frame::credit(3, 4096),
             Frame::new(FrameKind::StdinEof, 0, Vec::new()),
-            Frame::json(FrameKind::Exit, 0, &ExitStatus { code: 137 }).unwrap(),
+            Frame::json(
+                FrameKind::Exit,
+                0,
+                &ExitStatus {
+                    code: 137,
+                    oom_killed: true,
+                },
+            )
+            .unwrap(),
         ]
     }
 
@@ -787,7 +880,15 @@ mod tests {
             frame.parse_json::<ExitStatus>(FrameKind::Exit),
             Err(ProtocolError::BadJson { .. })
         ));
-        let frame = Frame::json(FrameKind::Exit, 0, &ExitStatus { code: 1 }).unwrap();
+        let frame = Frame::json(
+            FrameKind::Exit,
+            0,
+            &ExitStatus {
+                code: 1,
+                oom_killed: false,
+            },
+        )
+        .unwrap();
         assert!(matches!(
             frame.parse_json::<ExitStatus>(FrameKind::Started),
             Err(ProtocolError::OutOfOrder { .. })
@@ -866,6 +967,42 @@ mod tests {
     }
 
     #[test]
+    fn confinement_and_sandbox_fields_are_bounded() {
+        let mut spec = ProcessSpec::new(["true"]);
+        spec.umask = Some(0o1777);
+        assert!(spec.validate().is_err(), "a umask beyond 0777");
+        spec.umask = Some(0o027);
+        spec.seccomp = vec![vec![BpfInstruction(0x06, 0, 0, 0x7fff_0000)]; 17];
+        assert!(spec.validate().is_err(), "more filters than the limit");
+        spec.seccomp = vec![Vec::new()];
+        assert!(spec.validate().is_err(), "an empty filter");
+        spec.seccomp = Vec::new();
+        spec.capabilities = Some(CapabilityNames {
+            bounding: vec!["CAP_CHOWN".into(); 65],
+            ..Default::default()
+        });
+        assert!(spec.validate().is_err(), "an oversized capability set");
+        spec.capabilities = None;
+        assert!(spec.validate().is_ok());
+
+        let start = |masked: &str| StartRequest {
+            process: ProcessSpec::new(["true"]),
+            masked_paths: vec![masked.into()],
+            ..Default::default()
+        };
+        assert!(start("/proc/kcore").validate().is_ok());
+        for bad in ["proc/kcore", "/proc/../etc", "/", "/a\0b"] {
+            assert!(start(bad).validate().is_err(), "{bad:?} accepted");
+        }
+        let mut many = start("/proc/kcore");
+        many.readonly_paths = vec!["/proc/sys".into(); MAX_MASKED_PATHS];
+        assert!(many.validate().is_err(), "more paths than the limit");
+        let mut no_pids = start("/proc/kcore");
+        no_pids.limits.pids_max = Some(0);
+        assert!(no_pids.validate().is_err(), "a pids limit of 0");
+    }
+
+    #[test]
     fn process_spec_validation() {
         let ok = ProcessSpec::new(["/bin/true"]);
         ok.validate().unwrap();
@@ -893,6 +1030,7 @@ mod tests {
             hostname: Some("bad host".into()),
             readonly_root: false,
             mounts: Vec::new(),
+            ..Default::default()
         };
         assert!(start.validate().is_err());
 

@@ -211,22 +211,15 @@ fn exec_in_vm(
         .context("the container's spec has no process")?;
     let process = exec_process(&base, args)?;
     let layers = super::run::layer_dirs(root, record)?;
-    let (uid, gid, additional_gids) = match process.user().username() {
-        Some(name) => husk::vm::backend::resolve_user(name, &layers)?,
-        None => (process.user().uid(), process.user().gid(), Vec::new()),
-    };
     let request = ExecRequest {
-        process: rootfs_agent::protocol::ProcessSpec {
-            args: args.command.clone(),
-            env: process.env().clone().unwrap_or_default(),
-            cwd: process.cwd().display().to_string(),
-            uid,
-            gid,
-            additional_gids,
-            rlimits: Vec::new(),
-            terminal: args.tty,
-            console_size: args.tty.then(husk::vm::backend::terminal_size).flatten(),
-        },
+        // The container's own confinement (capabilities, no_new_privs, seccomp, rlimits),
+        // as `exec` gets it under process isolation and with Docker.
+        process: husk::vm::backend::process_spec(
+            &spec,
+            &process,
+            &layers,
+            husk::vm::backend::terminal_size(),
+        )?,
         interactive: args.interactive && !args.detach,
         kill_on_hangup: false,
     };

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod monitor;
 pub mod observe;
 pub mod ps;
+pub mod rm;
 pub mod run;
 pub mod vm_container;
 pub mod volume;
@@ -24,8 +25,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     let root = cli.root.as_path();
     match cli.command {
         Command::Ps(args) | Command::Container(ContainerCommand::Ls(args)) => ps::ps(root, args),
-        Command::Rm(args) | Command::Container(ContainerCommand::Rm(args)) => ps::rm(root, args),
-        Command::Container(ContainerCommand::Prune(args)) => ps::prune(root, args),
+        Command::Rm(args) | Command::Container(ContainerCommand::Rm(args)) => rm::rm(root, args),
+        Command::Container(ContainerCommand::Prune(args)) => rm::prune(root, args),
         Command::Run(args) | Command::Container(ContainerCommand::Run(args)) => {
             run::run(root, args)
         }

@@ -18,9 +18,7 @@ use husk::container::{Containers, Isolation, Record, Status};
 use husk::process::{self, LaunchConfig};
 use rootfs_agent::client::ProcessIo;
 
-use super::run::{
-    layer_dirs, load_spec, mark_starting, record_exit, record_exit_of, remove_if_auto, StartFailure,
-};
+use super::run::{layer_dirs, load_spec, mark_starting, record_exit, remove_if_auto, StartFailure};
 use super::vm_container::{self, VmStdio};
 
 /// The monitor's own diagnostics (not the container's output).
@@ -228,7 +226,14 @@ fn run_process_once(
     drop((out_write, err_write));
     let container = match spawned {
         Ok(container) => container,
-        Err(err) => return Ok(Err(record_exit(store, id, Err(StartFailure::from(err))))),
+        Err(err) => {
+            return Ok(Err(record_exit(
+                store,
+                id,
+                Err(StartFailure::from(err)),
+                false,
+            )))
+        }
     };
     husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
     let pid = container.pid();
@@ -257,7 +262,7 @@ fn run_process_once(
         let _ = pump.join();
     }
     let oom_killed = result.as_ref().is_ok_and(|exit| exit.oom_killed);
-    let code = record_exit_of(
+    let code = record_exit(
         store,
         id,
         result.map(|exit| exit.code).map_err(StartFailure::from),

@@ -610,7 +610,13 @@ pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result
         result
     };
     husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
-    let code = record_exit(store, &record.id, result.map_err(StartFailure::from));
+    let oom_killed = result.as_ref().is_ok_and(|exit| exit.oom_killed);
+    let code = record_exit(
+        store,
+        &record.id,
+        result.map(|exit| exit.code).map_err(StartFailure::from),
+        oom_killed,
+    );
     remove_if_auto(root, store, &record.id)?;
     Ok(code)
 }
@@ -681,15 +687,11 @@ impl From<process::ProcessError> for StartFailure {
     }
 }
 
-/// Record how a start ended and return Docker's exit code. A start that failed before the
-/// command ran leaves the container "created" with the failure recorded, as Docker does.
-pub fn record_exit(store: &Containers, id: &str, result: Result<i32, StartFailure>) -> i32 {
-    record_exit_of(store, id, result, false)
-}
-
-/// [`record_exit`], also saying whether the kernel's OOM killer ended the container (in the
-/// same write, so that nobody sees the exit without it).
-pub fn record_exit_of(
+/// Record how a start ended and return Docker's exit code, with whether the kernel's OOM
+/// killer ended the container (in the same write, so that nobody sees the exit without it). A
+/// start that failed before the command ran leaves the container "created" with the failure
+/// recorded, as Docker does.
+pub fn record_exit(
     store: &Containers,
     id: &str,
     result: Result<i32, StartFailure>,

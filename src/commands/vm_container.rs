@@ -82,7 +82,7 @@ pub fn run(
         _ => None,
     };
     mark_starting(store, &record.id, record.restart_count)?;
-    let result = (|| -> Result<i32, VmError> {
+    let result = (|| -> Result<rootfs_agent::protocol::ExitStatus, VmError> {
         husk::cost::begin(husk::cost::Phase::MonitorBuild); // cost ledger
         let plan = backend::plan(
             root,
@@ -150,7 +150,7 @@ pub fn run(
         // socket for exec, kill and stop.
         let supervisor = std::process::id() as i32;
         let _ = store.update(&record.id, |r| r.state.pid = Some(supervisor));
-        let code = match process.wait() {
+        let exit = match process.wait_status() {
             // The VM went away under a running process (its monitor was killed or crashed):
             // the process died with it, as with SIGKILL, and the record says so rather than
             // that it never started.
@@ -159,7 +159,10 @@ pub fn run(
                     "husk: the VM of container {} stopped under its process{why}",
                     &record.id[..12.min(record.id.len())]
                 );
-                Ok(128 + libc::SIGKILL)
+                Ok(rootfs_agent::protocol::ExitStatus {
+                    code: 128 + libc::SIGKILL,
+                    oom_killed: false,
+                })
             }
             other => other,
         };
@@ -175,17 +178,19 @@ pub fn run(
         if let Some(accounting) = accounting {
             accounting.leave();
         }
-        Ok(code?)
+        Ok(exit?)
     })();
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
     let started = result.is_ok();
+    let oom_killed = result.as_ref().is_ok_and(|exit| exit.oom_killed);
     let code = record_exit(
         store,
         &record.id,
-        result.map_err(|err| StartFailure {
+        result.map(|exit| exit.code).map_err(|err| StartFailure {
             code: 125,
             message: err.to_string(),
         }),
+        oom_killed,
     );
     Ok(if started { Ok(code) } else { Err(code) })
 }

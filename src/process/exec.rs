@@ -342,5 +342,11 @@ fn command(setup: CommandSetup) -> Result<std::convert::Infallible, InitFailure>
         }
     }
     apply_process_limits(process)?;
-    become_process(process, seccomp, errors, trampoline)
+    become_process(
+        super::init::ProcessRole::Exec,
+        process,
+        seccomp,
+        errors,
+        trampoline,
+    )
 }

@@ -8,7 +8,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios::{self, SetArg, Termios};
 
-use super::{io, spawn, sys, Container, LaunchConfig, ProcessError};
+use super::{io, spawn, sys, Container, ExitInfo, LaunchConfig, ProcessError};
 use crate::container::spec::ANNOTATION_INTERACTIVE;
 
 /// Signals a user sends to `husk run` that belong to the container.
@@ -53,13 +53,14 @@ fn stdout() -> BorrowedFd<'static> {
 }
 
 /// Spawn, forward SIGINT/TERM/HUP/QUIT/USR1/USR2 to the container, bridge the terminal for
-/// `-t` (raw mode, SIGWINCH -> TIOCSWINSZ), wait, clean up. Returns Docker's exit code.
+/// `-t` (raw mode, SIGWINCH -> TIOCSWINSZ), wait, clean up. Returns Docker's exit code and
+/// whether the OOM killer acted.
 ///
 /// `on_started` sees the container right after it exec'd (husk records its pid there).
 pub fn run_foreground(
     cfg: &LaunchConfig,
     on_started: impl FnOnce(&Container),
-) -> Result<i32, ProcessError> {
+) -> Result<ExitInfo, ProcessError> {
     run_foreground_logged(cfg, on_started, |_| {})
 }
 
@@ -69,7 +70,7 @@ pub fn run_foreground_logged(
     cfg: &LaunchConfig,
     on_started: impl FnOnce(&Container),
     mut on_output: impl FnMut(&[u8]),
-) -> Result<i32, ProcessError> {
+) -> Result<ExitInfo, ProcessError> {
     let mut mask = SigSet::empty();
     for signal in FORWARDED {
         mask.add(signal);
@@ -174,8 +175,8 @@ pub fn run_foreground_logged(
     }
 }
 
-fn wait_exited(container: Container) -> Result<i32, ProcessError> {
-    container.wait()
+fn wait_exited(container: Container) -> Result<ExitInfo, ProcessError> {
+    container.wait_detailed()
 }
 
 /// A pidfd becomes readable when the process exits, independent of SIGCHLD delivery.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+use rootfs_agent::confine::{CapabilityNames, Confinement, Identity};
 use seccompiler::BpfProgram;
 
 use super::rootfs::{self, RootfsPlan};
@@ -96,6 +97,7 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
     setup_stdio(cfg, process.terminal().unwrap_or(false))?;
     apply_process_limits(process)?;
     become_process(
+        ProcessRole::Init,
         process,
         &cfg.seccomp,
         cfg.errors.as_raw_fd(),
@@ -157,7 +159,17 @@ pub(super) fn forbid_ptrace_and_dumps() {
 /// The part an init and an `exec` share: resolve the user inside the container's root, set
 /// up HOME and the working directory, apply identity, capabilities, no_new_privs and seccomp,
 /// and exec the command. Returns only on failure.
+/// Which process of the container [`become_process`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProcessRole {
+    /// The container's own process (`run`, `start`).
+    Init,
+    /// A process `exec` adds.
+    Exec,
+}
+
 pub(super) fn become_process(
+    role: ProcessRole,
     process: &oci_spec::runtime::Process,
     seccomp: &[BpfProgram],
     errors: RawFd,
@@ -185,7 +197,7 @@ pub(super) fn become_process(
             home.filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into())
         ));
     }
-    enter_workdir(process.cwd())?;
+    enter_workdir(process.cwd(), role == ProcessRole::Init)?;
 
     let args = process.args().clone().unwrap_or_default();
     let program = args
@@ -207,23 +219,9 @@ pub(super) fn become_process(
     close_on_exec_from_3()?;
     reset_signals();
 
-    let no_new_privs = process.no_new_privileges().unwrap_or(false);
-    if !no_new_privs {
-        // Without no_new_privs the filter must go in while we still hold CAP_SYS_ADMIN; it
-        // allows the identity and capability calls that follow.
-        super::seccomp::install(seccomp).map_err(fail)?;
-    }
-    set_identity(process, uid, gid, &groups)?;
-    if no_new_privs {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(fail(format!(
-                "no_new_privs: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        super::seccomp::install(seccomp).map_err(fail)?;
-    }
+    confinement(process, seccomp, uid, gid, groups)?
+        .apply()
+        .map_err(fail)?;
 
     // Never execve the command from here: this process's executable is husk's (see
     // trampoline.rs).
@@ -237,11 +235,19 @@ pub(super) fn become_process(
 /// chdir into the working directory as resolved inside the process's root: an `exec`'d
 /// process joined the container's mount namespace, and neither a symlink nor a /proc magic
 /// link in the path may take its cwd outside the container's tree.
-fn enter_workdir(cwd: &Path) -> Result<(), InitFailure> {
+///
+/// A container's own process creates a cwd missing from the image (as Docker and runc do,
+/// before the identity switch, so root owns it); an `exec` into a missing one fails.
+fn enter_workdir(cwd: &Path, create: bool) -> Result<(), InitFailure> {
     use super::in_root::{self, Create, InRootError, Symlinks};
     let bad = |why: String| fail(format!("bad workdir {}: {why}", cwd.display()));
     let root = in_root::open_root(Path::new("/")).map_err(|e| bad(e.to_string()))?;
-    let dir = match in_root::open(root.as_fd(), cwd, Create::Nothing, Symlinks::Contain) {
+    let create = if create {
+        Create::Directory
+    } else {
+        Create::Nothing
+    };
+    let dir = match in_root::open(root.as_fd(), cwd, create, Symlinks::Contain) {
         Ok(dir) => dir,
         Err(InRootError::Io { source, .. }) => return Err(bad(source.to_string())),
         Err(e) => return Err(bad(e.to_string())),
@@ -503,65 +509,37 @@ fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
     }
 }
 
-/// The spec's set limited to `held`, husk's own bounding set: a host (or sandbox) that
-/// withholds a capability from husk cannot grant it to containers.
-fn to_caps(
-    set: &Option<oci_spec::runtime::Capabilities>,
-    held: &caps::CapsHashSet,
-) -> caps::CapsHashSet {
-    set.iter()
-        .flatten()
-        .filter_map(|c| format!("CAP_{c}").parse::<caps::Capability>().ok())
-        .filter(|c| held.contains(c))
-        .collect()
-}
-
-/// Drop the bounding set, switch uid/gid/groups keeping capabilities across setuid, then set
-/// the spec's permitted, effective, inheritable and ambient sets.
-fn set_identity(
+/// The spec's identity, capabilities, no_new_privs and seccomp filters as the confinement
+/// the guest agent applies too (rootfs_agent::confine): one implementation for both
+/// isolations.
+fn confinement(
     process: &oci_spec::runtime::Process,
+    seccomp: &[BpfProgram],
     uid: u32,
     gid: u32,
-    groups: &[u32],
-) -> Result<(), InitFailure> {
-    use caps::CapSet;
-    let capfail =
-        |what: &str, e: caps::errors::CapsError| fail(format!("setting {what} capabilities: {e}"));
-    let held = caps::read(None, CapSet::Bounding).map_err(|e| capfail("reading bounding", e))?;
-    let spec_caps = process.capabilities().as_ref();
-    if let Some(c) = spec_caps {
-        let keep = to_caps(c.bounding(), &held);
-        for cap in held.difference(&keep) {
-            caps::drop(None, CapSet::Bounding, *cap).map_err(|e| capfail("bounding", e))?;
-        }
-    }
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    let gids: Vec<nix::unistd::Gid> = groups
-        .iter()
-        .map(|g| nix::unistd::Gid::from_raw(*g))
-        .collect();
-    nix::unistd::setgroups(&gids).map_err(|e| fail(format!("setgroups: {e}")))?;
-    let gid = nix::unistd::Gid::from_raw(gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| fail(format!("setgid {gid}: {e}")))?;
-    let uid = nix::unistd::Uid::from_raw(uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| fail(format!("setuid {uid}: {e}")))?;
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    if let Some(c) = spec_caps {
-        // Effective first: the kernel refuses a permitted set that leaves effective outside.
-        caps::set(None, CapSet::Effective, &to_caps(c.effective(), &held))
-            .map_err(|e| capfail("effective", e))?;
-        caps::set(None, CapSet::Permitted, &to_caps(c.permitted(), &held))
-            .map_err(|e| capfail("permitted", e))?;
-        caps::set(None, CapSet::Inheritable, &to_caps(c.inheritable(), &held))
-            .map_err(|e| capfail("inheritable", e))?;
-        caps::clear(None, CapSet::Ambient).map_err(|e| capfail("ambient", e))?;
-        for cap in to_caps(c.ambient(), &held) {
-            caps::raise(None, CapSet::Ambient, cap).map_err(|e| capfail("ambient", e))?;
-        }
-    }
-    Ok(())
+    groups: Vec<u32>,
+) -> Result<Confinement, InitFailure> {
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| {
+        set.iter()
+            .flatten()
+            .map(|c| format!("CAP_{c}"))
+            .collect::<Vec<_>>()
+    };
+    let capabilities = process.capabilities().as_ref().map(|c| CapabilityNames {
+        bounding: names(c.bounding()),
+        effective: names(c.effective()),
+        permitted: names(c.permitted()),
+        inheritable: names(c.inheritable()),
+        ambient: names(c.ambient()),
+    });
+    let filters = super::seccomp::to_instructions(seccomp);
+    Confinement::new(
+        Some(Identity { uid, gid, groups }),
+        capabilities.as_ref(),
+        process.no_new_privileges().unwrap_or(false),
+        filters,
+    )
+    .map_err(fail)
 }
 
 #[cfg(test)]

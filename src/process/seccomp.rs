@@ -1,9 +1,11 @@
 //! The spec's OCI seccomp profile compiled to BPF with seccompiler, and installed without
-//! forcing no_new_privs (seccompiler's installer always sets it; Docker only does on request).
+//! installed by rootfs_agent::confine without forcing no_new_privs (seccompiler's installer
+//! always sets it; Docker only does on request).
 
 use std::collections::BTreeMap;
 
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+use rootfs_agent::confine::BpfInstruction;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
@@ -19,8 +21,6 @@ pub enum SeccompError {
     BadArgument(usize),
     #[error("compiling seccomp filter: {0}")]
     Compile(#[from] seccompiler::BackendError),
-    #[error("installing seccomp filter: {0}")]
-    Install(std::io::Error),
 }
 
 /// seccompiler's filter: one mismatch action, one match action, rules per syscall number.
@@ -183,36 +183,18 @@ fn target_arch() -> Result<TargetArch, SeccompError> {
         .map_err(|_| SeccompError::UnsupportedArch(std::env::consts::ARCH))
 }
 
-/// Install `programs` on the calling thread in order. Unlike seccompiler's installer this
-/// leaves no_new_privs alone: the caller either set it or still holds CAP_SYS_ADMIN.
-pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
-    #[repr(C)]
-    struct SockFprog {
-        len: libc::c_ushort,
-        filter: *const seccompiler::sock_filter,
-    }
-    for program in programs {
-        let len = libc::c_ushort::try_from(program.len())
-            .map_err(|_| SeccompError::Install(std::io::Error::from_raw_os_error(libc::E2BIG)))?;
-        let prog = SockFprog {
-            len,
-            filter: program.as_ptr(),
-        };
-        // SAFETY: `prog` points at `program`, a live, correctly sized sock_filter array; the
-        // kernel copies it during the call and keeps no reference to our memory.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &prog as *const SockFprog,
-            )
-        };
-        if rc != 0 {
-            return Err(SeccompError::Install(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+/// The compiled programs in the shape the shared confinement installs
+/// (rootfs_agent::confine, used by husk's init and by the guest agent alike).
+pub fn to_instructions(programs: &[BpfProgram]) -> Vec<Vec<BpfInstruction>> {
+    programs
+        .iter()
+        .map(|program| {
+            program
+                .iter()
+                .map(|i| BpfInstruction(i.code, i.jt, i.jf, i.k))
+                .collect()
+        })
+        .collect()
 }
 
 /// The native number of a syscall by name. libc's constants make the table exact for the
@@ -646,17 +628,19 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn default_profile_blocks_in_a_real_process() {
         let programs = compile(&docker_default()).unwrap();
+        let confinement =
+            rootfs_agent::confine::Confinement::new(None, None, true, to_instructions(&programs))
+                .unwrap();
         let probe = |nr: libc::c_long, args: [libc::c_ulong; 2]| -> i32 {
             // SAFETY: the child only makes raw syscalls and _exits; it allocates nothing, so
             // forking a multithreaded test process is sound.
             match unsafe { libc::fork() } {
                 0 => {
-                    // SAFETY: prctl, the probed syscall (harmless or invalid arguments: the
+                    // SAFETY: the confinement's raw calls, the probed syscall (harmless or invalid arguments: the
                     // filter answers first, and a child it lets through exits at once) and
                     // _exit, in the freshly forked child.
                     unsafe {
-                        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                        if install(&programs).is_err() {
+                        if confinement.apply().is_err() {
                             libc::_exit(200);
                         }
                         let rc = libc::syscall(nr, args[0], args[1], 0, 0, 0);
@@ -762,14 +746,16 @@ mod tests {
             .build()
             .unwrap();
         let programs = compile(&profile).unwrap();
+        let confinement =
+            rootfs_agent::confine::Confinement::new(None, None, true, to_instructions(&programs))
+                .unwrap();
         let probe = |persona: libc::c_ulong| -> i32 {
             // SAFETY: the child only makes raw syscalls and _exits (see above).
             match unsafe { libc::fork() } {
                 0 => {
-                    // SAFETY: prctl, personality and _exit in the freshly forked child.
+                    // SAFETY: the confinement's raw calls, personality and _exit in the freshly forked child.
                     unsafe {
-                        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-                        if install(&programs).is_err() {
+                        if confinement.apply().is_err() {
                             libc::_exit(200);
                         }
                         let rc = libc::syscall(libc::SYS_personality, persona);

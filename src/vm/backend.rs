@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use rootfs_agent::client::{AgentClient, Process, ProcessIo};
-use rootfs_agent::protocol::{GuestMount, ProcessSpec, Rlimit, StartRequest};
+use rootfs_agent::protocol::{
+    CapabilityNames, GuestLimits, GuestMount, ProcessSpec, Rlimit, StartRequest,
+};
 
 use super::monitor_process::MonitorProcess;
 use super::qemu::{QemuConfig, QemuGuest};
@@ -159,8 +161,8 @@ pub fn plan(
     })
 }
 
-/// The agent's view of the container process, from the OCI spec. User names are resolved on
-/// the host against the image's /etc/passwd and /etc/group (the topmost layer that has them).
+/// The agent's view of the container, from the OCI spec: its process and the sandbox-wide
+/// settings the agent applies in the guest as the process backend does on the host.
 pub fn start_request(
     spec: &Spec,
     layers: &[PathBuf],
@@ -170,14 +172,76 @@ pub fn start_request(
         .process()
         .as_ref()
         .ok_or_else(|| VmError::Invalid("the runtime spec has no process".into()))?;
-    let (uid, gid, additional_gids) = match process.user().username().clone() {
+    let terminal = process.terminal().unwrap_or(false);
+    let linux = spec.linux().as_ref();
+    let resources = linux.and_then(|l| l.resources().as_ref());
+    Ok(StartRequest {
+        process: process_spec(
+            spec,
+            process,
+            layers,
+            terminal.then(terminal_size).flatten(),
+        )?,
+        hostname: spec.hostname().clone(),
+        // `--read-only`: the guest's root mount goes read-only before the process starts.
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        mounts: mounts.to_vec(),
+        masked_paths: linux
+            .and_then(|l| l.masked_paths().clone())
+            .unwrap_or_default(),
+        readonly_paths: linux
+            .and_then(|l| l.readonly_paths().clone())
+            .unwrap_or_default(),
+        // The guest has its own /sys; it is read-only when the spec's sysfs mount is.
+        readonly_sysfs: spec.mounts().iter().flatten().any(|m| {
+            m.destination() == Path::new("/sys") && m.options().iter().flatten().any(|o| o == "ro")
+        }),
+        limits: GuestLimits {
+            pids_max: resources
+                .and_then(|r| r.pids().as_ref())
+                .map(|p| p.limit())
+                .filter(|&n| n > 0)
+                .map(|n| n as u64),
+            memory_max: resources
+                .and_then(|r| r.memory().as_ref())
+                .and_then(|m| m.limit())
+                .filter(|&n| n > 0)
+                .map(|n| n as u64),
+        },
+    })
+}
+
+/// One process of the container as the agent runs it, `Start`'s or an `exec`'s: command,
+/// identity (names resolved against the image), rlimits, umask, and the confinement the
+/// process backend applies on the host: all five capability sets, no_new_privs and the
+/// seccomp profile, compiled here by the same code.
+pub fn process_spec(
+    spec: &Spec,
+    process: &oci_spec::runtime::Process,
+    layers: &[PathBuf],
+    console_size: Option<(u16, u16)>,
+) -> Result<ProcessSpec, VmError> {
+    let user = match process.user().username().clone() {
         Some(name) => resolve_user(&name, layers)?,
-        None => (
-            process.user().uid(),
-            process.user().gid(),
-            process.user().additional_gids().clone().unwrap_or_default(),
-        ),
+        None => user::ResolvedUser {
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            additional_gids: Vec::new(),
+            home: None,
+        },
     };
+    let (uid, gid, mut additional_gids) = (user.uid, user.gid, user.additional_gids);
+    additional_gids.extend(process.user().additional_gids().iter().flatten().copied());
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        // As the process backend does: the user's home from passwd, else /.
+        let home = user.home.filter(|h| !h.is_empty());
+        env.push(format!("HOME={}", home.as_deref().unwrap_or("/")));
+    }
     let rlimits = process
         .rlimits()
         .iter()
@@ -192,41 +256,52 @@ pub fn start_request(
             hard: r.hard(),
         })
         .collect();
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| {
+        let mut names: Vec<String> = set.iter().flatten().map(|c| format!("CAP_{c}")).collect();
+        names.sort();
+        names
+    };
+    let capabilities = process.capabilities().as_ref().map(|c| CapabilityNames {
+        bounding: names(c.bounding()),
+        effective: names(c.effective()),
+        permitted: names(c.permitted()),
+        inheritable: names(c.inheritable()),
+        ambient: names(c.ambient()),
+    });
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => crate::process::seccomp::compile(profile)
+            .map(|programs| crate::process::seccomp::to_instructions(&programs))
+            .map_err(|e| VmError::Invalid(e.to_string()))?,
+        None => Vec::new(),
+    };
     let terminal = process.terminal().unwrap_or(false);
-    Ok(StartRequest {
-        process: ProcessSpec {
-            args: process.args().clone().unwrap_or_default(),
-            env: process.env().clone().unwrap_or_default(),
-            cwd: process.cwd().display().to_string(),
-            uid,
-            gid,
-            additional_gids,
-            rlimits,
-            terminal,
-            console_size: terminal.then(terminal_size).flatten(),
-        },
-        hostname: spec.hostname().clone(),
-        // `--read-only`: the guest's root mount goes read-only before the process starts.
-        readonly_root: spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false),
-        mounts: mounts.to_vec(),
+    Ok(ProcessSpec {
+        args: process.args().clone().unwrap_or_default(),
+        env,
+        cwd: process.cwd().display().to_string(),
+        uid,
+        gid,
+        additional_gids,
+        rlimits,
+        terminal,
+        console_size: console_size.filter(|_| terminal),
+        capabilities,
+        no_new_privs: process.no_new_privileges().unwrap_or(false),
+        seccomp,
+        umask: process.user().umask(),
     })
 }
 
 /// A user name (or uid[:gid]) resolved on the host against the image's /etc/passwd and
-/// /etc/group (the topmost layer that has them): (uid, gid, supplementary gids).
-pub fn resolve_user(name: &str, layers: &[PathBuf]) -> Result<(u32, u32, Vec<u32>), VmError> {
+/// /etc/group (the topmost layer that has them).
+pub fn resolve_user(name: &str, layers: &[PathBuf]) -> Result<user::ResolvedUser, VmError> {
     let etc = layers
         .iter()
         .rev()
         .find(|layer| layer.join("etc/passwd").is_file())
         .cloned()
         .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-    let resolved = user::resolve(name, &etc).map_err(|e| VmError::Invalid(e.to_string()))?;
-    Ok((resolved.uid, resolved.gid, resolved.additional_gids))
+    user::resolve(name, &etc).map_err(|e| VmError::Invalid(e.to_string()))
 }
 
 /// The host terminal's size (rows, cols), when stdin is a terminal.
