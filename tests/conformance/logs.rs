@@ -17,7 +17,8 @@ fn logs_keep_both_streams(iso: &str) {
         "busybox",
         "sh",
         "-c",
-        "echo one; echo two >&2; echo three",
+        // The streams are two pipes: "three" comes a second later so that it is the last line.
+        "echo one; echo two >&2; sleep 1; echo three",
     ]);
     husk.wait_for("the exit", || husk.status("talker") == "exited");
     let out = husk.run(&["logs", "talker"]);
