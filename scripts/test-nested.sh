@@ -67,10 +67,13 @@ budget_s=$((l1_timeout_s - 300))
   # whose tests fail: the failed tests run once more on their own, since TCG's emulated SVM
   # has been seen to break a guest's boot (a triple fault at the reset vector) that passes
   # when repeated; both runs are in the output.
+  # Each binary's output goes to the share as well: after a stalled L1 the host reads which
+  # tests had passed, and a fresh L1 runs only the rest.
+  echo "jobdir=$PWD/$job"
   cat <<'EOF'
 bounded() {
   name=$1 limit=$2; shift 2
-  out=/tmp/test-nested.$name.out
+  out=$jobdir/out.$name
   failed_tests=
   rm -f "$out" "$out.rc"
   setsid sh -c '{ "$@" 2>&1; echo $? > "$0.rc"; } | tee "$0"' "$out" "$@" &
@@ -138,11 +141,12 @@ EOF
 }
 
 # An L1 that stops making progress (scripts/nested.sh exits 99) is replaced by a fresh one for what it had
-# not finished, up to three L1s, all within one bound of $HUSK_NESTED_TIMEOUT seconds.
+# not finished (down to the test: see below), up to five L1s, all within one bound of
+# $HUSK_NESTED_TIMEOUT seconds.
 status=0
 tier_deadline=$(( $(date +%s) + ${HUSK_NESTED_TIMEOUT:-2400} ))
 remaining=("${tier[@]}")
-for l1 in 1 2 3; do
+for l1 in 1 2 3 4 5; do
   l1_timeout_s=$(( tier_deadline - $(date +%s) ))
   if [ "$l1_timeout_s" -lt 400 ]; then
     echo "test-nested: no time left for a fresh L1 (${remaining[*]%% *} not run)"
@@ -161,10 +165,26 @@ for l1 in 1 2 3; do
   for entry in "${remaining[@]}"; do
     awk -v n="${entry%% *}" '$1 == n { found = 1 } END { exit !found }' "$job/done" || left+=("$entry")
   done
+  # The binary L1 was in when it stopped runs on from where it was: the tests it had not
+  # passed (a test that failed there runs again, as failed tests do).
+  if [ ${#left[@]} -gt 0 ] && [ -s "$job/out.${left[0]%% *}" ]; then
+    name=${left[0]%% *} filters=
+    [ "$name" != "${left[0]}" ] && filters=${left[0]#* }
+    exe=
+    for b in "${built[@]}"; do [ "${b%% *}" = "$name" ] && exe=${b#* }; done
+    passed=$(awk '/^test .* \.\.\. ok$/ { print $2 }' "$job/out.$name" | sort -u)
+    failed=$(awk '/^test .* \.\.\. FAILED$/ { print $2 }' "$job/out.$name" | tr '\n' ' ')
+    # shellcheck disable=SC2086 # the filters are words
+    rest=$("$exe" --list $filters 2>/dev/null | sed -n 's/: test$//p' | sort -u | comm -23 - <(echo "$passed"))
+    if [ -n "$passed" ] && [ -n "$rest" ]; then
+      echo "test-nested: $name had passed $(echo "$passed" | wc -l) tests in the stopped L1${failed:+ (failed there: $failed)}; the next runs the other $(echo "$rest" | wc -l)"
+      left[0]="$name --exact $(echo "$rest" | tr '\n' ' ')"
+    fi
+  fi
   remaining=("${left[@]}")
   [ ${#remaining[@]} -gt 0 ] || break
-  if [ "$l1" = 3 ]; then
-    echo "test-nested: three L1s stopped making progress; not run: ${remaining[*]%% *}"
+  if [ "$l1" = 5 ]; then
+    echo "test-nested: five L1s stopped making progress; not run: ${remaining[*]%% *}"
     status=1
     break
   fi

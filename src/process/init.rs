@@ -509,6 +509,23 @@ fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
     }
 }
 
+/// The spec's five capability sets by name ("CAP_CHOWN"), sorted, as the shared confinement
+/// (and the guest agent, for VM isolation) takes them.
+pub fn capability_names(caps: &oci_spec::runtime::LinuxCapabilities) -> CapabilityNames {
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| {
+        let mut names: Vec<String> = set.iter().flatten().map(|c| format!("CAP_{c}")).collect();
+        names.sort();
+        names
+    };
+    CapabilityNames {
+        bounding: names(caps.bounding()),
+        effective: names(caps.effective()),
+        permitted: names(caps.permitted()),
+        inheritable: names(caps.inheritable()),
+        ambient: names(caps.ambient()),
+    }
+}
+
 /// The spec's identity, capabilities, no_new_privs and seccomp filters as the confinement
 /// the guest agent applies too (rootfs_agent::confine): one implementation for both
 /// isolations.
@@ -519,19 +536,7 @@ fn confinement(
     gid: u32,
     groups: Vec<u32>,
 ) -> Result<Confinement, InitFailure> {
-    let names = |set: &Option<oci_spec::runtime::Capabilities>| {
-        set.iter()
-            .flatten()
-            .map(|c| format!("CAP_{c}"))
-            .collect::<Vec<_>>()
-    };
-    let capabilities = process.capabilities().as_ref().map(|c| CapabilityNames {
-        bounding: names(c.bounding()),
-        effective: names(c.effective()),
-        permitted: names(c.permitted()),
-        inheritable: names(c.inheritable()),
-        ambient: names(c.ambient()),
-    });
+    let capabilities = process.capabilities().as_ref().map(capability_names);
     let filters = super::seccomp::to_instructions(seccomp);
     Confinement::new(
         Some(Identity { uid, gid, groups }),

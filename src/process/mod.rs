@@ -15,6 +15,7 @@ pub mod exec;
 mod foreground;
 mod in_root;
 mod init;
+pub use init::capability_names;
 pub mod rootfs;
 pub mod seccomp;
 mod trampoline;

@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use rootfs_agent::client::{AgentClient, Process, ProcessIo};
-use rootfs_agent::protocol::{
-    CapabilityNames, GuestLimits, GuestMount, ProcessSpec, Rlimit, StartRequest,
-};
+use rootfs_agent::protocol::{GuestLimits, GuestMount, ProcessSpec, Rlimit, StartRequest};
 
 use super::monitor_process::MonitorProcess;
 use super::qemu::{QemuConfig, QemuGuest};
@@ -256,18 +254,10 @@ pub fn process_spec(
             hard: r.hard(),
         })
         .collect();
-    let names = |set: &Option<oci_spec::runtime::Capabilities>| {
-        let mut names: Vec<String> = set.iter().flatten().map(|c| format!("CAP_{c}")).collect();
-        names.sort();
-        names
-    };
-    let capabilities = process.capabilities().as_ref().map(|c| CapabilityNames {
-        bounding: names(c.bounding()),
-        effective: names(c.effective()),
-        permitted: names(c.permitted()),
-        inheritable: names(c.inheritable()),
-        ambient: names(c.ambient()),
-    });
+    let capabilities = process
+        .capabilities()
+        .as_ref()
+        .map(crate::process::capability_names);
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => crate::process::seccomp::compile(profile)
             .map(|programs| crate::process::seccomp::to_instructions(&programs))
