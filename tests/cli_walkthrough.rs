@@ -164,8 +164,9 @@ fn bad_input_gets_one_clear_line_and_leaves_nothing() {
             "nobody-here",
         ),
         (
-            &["run", "-w", "/no/such/dir", "busybox", "true"],
-            "/no/such/dir",
+            // A missing workdir is made, as Docker does; a file is no workdir.
+            &["run", "-w", "/etc/passwd", "busybox", "true"],
+            "/etc/passwd",
         ),
         (
             &["run", "--cap-add", "NOT_A_CAP", "busybox", "true"],
