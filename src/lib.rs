@@ -8,5 +8,6 @@ pub mod cost;
 pub mod display;
 pub mod image;
 pub mod process;
+pub mod runtime;
 pub mod vm;
 pub mod vmm;

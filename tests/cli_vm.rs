@@ -322,25 +322,28 @@ fn the_monitor_runs_confined_every_thread_filtered_and_unprivileged() {
     let Some(husk) = ready() else { return };
     husk.ok(&["run", "-d", "--name", "jailed", "busybox", "sleep", "600"]);
     husk.wait_for("the guest to run", || husk.status("jailed") == "running");
-    let supervisor = husk.ok(&["inspect", "-f", "{{.State.Pid}}", "jailed"]);
-    let supervisor = supervisor.trim();
+    // The container's pid, for the host, is the process that holds its VM: the monitor, a
+    // child of the container's supervisor (not a thread of it).
+    let monitor: u32 = husk
+        .ok(&["inspect", "-f", "{{.State.Pid}}", "jailed"])
+        .trim()
+        .parse()
+        .unwrap();
     let expected_name = match common::vm_monitor().as_str() {
         "qemu" => "qemu-system",
         _ => "husk-vmm",
     };
-    let monitor: u32 = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
-            let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim();
-            let name = status.lines().find_map(|l| l.strip_prefix("Name:"))?.trim();
-            (ppid == supervisor && name.starts_with(expected_name))
-                .then(|| e.file_name().to_str()?.parse().ok())
-                .flatten()
-        })
-        .next()
-        .expect("a monitor process, child of the container's supervisor");
+    let status = std::fs::read_to_string(format!("/proc/{monitor}/status")).unwrap();
+    let name = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Name:"))
+        .unwrap();
+    assert!(name.trim().starts_with(expected_name), "{status}");
+    let parent = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .unwrap();
+    assert_ne!(parent.trim(), "1", "the monitor is its supervisor's child");
     let uid = match common::vm_monitor().as_str() {
         "qemu" => "65534".to_string(),
         _ => (0x7000_0000u32 + monitor).to_string(),

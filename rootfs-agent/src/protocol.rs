@@ -588,6 +588,30 @@ pub struct StartRequest {
     /// Limits of the guest cgroup every process of the container runs in.
     #[serde(default)]
     pub limits: GuestLimits,
+    /// OCI `linux.sysctl`: written under /proc/sys in the guest before the process starts.
+    #[serde(default)]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+}
+
+/// Most sysctls a start request may carry.
+pub const MAX_SYSCTLS: usize = 64;
+
+/// A sysctl name that can only ever name a file below /proc/sys: dotted words of letters,
+/// digits, '_' and '-', at most 128 bytes.
+pub fn is_sysctl_name(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// A sysctl value: one line of at most 4096 bytes.
+pub fn is_sysctl_value(value: &str) -> bool {
+    value.len() <= 4096 && !value.contains('\n') && !value.contains('\0')
 }
 
 /// The container's cgroup in the guest (cgroup v2), as `--pids-limit` and `--memory` set it.
@@ -690,6 +714,20 @@ impl StartRequest {
                 return Err(ProtocolError::Invalid {
                     what: "masked or read-only path",
                     why: format!("{path:?} is not an absolute path below / without '..'"),
+                });
+            }
+        }
+        if self.sysctls.len() > MAX_SYSCTLS {
+            return Err(ProtocolError::Invalid {
+                what: "sysctls",
+                why: format!("more than {MAX_SYSCTLS}"),
+            });
+        }
+        for (key, value) in &self.sysctls {
+            if !is_sysctl_name(key) || !is_sysctl_value(value) {
+                return Err(ProtocolError::Invalid {
+                    what: "sysctl",
+                    why: format!("{key:?} is not a sysctl name with a one-line value"),
                 });
             }
         }

@@ -53,9 +53,10 @@ impl ContainerCgroup {
     }
 }
 
-/// Make the container's sandbox in the guest, in this order: its cgroup, mounts, masked and
+/// Make the container's sandbox in the guest, in this order: its sysctls, its cgroup, mounts, masked and
 /// read-only paths, sysfs and root read-only.
 pub fn prepare(start: &StartRequest) -> Result<Option<ContainerCgroup>, String> {
+    write_sysctls(&start.sysctls)?;
     let cgroup = container_cgroup(&start.limits)?;
     // Volumes go in before the root turns read-only (their mount points may have to be
     // made) and before the process can see the root.
@@ -89,6 +90,24 @@ pub fn prepare(start: &StartRequest) -> Result<Option<ContainerCgroup>, String> 
         .map_err(|e| format!("remounting the root read-only: {e}"))?;
     }
     Ok(cgroup)
+}
+
+/// Write each sysctl under /proc/sys, in the writer's namespaces (the network and IPC ones
+/// scope what `--sysctl` allows): the guest's, or a process container's init before its root
+/// moves. A name that is not dotted words is refused, so no write leaves /proc/sys.
+pub fn write_sysctls<'a>(
+    sysctls: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), String> {
+    for (key, value) in sysctls {
+        if !crate::protocol::is_sysctl_name(key) || !crate::protocol::is_sysctl_value(value) {
+            return Err(format!(
+                "sysctl {key:?}: not a sysctl name with a one-line value"
+            ));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| format!("setting sysctl {key}={value}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A cgroup v2 `container` below the guest's root cgroup, with the pids and memory limits.

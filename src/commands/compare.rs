@@ -51,6 +51,7 @@ pub fn compare(root: &Path, args: CompareArgs) -> Result<i32> {
         }),
         command: args.command,
         runs: args.runs,
+        vm: husk::vm::VmSettings::from_env()?,
     };
     let comparison = run_comparison(&opts, |line| eprintln!("{line}"))?;
     let text = match args.format {

@@ -11,7 +11,7 @@ use husk::image::Store;
 use serde_json::{json, Value};
 
 use super::image::{inspect_value, render_template};
-use super::run::load_spec;
+use husk::runtime::container::load_spec;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {

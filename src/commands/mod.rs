@@ -1,14 +1,10 @@
-//! One thin function per verb. Each returns the process exit code (Docker's conventions).
+//! One thin function per verb: parse, call one library function (src/runtime for containers),
+//! print. Each returns the process exit code (Docker's conventions).
 
+pub mod compare;
 pub mod cp;
 pub mod exec;
 pub mod image;
-
-use anyhow::Result;
-
-use crate::cli::{Cli, Command, ContainerCommand};
-
-pub mod compare;
 pub mod inspect;
 pub mod lifecycle;
 pub mod monitor;
@@ -16,45 +12,71 @@ pub mod observe;
 pub mod ps;
 pub mod rm;
 pub mod run;
-pub mod vm_container;
+pub mod vm;
 pub mod volume;
 
-pub mod vm;
+use anyhow::Result;
+use husk::runtime::{Runtime, RuntimeConfig};
+
+use crate::cli::{Cli, Command, ContainerCommand};
+
+/// Run `action` on each named container, printing its name or Docker's error line; 1 when
+/// any failed.
+pub fn for_each<E: std::fmt::Display>(
+    keys: &[String],
+    mut action: impl FnMut(&str) -> Result<(), E>,
+) -> i32 {
+    let mut failed = false;
+    for key in keys {
+        match action(key) {
+            Ok(()) => println!("{key}"),
+            Err(err) => {
+                eprintln!("Error response from daemon: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
+}
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     let root = cli.root.as_path();
+    // The configuration is read here, once, for the verbs that run containers.
+    let runtime = || -> Result<Runtime> { Ok(Runtime::new(root, RuntimeConfig::from_env(root)?)) };
     match cli.command {
         Command::Ps(args) | Command::Container(ContainerCommand::Ls(args)) => ps::ps(root, args),
-        Command::Rm(args) | Command::Container(ContainerCommand::Rm(args)) => rm::rm(root, args),
-        Command::Container(ContainerCommand::Prune(args)) => rm::prune(root, args),
+        Command::Rm(args) | Command::Container(ContainerCommand::Rm(args)) => {
+            rm::rm(&runtime()?, args)
+        }
+        Command::Container(ContainerCommand::Prune(args)) => rm::prune(&runtime()?, args),
         Command::Run(args) | Command::Container(ContainerCommand::Run(args)) => {
-            run::run(root, args)
+            run::run(&runtime()?, args)
         }
         Command::Create(args) | Command::Container(ContainerCommand::Create(args)) => {
-            run::create(root, args)
+            run::create(&runtime()?, args)
         }
         Command::Start(args) | Command::Container(ContainerCommand::Start(args)) => {
-            run::start(root, args)
+            run::start(&runtime()?, args)
         }
         Command::Logs(args) | Command::Container(ContainerCommand::Logs(args)) => {
-            lifecycle::logs(root, args)
+            lifecycle::logs(&runtime()?, args)
         }
         Command::Stop(args) | Command::Container(ContainerCommand::Stop(args)) => {
-            lifecycle::stop(root, args)
+            lifecycle::stop(&runtime()?, args)
         }
         Command::Kill(args) | Command::Container(ContainerCommand::Kill(args)) => {
-            lifecycle::kill_cmd(root, args)
+            lifecycle::kill(&runtime()?, args)
         }
         Command::Wait(args) | Command::Container(ContainerCommand::Wait(args)) => {
-            lifecycle::wait(root, args)
+            lifecycle::wait(&runtime()?, args)
         }
         Command::Inspect(args) => inspect::inspect(root, args, false),
         Command::Container(ContainerCommand::Inspect(args)) => inspect::inspect(root, args, true),
         Command::Exec(args) | Command::Container(ContainerCommand::Exec(args)) => {
-            exec::exec_cmd(root, args)
+            exec::exec(&runtime()?, args)
         }
         Command::Top(args) | Command::Container(ContainerCommand::Top(args)) => {
-            observe::top(root, args)
+            observe::top(&runtime()?, args)
         }
         Command::Stats(args) | Command::Container(ContainerCommand::Stats(args)) => {
             observe::stats(root, args)
@@ -63,14 +85,16 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             observe::rename(root, args)
         }
         Command::Attach(args) | Command::Container(ContainerCommand::Attach(args)) => {
-            lifecycle::attach(root, args)
+            lifecycle::attach(&runtime()?, args)
         }
-        Command::Cp(args) | Command::Container(ContainerCommand::Cp(args)) => cp::cp(root, args),
+        Command::Cp(args) | Command::Container(ContainerCommand::Cp(args)) => {
+            cp::cp(&runtime()?, args)
+        }
         Command::Restart(args) | Command::Container(ContainerCommand::Restart(args)) => {
-            lifecycle::restart(root, args)
+            lifecycle::restart(&runtime()?, args)
         }
         Command::Volume(command) => volume::run(root, command),
-        Command::ContainerMonitor { id } => monitor::monitor(root, &id),
+        Command::ContainerMonitor { id } => monitor::monitor(&runtime()?, &id),
         Command::Images(command) => image::run(root, command),
         Command::Info(args) => vm::info(args),
         Command::Vm(args) => vm::vm(args, cli.debug),

@@ -1,15 +1,15 @@
 //! Looking at running containers: `top`, `stats`, and `rename`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
-use husk::container::teardown::cgroup_name;
-use husk::container::{Containers, Isolation, Record, Status};
+use husk::container::{Containers, Record, Status};
 use husk::display::{ellipsize, Table};
-use husk::process::{Cgroup, CgroupLayout, CgroupStats};
+use husk::process::CgroupStats;
+use husk::runtime::container::{stats, top};
+use husk::runtime::Runtime;
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
@@ -39,64 +39,8 @@ pub struct RenameArgs {
     pub new_name: String,
 }
 
-fn cgroup_of(record: &Record) -> Result<Cgroup> {
-    Ok(Cgroup::open(
-        CgroupLayout::detect()?,
-        &cgroup_name(&record.id),
-    )?)
-}
-
-/// Pids in the container's cgroup, as the host sees them.
-fn container_pids(record: &Record) -> Result<Vec<i32>> {
-    let mut pids = Vec::new();
-    for dir in cgroup_of(record)?.paths() {
-        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    Ok(pids)
-}
-
-pub fn top(root: &Path, args: TopArgs) -> Result<i32> {
-    let store = Containers::open(root)?;
-    let record = store.find(&args.container)?;
-    if record.effective_status() != Status::Running {
-        bail!("container {} is not running", record.short_id());
-    }
-    if record.isolation == Isolation::Vm {
-        // The processes live in the guest: ask its own ps, through the agent.
-        let mut command = vec!["ps".to_string()];
-        command.extend(args.ps_options);
-        let request = super::vm_container::root_request(&store, &record, command, false)?;
-        return super::vm_container::exec_via_supervisor(
-            &record.id,
-            &request,
-            None,
-            &mut std::io::stdout(),
-            &mut std::io::stderr(),
-            false,
-        );
-    }
-    let pids = container_pids(&record)?;
-    let list: Vec<String> = pids.iter().map(i32::to_string).collect();
-    let options = if args.ps_options.is_empty() {
-        vec!["-f".to_string()]
-    } else {
-        args.ps_options
-    };
-    let status = Command::new("ps")
-        .args(&options)
-        .arg("-p")
-        .arg(list.join(","))
-        .status()
-        .context("running ps (Debian: procps)")?;
-    Ok(status.code().unwrap_or(1))
-}
-
-fn sample(record: &Record) -> Result<(CgroupStats, Instant)> {
-    Ok((cgroup_of(record)?.stats()?, Instant::now()))
+pub fn top(runtime: &Runtime, args: TopArgs) -> Result<i32> {
+    Ok(top::top(runtime, &args.container, &args.ps_options)?)
 }
 
 pub fn stats(root: &Path, args: StatsArgs) -> Result<i32> {
@@ -117,7 +61,7 @@ pub fn stats(root: &Path, args: StatsArgs) -> Result<i32> {
     loop {
         // CPU % needs two samples; Docker compares against the previous read as well.
         let first: Vec<Option<(CgroupStats, Instant)>> =
-            records.iter().map(|r| sample(r).ok()).collect();
+            records.iter().map(|r| stats::sample(r).ok()).collect();
         std::thread::sleep(Duration::from_millis(500));
         let mut table = Table::new(&[
             "CONTAINER ID",
@@ -130,7 +74,11 @@ pub fn stats(root: &Path, args: StatsArgs) -> Result<i32> {
         ]);
         for (record, before) in records.iter().zip(first) {
             let running = record.effective_status() == Status::Running;
-            let now = if running { sample(record).ok() } else { None };
+            let now = if running {
+                stats::sample(record).ok()
+            } else {
+                None
+            };
             let (cpu, memory, percent, pids) = match (before, now) {
                 (Some((a, at)), Some((b, bt))) => {
                     let wall = (bt - at).as_nanos().max(1) as f64;

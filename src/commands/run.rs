@@ -5,23 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use husk::container::logs::{LogWriter, Stream, Tee};
-use husk::container::spec::{
-    build_spec, DeviceMapping, MountKind, NetworkMode, SpecOptions, UserMount,
-};
-use husk::container::teardown::{cgroup_name, release_leftovers};
-use husk::container::volume::Volumes;
-use husk::container::{
-    Containers, Isolation, NewContainer, ProcessIdentity, Record, RestartPolicy, Status,
-};
-use husk::image::{self, ImageError, PullOptions};
-use husk::process::{self, LaunchConfig};
-use oci_spec::runtime::Spec;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex};
-
-/// The OCI runtime spec of a container, next to its record.
-pub const SPEC_FILE: &str = "config.json";
+use husk::container::spec::{DeviceMapping, MountKind, NetworkMode, SpecOptions};
+use husk::container::{Containers, Isolation, RestartPolicy};
+use husk::cost::CostRecorder;
+use husk::runtime::container::create::{self, CreateRequest, RequestedMount};
+use husk::runtime::container::start;
+use husk::runtime::Runtime;
 
 /// Flags shared by `run` and `create` (Docker's names).
 #[derive(Debug, Args)]
@@ -85,6 +74,10 @@ pub struct CreateArgs {
     /// of r, w, m (default rwm).
     #[arg(long = "device", value_name = "DEVICE")]
     pub devices: Vec<String>,
+    /// Namespaced kernel parameters: K=V (kernel.shm*, kernel.msg*, kernel.sem,
+    /// fs.mqueue.*, net.*).
+    #[arg(long = "sysctl", value_name = "K=V")]
+    pub sysctls: Vec<String>,
     /// Security options: seccomp=unconfined, no-new-privileges[:true|false].
     #[arg(long)]
     pub security_opt: Vec<String>,
@@ -204,31 +197,6 @@ pub fn read_env_file(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The isolation a container gets when `--isolation` is not given.
-pub fn default_isolation(root: &Path) -> Result<Isolation> {
-    if let Ok(value) = std::env::var("HUSK_ISOLATION") {
-        return parse_isolation(&value).context("HUSK_ISOLATION");
-    }
-    let config = root.join("config.json");
-    if let Ok(bytes) = std::fs::read(&config) {
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not valid JSON", config.display()))?;
-        if let Some(isolation) = value.get("default_isolation").and_then(|v| v.as_str()) {
-            return parse_isolation(isolation)
-                .with_context(|| format!("default_isolation in {}", config.display()));
-        }
-    }
-    Ok(Isolation::Process)
-}
-
-fn parse_isolation(value: &str) -> Result<Isolation> {
-    match value {
-        "process" => Ok(Isolation::Process),
-        "vm" => Ok(Isolation::Vm),
-        other => bail!("unknown isolation '{other}': use process or vm"),
-    }
-}
-
 impl CreateArgs {
     /// Turn the flags into spec options, refusing bad values before anything is created.
     fn spec_options(&self) -> Result<SpecOptions> {
@@ -260,7 +228,16 @@ impl CreateArgs {
                 ),
             }
         }
+        let mut sysctls = std::collections::BTreeMap::new();
+        for entry in &self.sysctls {
+            let Some((key, value)) = entry.split_once('=') else {
+                bail!("invalid argument {entry:?} for \"--sysctl\" flag: expected K=V");
+            };
+            husk::container::spec::check_sysctl(key, value, network)?;
+            sysctls.insert(key.to_string(), value.to_string());
+        }
         Ok(SpecOptions {
+            sysctls,
             cmd: self.command.clone(),
             entrypoint: self.entrypoint.clone(),
             env,
@@ -287,32 +264,6 @@ impl CreateArgs {
                 .collect::<Result<_, _>>()?,
         })
     }
-}
-
-/// Find the image locally, pulling it the way `docker run` does when it is missing.
-fn image_for_run(root: &Path, reference: &str) -> Result<image::StoredImage> {
-    let store = image::Store::open(root)?;
-    match store.lookup(reference) {
-        Ok(found) => Ok(found),
-        Err(ImageError::NotFoundLocally(name)) => {
-            eprintln!("Unable to find image '{name}' locally");
-            let opts = PullOptions {
-                progress_to_stderr: true,
-                ..PullOptions::default()
-            };
-            Ok(image::pull(&store, reference, &opts)?)
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// A mount as the user wrote it, before volumes exist.
-struct RequestedMount {
-    kind: MountKind,
-    /// Volume name (None: anonymous), or host path for binds.
-    source: Option<String>,
-    destination: String,
-    read_only: bool,
 }
 
 fn check_destination(destination: &str) -> Result<()> {
@@ -405,352 +356,43 @@ fn parse_mounts(args: &CreateArgs) -> Result<Vec<RequestedMount>> {
     Ok(mounts)
 }
 
-/// Create the volumes a container asks for (filling new ones from the image, as Docker does)
-/// and turn every mount into the host source the runtime spec binds.
-fn resolve_mounts(
-    root: &Path,
-    image: &image::StoredImage,
-    requested: Vec<RequestedMount>,
-) -> Result<Vec<UserMount>> {
-    let mut mounts = Vec::new();
-    let mut layers = None;
-    for mount in requested {
-        mounts.push(match mount.kind {
-            MountKind::Bind => {
-                let path = mount.source.unwrap_or_default();
-                // `-v /host:/ctr` creates a missing host directory, as Docker does.
-                std::fs::create_dir_all(&path)
-                    .with_context(|| format!("creating bind source {path}"))?;
-                UserMount {
-                    kind: MountKind::Bind,
-                    name: path.clone(),
-                    source: path,
-                    destination: mount.destination,
-                    read_only: mount.read_only,
-                }
-            }
-            MountKind::Volume => {
-                let volumes = Volumes::open(root)?;
-                let volume = volumes.create(mount.source.as_deref())?;
-                if layers.is_none() {
-                    layers = Some(image::Store::open(root)?.layer_dirs(image)?);
-                }
-                volumes.populate_from_image(
-                    &volume,
-                    layers.as_deref().unwrap_or_default(),
-                    &mount.destination,
-                )?;
-                UserMount {
-                    kind: MountKind::Volume,
-                    name: volume.name.clone(),
-                    source: volume.mountpoint.display().to_string(),
-                    destination: mount.destination,
-                    read_only: mount.read_only,
-                }
-            }
-            MountKind::Tmpfs => UserMount {
-                kind: MountKind::Tmpfs,
-                name: String::new(),
-                source: String::new(),
-                destination: mount.destination,
-                read_only: false,
-            },
-        });
-    }
-    Ok(mounts)
-}
-
-/// `create`: the record, the spec (config.json) and nothing running yet.
-fn create_container(root: &Path, args: &CreateArgs) -> Result<Record> {
-    let options = args.spec_options()?;
-    let restart = RestartPolicy::parse(&args.restart)?;
-    if args.rm && restart != RestartPolicy::No {
-        bail!("conflicting options: cannot specify both --restart and --rm");
-    }
-    let isolation = match args.isolation {
-        Some(isolation) => isolation,
-        None => default_isolation(root)?,
-    };
-    let requested = parse_mounts(args)?;
-    if isolation == Isolation::Vm && !options.devices.is_empty() {
-        bail!("--device is not supported with --isolation vm: the guest has its own devices");
-    }
-    let image = image_for_run(root, &args.image)?;
-    let mut options = options;
-    options.mounts = resolve_mounts(root, &image, requested)?;
-    let store = Containers::open(root)?;
-    let record = store.create(NewContainer {
-        name: args.name.clone(),
-        image: args.image.clone(),
-        image_id: image.id.clone(),
-        isolation,
-        command: Vec::new(),
-        auto_remove: args.rm,
-        options: options.clone(),
-        restart,
-    })?;
-    // From here on a failure must not leave a half-made container behind.
-    let finish = || -> Result<Record> {
-        let spec = build_spec(&image.config, &options, &record.id)?;
-        let command = spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().clone())
-            .unwrap_or_default();
-        if command.is_empty() {
-            bail!("no command specified: the image has no Cmd or Entrypoint and none was given");
-        }
-        let bytes = serde_json::to_vec_pretty(&spec).context("serializing the runtime spec")?;
-        std::fs::write(store.dir_of(&record.id).join(SPEC_FILE), bytes)
-            .context("writing the container's config.json")?;
-        Ok(store.update(&record.id, |r| r.command = command)?)
-    };
-    finish().inspect_err(|_| {
-        let _ = store.remove(&record.id);
-    })
-}
-
-pub fn load_spec(store: &Containers, id: &str) -> Result<Spec> {
-    let path = store.dir_of(id).join(SPEC_FILE);
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("container {id} has no runtime spec ({})", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
-}
-
-/// The image layers of a container, bottom first.
-pub fn layer_dirs(root: &Path, record: &Record) -> Result<Vec<PathBuf>> {
-    let images = image::Store::open(root)?;
-    let stored = images.lookup(&record.image_id).with_context(|| {
-        format!(
-            "the image of container {} ({}) is gone",
-            record.short_id(),
-            record.image
-        )
-    })?;
-    Ok(images.layer_dirs(&stored)?)
-}
-
-/// Run the container in the foreground: the CLI supervises it, forwards signals and the
-/// terminal, records the exit and honours --rm. Returns Docker's exit code.
-pub fn start_attached(root: &Path, store: &Containers, record: Record) -> Result<i32> {
-    if record.isolation == Isolation::Vm {
-        let stdio = super::vm_container::VmStdio::Terminal {
-            interactive: record.options.interactive,
-        };
-        let code = super::vm_container::run(root, store, &record, stdio)?.unwrap_or_else(|c| c);
-        remove_if_auto(root, store, &record.id)?;
-        return Ok(code);
-    }
-    let dir = store.dir_of(&record.id);
-    let spec = load_spec(store, &record.id)?;
-    let layers = layer_dirs(root, &record)?;
-    husk::cost::begin(husk::cost::Phase::Setup); // cost ledger
-    let cgroup = cgroup_name(&record.id);
-    let on_started = |container: &process::Container| {
-        husk::cost::begin(husk::cost::Phase::ProcessRun); // cost ledger
-        let pid = container.pid();
-        let init = husk::container::ProcessIdentity::of(pid);
-        let _ = store.update(&record.id, |r| {
-            r.state.pid = Some(pid);
-            r.state.init = init;
-        });
-    };
-    mark_starting(store, &record.id, record.restart_count)?;
-    // An attached container is logged too, so `husk logs` works for it as in Docker; a --rm
-    // container's log would go with it, so it keeps the direct (faster) path.
-    let result = if record.auto_remove {
-        let cfg = LaunchConfig {
-            spec: &spec,
-            lower_dirs: &layers,
-            container_dir: &dir,
-            cgroup_name: &cgroup,
-            stdio: None,
-        };
-        process::run_foreground(&cfg, on_started)
-    } else if record.options.tty {
-        let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
-        let cfg = LaunchConfig {
-            spec: &spec,
-            lower_dirs: &layers,
-            container_dir: &dir,
-            cgroup_name: &cgroup,
-            stdio: None,
-        };
-        process::run_foreground_logged(&cfg, on_started, |bytes| {
-            log.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write(Stream::Stdout, bytes)
+impl CreateArgs {
+    /// The flags as the runtime's create request.
+    pub fn request(&self) -> Result<CreateRequest> {
+        Ok(CreateRequest {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            isolation: self.isolation,
+            options: self.spec_options()?,
+            mounts: parse_mounts(self)?,
+            auto_remove: self.rm,
+            restart: RestartPolicy::parse(&self.restart)?,
         })
-    } else {
-        let log = Arc::new(Mutex::new(LogWriter::open(&dir)?));
-        let stdin: OwnedFd = if record.options.interactive {
-            std::io::stdin().as_fd().try_clone_to_owned()?
-        } else {
-            std::fs::File::open("/dev/null")?.into()
-        };
-        let (out_read, out_write) = nix::unistd::pipe()?;
-        let (err_read, err_write) = nix::unistd::pipe()?;
-        let pumps = [
-            tee_thread(out_read, std::io::stdout(), &log, Stream::Stdout),
-            tee_thread(err_read, std::io::stderr(), &log, Stream::Stderr),
-        ];
-        let cfg = LaunchConfig {
-            spec: &spec,
-            lower_dirs: &layers,
-            container_dir: &dir,
-            cgroup_name: &cgroup,
-            stdio: Some([stdin.as_fd(), out_write.as_fd(), err_write.as_fd()]),
-        };
-        let result = process::run_foreground(&cfg, on_started);
-        // Our write ends close so the pumps see EOF once the container's side is gone.
-        drop((out_write, err_write));
-        for pump in pumps {
-            let _ = pump.join();
-        }
-        result
-    };
-    husk::cost::begin(husk::cost::Phase::Teardown); // cost ledger
-    let oom_killed = result.as_ref().is_ok_and(|exit| exit.oom_killed);
-    let code = record_exit(
-        store,
-        &record.id,
-        result.map(|exit| exit.code).map_err(StartFailure::from),
-        oom_killed,
-    );
-    remove_if_auto(root, store, &record.id)?;
-    Ok(code)
-}
-
-/// Copy one of the container's output pipes to our own stream and to its log.
-fn tee_thread<W: std::io::Write + Send + 'static>(
-    from: OwnedFd,
-    out: W,
-    log: &Arc<Mutex<LogWriter>>,
-    stream: Stream,
-) -> std::thread::JoinHandle<()> {
-    let mut tee = Tee {
-        out,
-        log: Arc::clone(log),
-        stream,
-    };
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::fs::File::from(from), &mut tee);
-    })
-}
-
-/// `--rm`: once the container has exited, remove it with its anonymous volumes.
-pub fn remove_if_auto(root: &Path, store: &Containers, id: &str) -> Result<()> {
-    let record = store.load(id)?;
-    if record.auto_remove {
-        release_leftovers(&store.dir_of(id), id)?;
-        super::volume::remove_anonymous_volumes(root, &record)?;
-        store.remove(id)?;
-    }
-    Ok(())
-}
-
-/// The record says running, supervised by this process, before the sandbox starts: if husk
-/// dies at any point after this, `ps` shows the container as dead rather than created.
-///
-/// `restart_count` is written in the same update, so a restart is never seen counted but not
-/// yet started.
-pub fn mark_starting(store: &Containers, id: &str, restart_count: u32) -> Result<()> {
-    let supervisor = ProcessIdentity::current();
-    store.update(id, |r| {
-        r.restart_count = restart_count;
-        r.state.status = Status::Running;
-        r.state.supervisor = Some(supervisor);
-        r.state.started_at = Some(chrono::Utc::now());
-        r.state.finished_at = None;
-        r.state.exit_code = None;
-        r.state.pid = None;
-        r.state.init = None;
-        r.state.error = None;
-        r.state.stop_requested = false;
-        r.state.oom_killed = false;
-    })?;
-    Ok(())
-}
-
-/// Why a container's command never ran, with Docker's exit code for it.
-pub struct StartFailure {
-    pub code: i32,
-    pub message: String,
-}
-
-impl From<process::ProcessError> for StartFailure {
-    fn from(err: process::ProcessError) -> Self {
-        Self {
-            code: err.exit_code(),
-            message: err.to_string(),
-        }
     }
 }
 
-/// Record how a start ended and return Docker's exit code, with whether the kernel's OOM
-/// killer ended the container (in the same write, so that nobody sees the exit without it). A
-/// start that failed before the command ran leaves the container "created" with the failure
-/// recorded, as Docker does.
-pub fn record_exit(
-    store: &Containers,
-    id: &str,
-    result: Result<i32, StartFailure>,
-    oom_killed: bool,
-) -> i32 {
-    let now = chrono::Utc::now();
-    let (code, error) = match result {
-        Ok(code) => (code, None),
-        Err(failure) => {
-            eprintln!("husk: {}", failure.message);
-            (failure.code, Some(failure.message))
-        }
-    };
-    // The exit status is what a user asks for later: on disk before we go, unless the record
-    // is about to be removed (--rm).
-    let durable = store.load(id).is_ok_and(|r| !r.auto_remove);
-    let update = |change: &dyn Fn(&mut Record)| {
-        if durable {
-            store.update_durably(id, change)
-        } else {
-            store.update(id, change)
-        }
-    };
-    let _ = update(&|r: &mut Record| {
-        r.state.status = if error.is_some() && r.restart_count == 0 {
-            Status::Created
-        } else {
-            Status::Exited
-        };
-        r.state.exit_code = Some(code);
-        r.state.finished_at = Some(now);
-        r.state.pid = None;
-        r.state.init = None;
-        r.state.error = error.clone();
-        r.state.oom_killed = oom_killed;
-    });
-    code
-}
-
-pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
+pub fn run(runtime: &Runtime, args: RunArgs) -> Result<i32> {
     let costed = args.cost || args.cost_file.is_some();
-    if costed {
-        let isolation = match args.create.isolation {
-            Some(isolation) => isolation,
-            None => default_isolation(root)?,
-        };
-        husk::cost::start(&isolation.to_string(), husk::cost::Phase::Prepare);
-    }
-    let record = create_container(root, &args.create)?;
-    let store = Containers::open(root)?;
+    let cost = match costed {
+        true => {
+            let isolation = args
+                .create
+                .isolation
+                .unwrap_or(runtime.config.default_isolation);
+            CostRecorder::start(&isolation.to_string(), husk::cost::Phase::Prepare)
+        }
+        false => CostRecorder::off(),
+    };
+    let record = create::create(runtime, args.create.request()?)?;
+    let store = runtime.containers()?;
     if args.detach {
-        super::monitor::start_detached(root, &store, &record)?;
+        start::start_detached(runtime, &store, &record)?;
         println!("{}", record.id);
         return Ok(0);
     }
-    let id = record.id.clone();
-    let code = start_attached(root, &store, record)?;
-    if let Some(ledger) = husk::cost::finish() {
-        save_cost(&store, &id, &ledger, &args)?;
+    let code = start::start_attached(runtime, &store, &record, &cost)?;
+    if let Some(ledger) = cost.finish() {
+        save_cost(&store, &record.id, &ledger, &args)?;
     }
     Ok(code)
 }
@@ -776,44 +418,22 @@ fn save_cost(
     Ok(())
 }
 
-pub fn create(root: &Path, args: CreateArgs) -> Result<i32> {
-    let record = create_container(root, &args)?;
+pub fn create(runtime: &Runtime, args: CreateArgs) -> Result<i32> {
+    let record = create::create(runtime, args.request()?)?;
     println!("{}", record.id);
     Ok(0)
 }
 
-pub fn start(root: &Path, args: StartArgs) -> Result<i32> {
-    let store = Containers::open(root)?;
+pub fn start(runtime: &Runtime, args: StartArgs) -> Result<i32> {
     if args.attach || args.interactive {
         if args.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
-        let record = store.find(&args.containers[0])?;
-        if record.effective_status() == Status::Running {
-            bail!("container {} is already running", record.short_id());
-        }
-        return start_attached(root, &store, record);
+        return Ok(start::start_attached_by_name(runtime, &args.containers[0])?);
     }
-    let mut failed = false;
-    for key in &args.containers {
-        let result = store
-            .find(key)
-            .map_err(anyhow::Error::from)
-            .and_then(|record| {
-                if record.effective_status() == Status::Running {
-                    return Ok(()); // Docker: starting a running container is a no-op
-                }
-                super::monitor::start_detached(root, &store, &record)
-            });
-        match result {
-            Ok(()) => println!("{key}"),
-            Err(err) => {
-                eprintln!("Error response from daemon: {err:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(i32::from(failed))
+    Ok(super::for_each(&args.containers, |key| {
+        start::start_by_name(runtime, key)
+    }))
 }
 
 #[cfg(test)]

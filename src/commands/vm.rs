@@ -52,6 +52,10 @@ pub struct VmBootArgs {
     /// namespaces and empty root, an unprivileged uid, every thread under seccomp).
     #[arg(long)]
     pub no_jail: bool,
+    /// What the monitor's seccomp filters do with a system call outside their allow-list:
+    /// kill (the default), log (allow it and name it in the kernel's audit log) or off.
+    #[arg(long, env = "HUSK_VMM_SECCOMP", default_value = "kill")]
+    pub seccomp: vmm::SeccompMode,
     /// An inherited connected unix socket: the host end of a virtio-console port (the agent's
     /// channel, when a container supervisor runs this monitor).
     #[arg(long, hide = true)]
@@ -145,6 +149,7 @@ fn vm_boot(args: VmBootArgs, debug: bool) -> Result<i32> {
     }
     cfg.memory_mib = parse_memory_mib(&args.memory)?;
     cfg.vcpus = args.cpus;
+    cfg.seccomp = args.seccomp;
     cfg.disks = args.disks.iter().map(|d| parse_disk(d)).collect();
     cfg.shares = args
         .shares

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use husk::container::volume::{Volume, Volumes};
-use husk::container::{spec::MountKind, Record};
+
 use husk::display::Table;
 use serde_json::{json, Value};
 
@@ -145,27 +145,4 @@ pub fn run(root: &Path, command: VolumeCommand) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-/// `rm -v` and `run --rm`: the container's anonymous volumes go with it.
-pub fn remove_anonymous_volumes(root: &Path, record: &Record) -> Result<()> {
-    let volumes = Volumes::open(root)?;
-    for mount in &record.options.mounts {
-        if mount.kind != MountKind::Volume {
-            continue;
-        }
-        let Ok(volume) = volumes.get(&mount.name) else {
-            continue;
-        };
-        // Still referenced by the record being removed: force past that one reference.
-        let others = volumes
-            .users(&volume.name)?
-            .into_iter()
-            .filter(|user| *user != record.name)
-            .count();
-        if volume.anonymous && others == 0 {
-            volumes.remove(&volume.name, true)?;
-        }
-    }
-    Ok(())
 }

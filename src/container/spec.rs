@@ -91,6 +91,8 @@ pub enum SpecError {
     BadLimit { what: &'static str, value: i64 },
     #[error("invalid --device {0:?}: {1}")]
     BadDevice(String, String),
+    #[error("invalid --sysctl {0:?}: {1}")]
+    BadSysctl(String, String),
     #[error("building the runtime spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -135,6 +137,45 @@ pub struct SpecOptions {
     pub mounts: Vec<UserMount>,
     /// `--device`, resolved against the host's device node when the container is created.
     pub devices: Vec<DeviceMapping>,
+    /// `--sysctl`, checked by [`check_sysctl`]: only what the container's own namespaces
+    /// scope, as Docker allows.
+    pub sysctls: std::collections::BTreeMap<String, String>,
+}
+
+/// The IPC namespace's sysctls Docker allows (besides `fs.mqueue.*`).
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Docker's rule for `--sysctl`: a sysctl the container's own IPC, UTS or network namespace
+/// scopes, never one that would change the host (`net.*` not with `--network host`), with a
+/// name of dotted words and a value of one line.
+pub fn check_sysctl(key: &str, value: &str, network: NetworkMode) -> Result<(), SpecError> {
+    let bad = |why: &str| Err(SpecError::BadSysctl(format!("{key}={value}"), why.into()));
+    if !rootfs_agent::protocol::is_sysctl_name(key) {
+        return bad("not a sysctl name");
+    }
+    if !rootfs_agent::protocol::is_sysctl_value(value) {
+        return bad("the value must be one line of at most 4096 bytes");
+    }
+    let namespaced = IPC_SYSCTLS.contains(&key)
+        || key.starts_with("fs.mqueue.")
+        || key == "kernel.domainname"
+        || key.starts_with("net.");
+    if !namespaced {
+        return bad("not a namespaced sysctl: it would change the host");
+    }
+    if key.starts_with("net.") && network == NetworkMode::Host {
+        return bad("net.* sysctls are not allowed with --network host (the host's namespace)");
+    }
+    Ok(())
 }
 
 /// A host device passed through with `--device HOST[:CONTAINER[:PERMS]]` (Docker's
@@ -308,6 +349,17 @@ pub fn build_spec(
         )
         .cgroups_path(PathBuf::from(format!("husk/{container_id}")))
         .build()?;
+    for (key, value) in &opts.sysctls {
+        check_sysctl(key, value, opts.network)?;
+    }
+    if !opts.sysctls.is_empty() {
+        linux.set_sysctl(Some(
+            opts.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+    }
     linux.set_masked_paths(None);
     linux.set_readonly_paths(None);
     if !opts.privileged {

@@ -19,6 +19,8 @@ pub struct CompareOptions {
     pub workload: Workload,
     pub command: Vec<String>,
     pub runs: u32,
+    /// How the VM runs are made (from the runtime's configuration).
+    pub vm: crate::vm::VmSettings,
 }
 
 /// One container run.
@@ -128,11 +130,11 @@ pub struct Comparison {
 
 /// Why VM isolation cannot run here, judged before trying (None: try it). QEMU is judged by
 /// trying it: it falls back to TCG emulation where KVM is missing.
-pub fn vm_precheck() -> Option<String> {
-    if std::env::var("HUSK_VMM").as_deref() == Ok("qemu") {
+pub fn vm_precheck(settings: &crate::vm::VmSettings) -> Option<String> {
+    if settings.hypervisor == crate::vm::Hypervisor::Qemu {
         return None;
     }
-    crate::vmm::probe_host()
+    crate::vmm::probe_host_for(settings.kernel.clone())
         .blocker()
         .map(|why| format!("{why} (HUSK_VMM=qemu runs the VM under QEMU instead)"))
 }
@@ -333,7 +335,7 @@ pub fn compare(
     let ledger_path = scratch.join("ledger.json");
     let mut process_runs = Vec::new();
     let mut vm_runs = Vec::new();
-    let mut vm_unavailable = vm_precheck();
+    let mut vm_unavailable = vm_precheck(&opts.vm);
     for index in 1..=opts.runs {
         let run = run_once(opts, "process", &command, index, &ledger_path)?;
         progress(&progress_line("process", &run, opts.runs));

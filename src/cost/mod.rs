@@ -2,10 +2,10 @@
 //! time and memory of the isolation machinery, guest memory) and `husk compare`, which runs the
 //! same workload under both isolations and reports them side by side.
 //!
-//! The ledger is process-global on purpose: the phases are crossed in run.rs, vm_container.rs
-//! and the VM backend, and one-line markers there (`cost::begin(Phase::Boot)`) keep those files
-//! readable. Markers are no-ops unless `cost::start()` was called (only `husk run` does), so
-//! the detached monitor and `start -a` pay nothing.
+//! The ledger is a value, a [`CostRecorder`], made where a run starts and passed to what crosses
+//! its phases (the runtime layer, both sandboxes, the VM backend); one-line markers there
+//! (`cost.begin(Phase::Boot)`) keep those files readable. A recorder made with
+//! `CostRecorder::off()` records nothing, so runs nobody costs pay nothing.
 
 pub mod compare;
 pub mod report;
@@ -327,8 +327,6 @@ struct Recorder {
     sampler: Option<std::thread::JoinHandle<()>>,
 }
 
-static RECORDER: Mutex<Option<Recorder>> = Mutex::new(None);
-
 /// How often machinery memory is sampled while a container runs.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
@@ -355,8 +353,90 @@ fn sample_once(own: i32, watched: &[i32], guest_kib: u64, samples: &Mutex<Sample
     samples.vcpu_ticks = samples.vcpu_ticks.max(vcpu);
 }
 
-/// Start this process's ledger; its first phase is `first`.
-pub fn start(isolation: &str, first: Phase) {
+/// The cost ledger of one run, passed to whatever does the run's work (the runtime layer, the
+/// sandboxes, the VM backend); `CostRecorder::off()` when nobody asked for the cost, and then
+/// every call is a no-op.
+pub struct CostRecorder {
+    recorder: Option<Mutex<Recorder>>,
+}
+
+impl CostRecorder {
+    /// A recorder that records nothing.
+    pub fn off() -> Self {
+        Self { recorder: None }
+    }
+
+    /// Start a ledger; its first phase is `first`.
+    pub fn start(isolation: &str, first: Phase) -> Self {
+        Self {
+            recorder: Some(Mutex::new(start(isolation, first))),
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Recorder)) {
+        if let Some(recorder) = &self.recorder {
+            f(&mut recorder.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    /// End the current phase and begin `phase`.
+    pub fn begin(&self, phase: Phase) {
+        self.with(|r| begin(r, phase));
+    }
+
+    /// The current phase ended `tail` ago and `next` has run since: for phases whose boundary
+    /// only the guest saw (the agent reports how long its own setup took).
+    pub fn split_current(&self, next: Phase, tail: Duration) {
+        self.with(|r| split_current(r, next, tail));
+    }
+
+    /// The container runs in a VM under `vmm` with `guest_mib` of RAM. Called before the VM is
+    /// built: the monitor maps guest RAM as soon as it starts, and every sample from then on
+    /// must tell that RAM apart from the machinery's own memory.
+    pub fn note_vm(&self, vmm: &str, guest_mib: u32) {
+        self.with(|r| {
+            r.vmm = Some(vmm.to_string());
+            r.guest_kib = u64::from(guest_mib) * 1024;
+            *r.guest_kib_shared.lock().unwrap_or_else(|e| e.into_inner()) = r.guest_kib;
+        });
+    }
+
+    /// The VM's monitor process is `monitor_pid` (when that is husk itself it is sampled
+    /// anyway).
+    pub fn note_monitor_pid(&self, monitor_pid: i32) {
+        self.with(|r| {
+            if monitor_pid != std::process::id() as i32 {
+                if let Ok(mut watched) = r.watched.lock() {
+                    watched.push(monitor_pid);
+                }
+            }
+        });
+    }
+
+    /// The VM's exits, once its monitor has stopped.
+    pub fn note_vm_exits(&self, report: &crate::vmm::exits::ExitReport) {
+        self.with(|r| r.vm_exits = Some(VmExits::from(report)));
+    }
+
+    /// Take one memory/vCPU sample now (call before the monitor process exits).
+    pub fn sample_now(&self) {
+        self.with(|r| {
+            let pids = r.watched.lock().map(|w| w.clone()).unwrap_or_default();
+            sample_once(std::process::id() as i32, &pids, r.guest_kib, &r.samples);
+        });
+    }
+
+    /// Close the ledger: the current phase ends now. None when the recorder is off.
+    pub fn finish(self) -> Option<Ledger> {
+        let recorder = self
+            .recorder?
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        Some(finish(recorder))
+    }
+}
+
+fn start(isolation: &str, first: Phase) -> Recorder {
     let now = Instant::now();
     let watched = Arc::new(Mutex::new(Vec::new()));
     let guest_kib_shared = Arc::new(Mutex::new(0u64));
@@ -382,8 +462,7 @@ pub fn start(isolation: &str, first: Phase) {
             })
             .ok()
     };
-    let mut slot = RECORDER.lock().unwrap_or_else(|e| e.into_inner());
-    *slot = Some(Recorder {
+    Recorder {
         origin: now,
         current: Some((first, now)),
         phases: Vec::new(),
@@ -396,87 +475,36 @@ pub fn start(isolation: &str, first: Phase) {
         samples,
         stop,
         sampler,
-    });
-}
-
-fn with_recorder(f: impl FnOnce(&mut Recorder)) {
-    let mut slot = RECORDER.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(recorder) = slot.as_mut() {
-        f(recorder);
     }
 }
 
-/// End the current phase and begin `phase` (no-op without `start`).
-pub fn begin(phase: Phase) {
+fn begin(r: &mut Recorder, phase: Phase) {
     let now = Instant::now();
-    with_recorder(|r| {
-        if let Some((previous, since)) = r.current.replace((phase, now)) {
-            r.phases.push(PhaseTime {
-                phase: previous,
-                ms: now.duration_since(since).as_secs_f64() * 1e3,
-            });
-        }
-    });
+    if let Some((previous, since)) = r.current.replace((phase, now)) {
+        r.phases.push(PhaseTime {
+            phase: previous,
+            ms: now.duration_since(since).as_secs_f64() * 1e3,
+        });
+    }
 }
 
-/// The current phase ended `tail` ago and `next` has run since: for phases whose boundary only
-/// the guest saw (the agent reports how long its own setup took).
-pub fn split_current(next: Phase, tail: Duration) {
+fn split_current(r: &mut Recorder, next: Phase, tail: Duration) {
     let now = Instant::now();
-    with_recorder(|r| {
-        if let Some((previous, since)) = r.current.take() {
-            let boundary = now
-                .checked_sub(tail)
-                .filter(|b| *b >= since)
-                .unwrap_or(since);
-            r.phases.push(PhaseTime {
-                phase: previous,
-                ms: boundary.duration_since(since).as_secs_f64() * 1e3,
-            });
-            r.current = Some((next, boundary));
-        }
-    });
+    if let Some((previous, since)) = r.current.take() {
+        let boundary = now
+            .checked_sub(tail)
+            .filter(|b| *b >= since)
+            .unwrap_or(since);
+        r.phases.push(PhaseTime {
+            phase: previous,
+            ms: boundary.duration_since(since).as_secs_f64() * 1e3,
+        });
+        r.current = Some((next, boundary));
+    }
 }
 
-/// The container runs in a VM under `vmm` with `guest_mib` of RAM. Called before the VM is
-/// built: the monitor maps guest RAM as soon as it starts, and every sample from then on must
-/// tell that RAM apart from the machinery's own memory.
-pub fn note_vm(vmm: &str, guest_mib: u32) {
-    with_recorder(|r| {
-        r.vmm = Some(vmm.to_string());
-        r.guest_kib = u64::from(guest_mib) * 1024;
-        *r.guest_kib_shared.lock().unwrap_or_else(|e| e.into_inner()) = r.guest_kib;
-    });
-}
-
-/// The VM's monitor process is `monitor_pid` (when that is husk itself it is sampled anyway).
-pub fn note_monitor_pid(monitor_pid: i32) {
-    with_recorder(|r| {
-        if monitor_pid != std::process::id() as i32 {
-            if let Ok(mut watched) = r.watched.lock() {
-                watched.push(monitor_pid);
-            }
-        }
-    });
-}
-
-/// The VM's exits, once its monitor has stopped.
-pub fn note_vm_exits(report: &crate::vmm::exits::ExitReport) {
-    with_recorder(|r| r.vm_exits = Some(VmExits::from(report)));
-}
-
-/// Take one memory/vCPU sample now (call before the monitor process exits).
-pub fn sample_now() {
-    with_recorder(|r| {
-        let pids = r.watched.lock().map(|w| w.clone()).unwrap_or_default();
-        sample_once(std::process::id() as i32, &pids, r.guest_kib, &r.samples);
-    });
-}
-
-/// Close the ledger: the current phase ends now. None when `start` was not called.
-pub fn finish() -> Option<Ledger> {
+fn finish(mut recorder: Recorder) -> Ledger {
     let end = Instant::now();
-    let mut recorder = RECORDER.lock().unwrap_or_else(|e| e.into_inner()).take()?;
     if let Some((phase, since)) = recorder.current.take() {
         recorder.phases.push(PhaseTime {
             phase,
@@ -514,7 +542,7 @@ pub fn finish() -> Option<Ledger> {
         // The container's init is husk's child: its CPU is the workload's.
         (self_ms, children_ms)
     };
-    Some(Ledger {
+    Ledger {
         isolation: recorder.isolation.clone(),
         vmm: recorder.vmm.clone(),
         phases: std::mem::take(&mut recorder.phases),
@@ -526,7 +554,7 @@ pub fn finish() -> Option<Ledger> {
         guest_memory_kib: recorder.guest_kib,
         guest_resident_kib: guest_rss,
         vm_exits: recorder.vm_exits.take(),
-    })
+    }
 }
 
 fn own_hwm_kib() -> u64 {
@@ -544,15 +572,15 @@ mod tests {
 
     #[test]
     fn phases_are_contiguous_and_add_up_to_the_total() {
-        start("process", Phase::Prepare);
+        let cost = CostRecorder::start("process", Phase::Prepare);
         std::thread::sleep(Duration::from_millis(15));
-        begin(Phase::Setup);
+        cost.begin(Phase::Setup);
         std::thread::sleep(Duration::from_millis(10));
-        begin(Phase::ProcessRun);
+        cost.begin(Phase::ProcessRun);
         let _: Vec<u8> = vec![1; 4 << 20];
         std::thread::sleep(Duration::from_millis(20));
-        begin(Phase::Teardown);
-        let ledger = finish().expect("started");
+        cost.begin(Phase::Teardown);
+        let ledger = cost.finish().expect("started");
         let names: Vec<Phase> = ledger.phases.iter().map(|p| p.phase).collect();
         assert_eq!(
             names,
@@ -567,9 +595,9 @@ mod tests {
         assert!(ledger.phase_ms(Phase::ProcessRun).unwrap() >= 20.0);
         assert!((ledger.phases_sum_ms() - ledger.total_ms).abs() < 0.5);
         assert!(ledger.machinery_peak_rss_kib > 0 && ledger.machinery_peak_pss_kib > 0);
-        assert!(finish().is_none(), "a finished ledger is gone");
-        begin(Phase::Setup); // without start: nothing happens
-        assert!(finish().is_none());
+        let off = CostRecorder::off();
+        off.begin(Phase::Setup); // a recorder that is off records nothing
+        assert!(off.finish().is_none());
     }
 
     #[test]

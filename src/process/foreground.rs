@@ -261,7 +261,8 @@ pub fn enter_raw_mode() -> Option<RawModeGuard> {
     Some(RawModeGuard { fd, saved })
 }
 
-fn copy_window_size(master: &OwnedFd) {
+/// Give the pty behind `master` the size of our own terminal (stdin), when it is one.
+pub fn copy_window_size(master: &OwnedFd) {
     // SAFETY: winsize is plain data; all-zero is a valid value.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes into the winsize we own; it fails harmlessly on a non-tty.

@@ -85,6 +85,11 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         nix::unistd::sethostname(&cfg.plan.hostname)
             .map_err(|e| fail(format!("setting hostname {:?}: {e}", cfg.plan.hostname)))?;
     }
+    // In the container's own namespaces, through the host's /proc before the root moves:
+    // /proc/sys/net and /proc/sys/kernel/shm* show the writer's network and IPC namespace.
+    if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        rootfs_agent::sandbox::write_sysctls(sysctls.iter()).map_err(fail)?;
+    }
     rootfs::setup(&cfg.plan).map_err(fail)?;
     if rootfs::has_namespace(spec, LinuxNamespaceType::Network) {
         rootfs::loopback_up().map_err(fail)?;

@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 pub use cgroup::{Cgroup, CgroupError, CgroupLayout, CgroupStats};
 pub use foreground::{
-    enter_raw_mode, run_foreground, run_foreground_logged, RawModeGuard, FORWARDED,
+    copy_window_size, enter_raw_mode, run_foreground, run_foreground_logged, RawModeGuard,
+    FORWARDED,
 };
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};

@@ -34,21 +34,22 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which monitor runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Hypervisor {
     /// husk's own KVM monitor (src/vmm).
+    #[default]
     Husk,
     /// QEMU's microvm machine (KVM when it can, else TCG emulation).
     Qemu,
 }
 
 impl Hypervisor {
-    /// `HUSK_VMM=husk|qemu`, default husk.
-    pub fn from_env() -> Result<Self, VmError> {
-        match std::env::var("HUSK_VMM").as_deref() {
-            Err(_) | Ok("") | Ok("husk") => Ok(Self::Husk),
-            Ok("qemu") => Ok(Self::Qemu),
-            Ok(other) => Err(VmError::Invalid(format!(
+    /// `husk` or `qemu` (HUSK_VMM's values); empty is husk.
+    pub fn parse(text: &str) -> Result<Self, VmError> {
+        match text {
+            "" | "husk" => Ok(Self::Husk),
+            "qemu" => Ok(Self::Qemu),
+            other => Err(VmError::Invalid(format!(
                 "HUSK_VMM={other}: use husk (husk's own monitor) or qemu"
             ))),
         }
@@ -105,10 +106,17 @@ pub struct VmPlan {
     pub guest_mounts: Vec<GuestMount>,
     /// Where the virtio-fs daemons write their messages.
     pub share_log: PathBuf,
+    /// The virtio-fs daemon (when there are shares).
+    pub virtiofsd: Option<PathBuf>,
+    /// What husk's monitor does with a system call outside its seccomp allow-list.
+    pub monitor_seccomp: vmm::SeccompMode,
+    /// The host's KVM is hardware-assisted (QEMU then uses it rather than TCG).
+    pub hardware_kvm: bool,
 }
 
 /// Check the host, then build (or reuse) the disks and initramfs for one container.
 pub fn plan(
+    settings: &super::VmSettings,
     root: &Path,
     container_dir: &Path,
     container_id: &str,
@@ -116,8 +124,8 @@ pub fn plan(
     layers: &[PathBuf],
     options: &SpecOptions,
 ) -> Result<VmPlan, VmError> {
-    let hypervisor = Hypervisor::from_env()?;
-    let host = vmm::probe_host();
+    let hypervisor = settings.hypervisor;
+    let host = vmm::probe_host_for(settings.kernel.clone());
     let kernel = match hypervisor {
         Hypervisor::Husk => {
             if let Some(blocker) = host.blocker() {
@@ -135,12 +143,14 @@ pub fn plan(
         )
     })?;
     let (memory_mib, vcpus) = guest_size(options)?;
-    let agent = locate_agent()?;
+    let agent = locate_agent(settings.agent.as_deref())?;
     let (shares, guest_mounts) = virtiofs::plan_mounts(&options.mounts);
-    if !shares.is_empty() {
-        // A missing daemon is one line before anything is built.
-        virtiofs::locate_daemon()?;
-    }
+    // A missing daemon is one line before anything is built.
+    let virtiofsd = if shares.is_empty() {
+        None
+    } else {
+        Some(virtiofs::locate_daemon(settings.virtiofsd.as_deref())?)
+    };
     let runtime_dir = PathBuf::from("/run/husk").join(&container_id[..12.min(container_id.len())]);
     std::fs::create_dir_all(&runtime_dir).map_err(VmError::io("creating", &runtime_dir))?;
     Ok(VmPlan {
@@ -156,6 +166,9 @@ pub fn plan(
         shares,
         guest_mounts,
         share_log: container_dir.join("virtiofsd.log"),
+        virtiofsd,
+        monitor_seccomp: settings.monitor_seccomp,
+        hardware_kvm: host.kind == vmm::KvmKind::Hardware,
     })
 }
 
@@ -210,6 +223,17 @@ pub fn start_request(
                 .filter(|&n| n > 0)
                 .map(|n| n as u64),
         },
+        sysctls: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.sysctl().as_ref())
+            .map(|sysctls| {
+                sysctls
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -319,13 +343,18 @@ pub struct Guest {
 
 impl Guest {
     /// Power the guest on and wait for its agent.
-    pub fn boot(plan: &VmPlan) -> Result<Guest, VmError> {
-        let daemons = virtiofs::start_daemons(&plan.shares, &plan.runtime_dir, &plan.share_log)?;
+    pub fn boot(plan: &VmPlan, cost: &crate::cost::CostRecorder) -> Result<Guest, VmError> {
+        let daemons = virtiofs::start_daemons(
+            plan.virtiofsd.as_deref(),
+            &plan.shares,
+            &plan.runtime_dir,
+            &plan.share_log,
+        )?;
         let (conn, monitor) = match plan.hypervisor {
             Hypervisor::Husk => boot_husk(plan, &daemons)?,
             Hypervisor::Qemu => boot_qemu(plan, &daemons)?,
         };
-        crate::cost::begin(crate::cost::Phase::Boot); // cost ledger: the VMM is up
+        cost.begin(crate::cost::Phase::Boot); // cost ledger: the VMM is up
         conn.set_read_timeout(Some(BOOT_TIMEOUT))
             .map_err(VmError::io("configuring", Path::new("agent socket")))?;
         let guest = Guest {
@@ -384,13 +413,13 @@ impl Guest {
 
     /// Wait for the VM to power off after its container process ended (the agent syncs the
     /// writable disk and resets the VM); force it off if it does not.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(mut self, cost: &crate::cost::CostRecorder) {
         match self.monitor.take() {
             Some(Monitor::Husk(mut monitor)) => {
                 // A monitor that did not stop is stopped as it drops.
                 let stopped = monitor.wait_exit(SHUTDOWN_TIMEOUT);
                 if let Some(Ok(exit)) = stopped.then(|| monitor.report()) {
-                    crate::cost::note_vm_exits(&exit.exits);
+                    cost.note_vm_exits(&exit.exits);
                 }
             }
             Some(Monitor::Qemu(mut guest)) => {
@@ -463,7 +492,7 @@ fn boot_qemu(plan: &VmPlan, daemons: &[Daemon]) -> Result<(UnixStream, Monitor),
     config.writable_disk = Some(plan.writable_disk.clone());
     config.memory_mib = plan.memory_mib;
     config.cpus = plan.vcpus;
-    config.kvm = vmm::probe_host().kind == vmm::KvmKind::Hardware;
+    config.kvm = plan.hardware_kvm;
     config.serial_log = Some(plan.serial_log.clone());
     config.shares = daemons
         .iter()

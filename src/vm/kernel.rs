@@ -67,9 +67,9 @@ impl GuestKernel {
 
 /// The static guest agent: `$HUSK_AGENT` if set, else `rootfs-agent` next to the running
 /// executable, else the static build rootfs-agent/build-static.sh leaves in the target dir.
-pub fn locate_agent() -> Result<PathBuf, VmError> {
-    if let Some(path) = std::env::var_os("HUSK_AGENT") {
-        let path = PathBuf::from(path);
+pub fn locate_agent(chosen: Option<&Path>) -> Result<PathBuf, VmError> {
+    if let Some(path) = chosen {
+        let path = path.to_path_buf();
         return if path.is_file() {
             Ok(path)
         } else {

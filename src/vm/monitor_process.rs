@@ -59,7 +59,8 @@ impl MonitorProcess {
             .arg("--serial-log")
             .arg(&plan.serial_log)
             .args(["--console-fd", &CONSOLE_FD.to_string()])
-            .args(["--report-fd", &REPORT_FD.to_string()]);
+            .args(["--report-fd", &REPORT_FD.to_string()])
+            .args(["--seccomp", plan.monitor_seccomp.name()]);
         for share in shares {
             let mut fs = std::ffi::OsString::from(format!("{}=", share.tag));
             fs.push(&share.socket);

@@ -69,10 +69,11 @@ pub fn plan_mounts(mounts: &[UserMount]) -> (Vec<Share>, Vec<GuestMount>) {
     (shares, guest)
 }
 
-/// The virtiofsd binary: `HUSK_VIRTIOFSD`, then setup.sh's build, then Debian's and the PATH.
-pub fn locate_daemon() -> Result<PathBuf, VmError> {
-    if let Some(path) = std::env::var_os("HUSK_VIRTIOFSD").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
+/// The virtiofsd binary: the chosen one (HUSK_VIRTIOFSD), then setup.sh's build, then
+/// Debian's and the PATH.
+pub fn locate_daemon(chosen: Option<&Path>) -> Result<PathBuf, VmError> {
+    if let Some(path) = chosen {
+        let path = path.to_path_buf();
         if !path.is_file() {
             return Err(VmError::Invalid(format!(
                 "HUSK_VIRTIOFSD={}: no virtiofsd there (volumes with --isolation vm need it)",
@@ -204,6 +205,7 @@ fn open_log(path: &Path) -> Result<File, VmError> {
 
 /// Start one daemon per share.
 pub fn start_daemons(
+    binary: Option<&Path>,
     shares: &[Share],
     runtime_dir: &Path,
     log: &Path,
@@ -211,7 +213,10 @@ pub fn start_daemons(
     if shares.is_empty() {
         return Ok(Vec::new());
     }
-    let binary = locate_daemon()?;
+    let binary = match binary {
+        Some(binary) => binary.to_path_buf(),
+        None => locate_daemon(None)?,
+    };
     shares
         .iter()
         .map(|share| Daemon::spawn(&binary, share, runtime_dir, log))

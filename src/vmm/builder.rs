@@ -273,7 +273,11 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-    let seccomp = seccomp_action_from_env()?;
+    let seccomp = match cfg.seccomp {
+        super::SeccompMode::Kill => Some(SeccompAction::KillProcess),
+        super::SeccompMode::Log => Some(SeccompAction::Log),
+        super::SeccompMode::Off => None,
+    };
     let exit_counters = Arc::new(ExitCounters::new((
         VIRTIO_MMIO_START,
         VIRTIO_MMIO_START + VIRTIO_MMIO_STRIDE * mmio_windows.len() as u64,
@@ -400,19 +404,6 @@ pub fn check_host_for(kernel_explicit: bool) -> Result<(), VmmError> {
         KvmKind::None => Err(VmmError::Config(host.blocker().unwrap_or_default())),
         KvmKind::Pvm if !kernel_explicit => Err(VmmError::PvmHost(super::PVM_NOTICE)),
         _ => Ok(()),
-    }
-}
-
-/// The seccomp mismatch action: kill the monitor (default), or for debugging a filter,
-/// `HUSK_VMM_SECCOMP=log` (allow and log to the kernel audit log) or `off`.
-fn seccomp_action_from_env() -> Result<Option<SeccompAction>, VmmError> {
-    match std::env::var("HUSK_VMM_SECCOMP").as_deref() {
-        Err(_) | Ok("") | Ok("kill") => Ok(Some(SeccompAction::KillProcess)),
-        Ok("log") => Ok(Some(SeccompAction::Log)),
-        Ok("off") => Ok(None),
-        Ok(other) => Err(VmmError::Config(format!(
-            "HUSK_VMM_SECCOMP={other}: expected kill, log or off"
-        ))),
     }
 }
 

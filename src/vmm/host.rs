@@ -27,8 +27,10 @@ pub struct HostVirt {
     pub kvm_api_version: Option<i32>,
     /// Why /dev/kvm is unusable, when it is.
     pub kvm_error: Option<String>,
-    /// The guest kernel `husk` would boot (HUSK_KERNEL, else the cached guest-kernel build).
+    /// The guest kernel `husk` would boot (the chosen one, else the cached guest-kernel build).
     pub guest_kernel: Option<PathBuf>,
+    /// The kernel was chosen (HUSK_KERNEL): on a PVM host only such a kernel may boot.
+    pub kernel_chosen: bool,
 }
 
 /// The one line said to users on PVM hosts.
@@ -42,7 +44,7 @@ impl HostVirt {
         match self.kind {
             KvmKind::Hardware | KvmKind::Unknown => self.guest_kernel.is_some(),
             // Only an explicitly chosen kernel may be PVM-capable; the default build is stock.
-            KvmKind::Pvm => std::env::var_os("HUSK_KERNEL").is_some(),
+            KvmKind::Pvm => self.kernel_chosen,
             KvmKind::None => false,
         }
     }
@@ -100,6 +102,11 @@ pub fn default_guest_kernel() -> Option<PathBuf> {
     if let Some(k) = std::env::var_os("HUSK_KERNEL") {
         return Some(PathBuf::from(k));
     }
+    cached_guest_kernel()
+}
+
+/// The cached guest-kernel build (no HUSK_KERNEL).
+fn cached_guest_kernel() -> Option<PathBuf> {
     let cache = std::env::var_os("HUSK_KERNEL_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/husk/guest-kernel"));
@@ -120,7 +127,14 @@ fn newest_vmlinux_under(dir: &Path) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
+/// The host as the environment (HUSK_KERNEL) describes it: for the edges (`husk info`, `vm
+/// boot`, tests). The runtime passes its configured kernel to [`probe_host_for`].
 pub fn probe_host() -> HostVirt {
+    probe_host_for(std::env::var_os("HUSK_KERNEL").map(PathBuf::from))
+}
+
+/// The host with `kernel` as the chosen guest kernel (None: the cached build).
+pub fn probe_host_for(kernel: Option<PathBuf>) -> HostVirt {
     let (api, err) = match kvm_ioctls::Kvm::new() {
         Ok(kvm) => (Some(kvm.get_api_version()), None),
         Err(e) => (None, Some(e.to_string())),
@@ -131,7 +145,8 @@ pub fn probe_host() -> HostVirt {
         nested: has_cpu_flag(&cpuinfo, "hypervisor"),
         kvm_api_version: api,
         kvm_error: err,
-        guest_kernel: default_guest_kernel(),
+        kernel_chosen: kernel.is_some(),
+        guest_kernel: kernel.or_else(cached_guest_kernel),
     }
 }
 
@@ -180,9 +195,8 @@ mod tests {
             kvm_api_version: Some(12),
             kvm_error: None,
             guest_kernel: Some("/k".into()),
+            kernel_chosen: false,
         };
-        if std::env::var_os("HUSK_KERNEL").is_none() {
-            assert_eq!(h.blocker().as_deref(), Some(PVM_NOTICE));
-        }
+        assert_eq!(h.blocker().as_deref(), Some(PVM_NOTICE));
     }
 }

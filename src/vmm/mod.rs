@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use builder::{check_host_for, max_memory_mib, run_vm, validate};
-pub use host::{probe_host, HostVirt, KvmKind, PVM_NOTICE};
+pub use host::{probe_host, probe_host_for, HostVirt, KvmKind, PVM_NOTICE};
 
 /// The default kernel arguments: quiet, no probing of hardware we do not emulate, reboot
 /// through the i8042 (which stops the VM), and reboot at once on panic.
@@ -75,6 +75,43 @@ pub struct VmConfig {
     pub jail: bool,
     /// virtio-fs shares, each served by a vhost-user daemon (virtiofsd) at `socket`.
     pub shares: Vec<FsShare>,
+    /// What the monitor's seccomp filters do with a system call they do not allow.
+    pub seccomp: SeccompMode,
+}
+
+/// The monitor's seccomp mismatch action: kill the monitor (the default), or, for debugging a
+/// filter, allow and log to the kernel audit log, or no filter at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SeccompMode {
+    #[default]
+    Kill,
+    Log,
+    Off,
+}
+
+impl SeccompMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SeccompMode::Kill => "kill",
+            SeccompMode::Log => "log",
+            SeccompMode::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for SeccompMode {
+    type Err = VmmError;
+
+    fn from_str(text: &str) -> Result<Self, VmmError> {
+        match text {
+            "" | "kill" => Ok(SeccompMode::Kill),
+            "log" => Ok(SeccompMode::Log),
+            "off" => Ok(SeccompMode::Off),
+            other => Err(VmmError::Config(format!(
+                "monitor seccomp {other:?}: expected kill, log or off"
+            ))),
+        }
+    }
 }
 
 /// One virtio-fs device: the tag the guest mounts and the daemon's vhost-user socket.
@@ -102,6 +139,7 @@ impl VmConfig {
             serial_limit: SERIAL_LOG_LIMIT,
             jail: false,
             shares: Vec::new(),
+            seccomp: SeccompMode::Kill,
         }
     }
 }
