@@ -728,8 +728,9 @@ fn spawn_process(
     }
     // Resolve the program here, as execvp would, so "not found" costs no fork and argv[0]
     // stays what the image asked for (busybox applets dispatch on it).
-    let program = resolve_program(&spec.args[0], &spec.env, cwd)
-        .ok_or_else(|| fail(127, "executable file not found in $PATH".to_string()))?;
+    let program =
+        crate::lookup::find_executable(&spec.args[0], crate::lookup::path_of(&spec.env), cwd)
+            .map_err(|e| fail(e.code, e.message))?;
     let mut cmd = Command::new(program);
     cmd.arg0(&spec.args[0])
         .args(&spec.args[1..])
@@ -903,26 +904,6 @@ fn spawn_process(
         out_credit: u64::from(INITIAL_WINDOW),
         exit_code: None,
     })
-}
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The file execve should run for `arg0`: a path with a slash is taken as is (relative to the
-/// process's cwd), a bare name is looked up in the process's PATH. `None` when nothing exists.
-fn resolve_program(arg0: &str, env: &[String], cwd: &Path) -> Option<std::path::PathBuf> {
-    if arg0.contains('/') {
-        let path = cwd.join(arg0);
-        return path.exists().then_some(path);
-    }
-    let path_var = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
-    path_var
-        .split(':')
-        .map(|dir| cwd.join(if dir.is_empty() { "." } else { dir }).join(arg0))
-        .find(|candidate| candidate.is_file())
 }
 
 fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {

@@ -10,5 +10,6 @@
 pub mod agent;
 pub mod client;
 pub mod confine;
+pub mod lookup;
 pub mod protocol;
 pub mod sandbox;

@@ -326,7 +326,7 @@ fn command(setup: CommandSetup) -> Result<std::convert::Infallible, InitFailure>
     match (process.terminal().unwrap_or(false), stdio.console) {
         (true, Some(console)) => {
             // In the container's mount namespace by now: /dev/ptmx is its devpts's.
-            let (slave, _) = open_terminal(console)?;
+            let (slave, _) = open_terminal(console, process.console_size())?;
             for target in 0..3 {
                 nix::unistd::dup2(slave.as_raw_fd(), target)
                     .map_err(|e| setup_failure(format!("setting up stdio: {e}")))?;

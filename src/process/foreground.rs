@@ -261,6 +261,25 @@ pub fn enter_raw_mode() -> Option<RawModeGuard> {
     Some(RawModeGuard { fd, saved })
 }
 
+/// The host terminal's size (rows, cols), when stdin is a terminal.
+pub fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain data; all-zero is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into the winsize we own; it fails harmlessly on a non-tty.
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
+}
+
+/// The OCI `consoleSize` of our own terminal, for a process that gets a pty.
+pub fn console_size() -> Option<oci_spec::runtime::Box> {
+    let (rows, cols) = terminal_size()?;
+    oci_spec::runtime::BoxBuilder::default()
+        .height(u64::from(rows))
+        .width(u64::from(cols))
+        .build()
+        .ok()
+}
+
 /// Give the pty behind `master` the size of our own terminal (stdin), when it is one.
 pub fn copy_window_size(master: &OwnedFd) {
     // SAFETY: winsize is plain data; all-zero is a valid value.

@@ -5,7 +5,6 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -132,9 +131,24 @@ pub(super) fn apply_process_limits(
 
 /// A pty of the devpts mounted at /dev/pts of the current mount namespace: the master goes
 /// to husk over `console`, the slave becomes the controlling terminal (the caller must lead
-/// a session) and is returned for stdio.
-pub(super) fn open_terminal(console: &UnixStream) -> Result<(std::fs::File, PathBuf), InitFailure> {
+/// a session) and is returned for stdio. The pty has the process's `consoleSize` before the
+/// command can ask for it (husk's own resize after it gets the master would race the
+/// command's first look).
+pub(super) fn open_terminal(
+    console: &UnixStream,
+    size: Option<oci_spec::runtime::Box>,
+) -> Result<(std::fs::File, PathBuf), InitFailure> {
     let (master, slave_path) = rootfs::open_pty().map_err(fail)?;
+    if let Some(size) = size.filter(|s| s.height() > 0 && s.width() > 0) {
+        let ws = libc::winsize {
+            ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
+            ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize we own from a pty master we hold.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
     send_fd(console, master.as_raw_fd())
         .map_err(|e| fail(format!("sending the pty to husk: {e}")))?;
     drop(master);
@@ -208,12 +222,15 @@ pub(super) fn become_process(
     let program = args
         .first()
         .ok_or_else(|| fail("the spec has no command"))?;
-    let path_var = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let executable = find_executable(program, path_var)?;
+    let executable = rootfs_agent::lookup::find_executable(
+        program,
+        rootfs_agent::lookup::path_of(&env),
+        Path::new("."),
+    )
+    .map_err(|e| InitFailure {
+        code: e.code as u8,
+        message: e.message,
+    })?;
     let c_path = cstr(executable.to_string_lossy().as_ref())?;
     let c_args = args
         .iter()
@@ -334,7 +351,8 @@ fn setup_stdio(cfg: &InitConfig, terminal: bool) -> Result<(), InitFailure> {
             .console
             .as_ref()
             .ok_or_else(|| fail("terminal requested without console"))?;
-        let (slave, slave_path) = open_terminal(console)?;
+        let size = cfg.spec.process().as_ref().and_then(|p| p.console_size());
+        let (slave, slave_path) = open_terminal(console, size)?;
         // Like runc: programs that write to /dev/console reach the container's terminal.
         let console_path = Path::new("/dev/console");
         if std::fs::File::create(console_path).is_ok() {
@@ -403,54 +421,6 @@ fn send_fd(socket: &UnixStream, fd: RawFd) -> nix::Result<usize> {
     )
 }
 
-/// Docker's rules: a name with a slash is used as is, otherwise the container's PATH is
-/// searched; a file that exists but cannot be executed is 126, nothing found is 127.
-fn find_executable(program: &str, path_var: &str) -> Result<PathBuf, InitFailure> {
-    let check = |path: &Path| -> Result<(), InitFailure> {
-        let meta = std::fs::metadata(path).map_err(|e| InitFailure {
-            code: if e.kind() == std::io::ErrorKind::NotFound {
-                CODE_NOT_FOUND
-            } else {
-                CODE_NOT_EXECUTABLE
-            },
-            message: format!("exec {program:?}: stat {}: {e}", path.display()),
-        })?;
-        if meta.is_dir() {
-            return Err(InitFailure {
-                code: CODE_NOT_EXECUTABLE,
-                message: format!("exec {program:?}: {} is a directory", path.display()),
-            });
-        }
-        if meta.permissions().mode() & 0o111 == 0 {
-            return Err(InitFailure {
-                code: CODE_NOT_EXECUTABLE,
-                message: format!("exec {program:?}: permission denied"),
-            });
-        }
-        Ok(())
-    };
-    if program.contains('/') {
-        let path = PathBuf::from(program);
-        check(&path)?;
-        return Ok(path);
-    }
-    let mut not_executable = None;
-    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(program);
-        match check(&candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(failure) if failure.code == CODE_NOT_EXECUTABLE && candidate.exists() => {
-                not_executable.get_or_insert(failure);
-            }
-            Err(_) => {}
-        }
-    }
-    Err(not_executable.unwrap_or_else(|| InitFailure {
-        code: CODE_NOT_FOUND,
-        message: format!("exec: {program:?}: executable file not found in $PATH"),
-    }))
-}
-
 /// husk blocks and handles signals for forwarding; the command must start with defaults.
 fn reset_signals() {
     for signal in Signal::iterator() {
@@ -467,7 +437,7 @@ fn reset_signals() {
 /// containers) withhold even from root; like Podman, husk then clamps to the current maximum
 /// rather than refusing to start.
 fn set_rlimit(typ: PosixRlimitType, soft: u64, hard: u64) -> Result<(), InitFailure> {
-    let resource = rlimit_resource(typ);
+    let resource = rlimit_resource(typ)?;
     let apply = |soft: u64, hard: u64| {
         let limit = libc::rlimit {
             rlim_cur: soft,
@@ -493,25 +463,20 @@ fn set_rlimit(typ: PosixRlimitType, soft: u64, hard: u64) -> Result<(), InitFail
     Err(fail(format!("setting {typ:?}: {err}")))
 }
 
-fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
-    match typ {
-        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
-        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
-        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
-        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
-        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
-        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
-        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
-        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
-        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
-        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
-        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
-        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
-        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
-    }
+/// The OCI name of an rlimit ("RLIMIT_NOFILE"), as the spec spells it and the guest agent's
+/// protocol carries it.
+pub fn rlimit_name(typ: PosixRlimitType) -> String {
+    serde_json::to_value(typ)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The Linux resource number of an rlimit: one table for both isolations
+/// (rootfs_agent::protocol::rlimit_resource).
+fn rlimit_resource(typ: PosixRlimitType) -> Result<libc::__rlimit_resource_t, InitFailure> {
+    rootfs_agent::protocol::rlimit_resource(&rlimit_name(typ))
+        .ok_or_else(|| fail(format!("unknown rlimit {typ:?}")))
 }
 
 /// The spec's five capability sets by name ("CAP_CHOWN"), sorted, as the shared confinement
@@ -582,46 +547,5 @@ mod tests {
                 assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
             }
         }
-    }
-
-    #[test]
-    fn executable_lookup_follows_docker_codes() {
-        let tmp = tempfile::tempdir().unwrap();
-        let bin = tmp.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let tool = bin.join("tool");
-        std::fs::write(&tool, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let data = bin.join("data");
-        std::fs::write(&data, "x").unwrap();
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let path = format!("/nonexistent:{}", bin.display());
-
-        assert_eq!(find_executable("tool", &path).ok(), Some(tool.clone()));
-        assert_eq!(find_executable(tool.to_str().unwrap(), "").ok(), Some(tool));
-        let missing = find_executable("nope", &path).unwrap_err();
-        assert_eq!(missing.code, CODE_NOT_FOUND);
-        assert_eq!(
-            missing.message,
-            "exec: \"nope\": executable file not found in $PATH"
-        );
-        assert_eq!(
-            find_executable("data", &path).unwrap_err().code,
-            CODE_NOT_EXECUTABLE
-        );
-        assert_eq!(
-            find_executable(data.to_str().unwrap(), "")
-                .unwrap_err()
-                .code,
-            CODE_NOT_EXECUTABLE
-        );
-        assert_eq!(
-            find_executable(bin.to_str().unwrap(), "").unwrap_err().code,
-            CODE_NOT_EXECUTABLE
-        );
-        assert_eq!(
-            find_executable("/no/such/file", "").unwrap_err().code,
-            CODE_NOT_FOUND
-        );
     }
 }

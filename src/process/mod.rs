@@ -15,7 +15,7 @@ pub mod exec;
 mod foreground;
 mod in_root;
 mod init;
-pub use init::capability_names;
+pub use init::{capability_names, rlimit_name};
 pub mod rootfs;
 pub mod seccomp;
 mod trampoline;
@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 pub use cgroup::{Cgroup, CgroupError, CgroupLayout, CgroupStats};
 pub use foreground::{
-    copy_window_size, enter_raw_mode, run_foreground, run_foreground_logged, RawModeGuard,
-    FORWARDED,
+    console_size, copy_window_size, enter_raw_mode, run_foreground, run_foreground_logged,
+    terminal_size, RawModeGuard, FORWARDED,
 };
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};

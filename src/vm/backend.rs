@@ -269,11 +269,7 @@ pub fn process_spec(
         .iter()
         .flatten()
         .map(|r| Rlimit {
-            // The OCI name ("RLIMIT_NOFILE"), as the spec itself spells it.
-            kind: serde_json::to_value(r.typ())
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            kind: crate::process::rlimit_name(r.typ()),
             soft: r.soft(),
             hard: r.hard(),
         })
@@ -318,14 +314,7 @@ pub fn resolve_user(name: &str, layers: &[PathBuf]) -> Result<user::ResolvedUser
     user::resolve(name, &etc).map_err(|e| VmError::Invalid(e.to_string()))
 }
 
-/// The host terminal's size (rows, cols), when stdin is a terminal.
-pub fn terminal_size() -> Option<(u16, u16)> {
-    // SAFETY: winsize is plain data; all-zero is a valid value.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes into the winsize we own; it fails harmlessly on a non-tty.
-    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
-}
+pub use crate::process::terminal_size;
 
 enum Monitor {
     Husk(MonitorProcess),

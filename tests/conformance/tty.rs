@@ -18,9 +18,8 @@ fn the_terminal_is_a_pty_of_the_callers_size(iso: &str) {
         ws_ypixel: 0,
     };
     let pty = nix::pty::openpty(Some(&size), None).unwrap();
-    // The `sleep`: under process isolation husk sets the container's terminal size once it
-    // has the pty, which can be after the program started (a known race: the spec carries no
-    // consoleSize yet). A VM's agent gets the size in its start request.
+    // No wait before `stty`: the pty has the caller's size before the program starts (the
+    // process's consoleSize on the host, the start request's size in a VM).
     let slave = || Stdio::from(pty.slave.as_fd().try_clone_to_owned().unwrap());
     let mut child = husk
         .cmd()
@@ -33,7 +32,7 @@ fn the_terminal_is_a_pty_of_the_callers_size(iso: &str) {
             "busybox",
             "sh",
             "-c",
-            "sleep 1; stty size; tty",
+            "stty size; tty",
         ])
         .stdin(slave())
         .stdout(slave())

@@ -55,6 +55,7 @@ impl From<RuntimeError> for StartFailure {
 }
 
 /// The record's view of one run, for the sandbox that runs it.
+#[derive(Clone, Copy)]
 pub struct ContainerState<'a> {
     pub store: &'a Containers,
     pub record: &'a Record,

@@ -38,6 +38,24 @@ impl Sandbox for ProcessSandbox {
     }
 
     fn run(&self, ctx: &RunContext, io: RunIo) -> Result<RunExit, StartFailure> {
+        // A terminal of ours: the container's pty starts with its size (in this run's spec
+        // only; the spec on disk is the container's, not this terminal's).
+        let sized;
+        let ctx = match (&io, ctx.state.record.options.tty, process::console_size()) {
+            (RunIo::Foreground { .. }, true, Some(size)) => {
+                let mut spec = ctx.spec.clone();
+                if let Some(mut process) = spec.process().clone() {
+                    process.set_console_size(Some(size));
+                    spec.set_process(Some(process));
+                }
+                sized = spec;
+                &RunContext {
+                    spec: &sized,
+                    ..*ctx
+                }
+            }
+            _ => ctx,
+        };
         let dir = ctx.state.dir();
         let cgroup = cgroup_name(&ctx.state.record.id);
         let on_started = |container: &process::Container| {
@@ -116,6 +134,11 @@ impl Sandbox for ProcessSandbox {
             })?,
         };
         let terminal = process.terminal().unwrap_or(false);
+        let mut process = process.clone();
+        if terminal {
+            process.set_console_size(crate::process::console_size());
+        }
+        let process = &process;
         let cgroup = cgroup_name(&record.id);
         let null = dev_null()?;
         let clone = |file: &File| -> Result<OwnedFd, RuntimeError> {
