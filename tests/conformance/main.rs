@@ -46,3 +46,4 @@ mod sysctls;
 mod top;
 mod tty;
 mod user;
+mod volumes;

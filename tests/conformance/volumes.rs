@@ -1,15 +1,13 @@
-//! Volumes, binds and tmpfs mounts: one case, the same observable result, in every isolation.
-//! Each case runs under process isolation and under VM isolation (virtio-fs from virtiofsd:
-//! under QEMU in the main suite, on husk's own monitor in the nested tier, which runs the `vm`
-//! cases only). A named volume is also shared between the two isolations.
-
-mod common;
+//! `volumes`: volumes, binds and tmpfs mounts, the same observable result in every isolation
+//! (a VM's through virtio-fs from virtiofsd). A named volume is also shared between the two
+//! isolations, and a killed VM monitor or supervisor leaves no daemon behind.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cli::Husk;
+use crate::common;
+use crate::common::cli::Husk;
 
 /// A husk root whose image has content under /srv/www and /etc/marker, able to run both
 /// isolations; None (the reason noted) when this host cannot run `isolation`.
@@ -50,18 +48,6 @@ fn run(husk: &Husk, isolation: &str, args: &[&str]) -> String {
 fn volume_dir(husk: &Husk, name: &str) -> PathBuf {
     let path = husk.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", name]);
     PathBuf::from(path.trim())
-}
-
-/// Every case, once per isolation: `process::case` and `vm::case`.
-macro_rules! in_every_isolation {
-    ($($case:ident),* $(,)?) => {
-        mod process {
-            $(#[test] fn $case() { super::$case("process") })*
-        }
-        mod vm {
-            $(#[test] fn $case() { super::$case("vm") })*
-        }
-    };
 }
 
 in_every_isolation!(
