@@ -35,7 +35,11 @@ pub fn path_of(env: &[String]) -> &str {
 pub fn find_executable(program: &str, path_var: &str, cwd: &Path) -> Result<PathBuf, LookupError> {
     let check = |path: &Path| -> Result<(), LookupError> {
         let meta = std::fs::metadata(path).map_err(|e| LookupError {
-            code: if e.kind() == std::io::ErrorKind::NotFound {
+            // A name too long for the kernel, or a file as a directory on the way, is not
+            // there either: 127, as execve's ENOENT.
+            code: if e.kind() == std::io::ErrorKind::NotFound
+                || matches!(e.raw_os_error(), Some(libc::ENAMETOOLONG | libc::ENOTDIR))
+            {
                 CODE_NOT_FOUND
             } else {
                 CODE_NOT_EXECUTABLE

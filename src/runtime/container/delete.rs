@@ -1,6 +1,6 @@
 //! `rm` and `container prune`, and `--rm`'s removal after the exit.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -26,10 +26,22 @@ pub fn remove(
                 record.id
             )));
         }
-        // A signal that cannot be delivered still lets the supervisor notice and record.
-        let _ = super::kill::request_stop(&store, &record, Signal::SIGKILL);
-        // The supervisor notices the exit, records it and tears the sandbox down.
-        super::wait::wait_until_stopped(&store, &record.id, Some(Duration::from_secs(10)))?;
+        store.update(&record.id, |r| r.state.stop_requested = true)?;
+        // A container marked running whose process is not published yet (it is being
+        // started) has nothing to signal: try again until it has, or is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = store.load(&record.id)?;
+            if now.effective_status() != Status::Running {
+                break;
+            }
+            if super::kill::signal(&now, Signal::SIGKILL).is_ok() || Instant::now() > deadline {
+                // The supervisor notices the exit, records it and tears the sandbox down.
+                super::wait::wait_until_stopped(&store, &record.id, Some(Duration::from_secs(10)))?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     release_leftovers(&store.dir_of(&record.id), &record.id)?;
     if volumes {
