@@ -27,13 +27,7 @@ pub fn copy(
     let store = runtime.containers()?;
     let record = store.find(key)?;
     let spec = load_spec(&store, &record.id)?;
-    let target = Target {
-        root: &runtime.root,
-        config: &runtime.config,
-        store: &store,
-        record: &record,
-        spec: &spec,
-    };
+    let target = Target::new(runtime, &store, &record, &spec);
     let path = PathBuf::from("/").join(container_path.trim_start_matches('/'));
     let sandbox = sandbox_for(record.isolation);
     match direction {

@@ -69,13 +69,7 @@ pub fn exec(runtime: &Runtime, key: &str, options: &ExecOptions) -> Result<i32, 
         .clone()
         .ok_or_else(|| RuntimeError::Failed("the container's spec has no process".into()))?;
     let process = exec_process(&base, options)?;
-    let target = Target {
-        root: &runtime.root,
-        config: &runtime.config,
-        store: &store,
-        record: &record,
-        spec: &spec,
-    };
+    let target = Target::new(runtime, &store, &record, &spec);
     let io = ExecIo {
         interactive: options.interactive,
         detach: options.detach,

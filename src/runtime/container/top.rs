@@ -12,12 +12,6 @@ pub fn top(runtime: &Runtime, key: &str, ps_options: &[String]) -> Result<i32, R
     let record = store.find(key)?;
     require_running(&record)?;
     let spec = load_spec(&store, &record.id)?;
-    let target = Target {
-        root: &runtime.root,
-        config: &runtime.config,
-        store: &store,
-        record: &record,
-        spec: &spec,
-    };
+    let target = Target::new(runtime, &store, &record, &spec);
     sandbox_for(record.isolation).top(&target, ps_options)
 }

@@ -62,6 +62,23 @@ pub struct Target<'a> {
     pub spec: &'a Spec,
 }
 
+impl<'a> Target<'a> {
+    pub fn new(
+        runtime: &'a super::Runtime,
+        store: &'a Containers,
+        record: &'a Record,
+        spec: &'a Spec,
+    ) -> Self {
+        Target {
+            root: &runtime.root,
+            config: &runtime.config,
+            store,
+            record,
+            spec,
+        }
+    }
+}
+
 /// An `exec`'s stdio: the caller's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecIo {
@@ -99,6 +116,17 @@ pub trait Sandbox {
 
     /// Copy `path` in the container to `dest` on the host, placed as Docker places it.
     fn copy_out(&self, target: &Target, path: &Path, dest: &Path) -> Result<(), RuntimeError>;
+}
+
+/// Signal the container's host process (`state.pid`): its init, or the process that holds
+/// its VM.
+fn signal_host_process(record: &Record, signal: Signal) -> Result<(), RuntimeError> {
+    let pid = record.state.pid.ok_or_else(|| {
+        RuntimeError::State(format!("container {} has no recorded process", record.id))
+    })?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|errno| {
+        RuntimeError::Failed(format!("cannot signal container {}: {errno}", record.id))
+    })
 }
 
 /// The sandbox of an isolation: the one match on it.

@@ -6,8 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use oci_spec::runtime::Process;
 
 use super::{ExecIo, RunContext, RunExit, RunIo, Sandbox, SharedLog, Target};
@@ -110,12 +109,7 @@ impl Sandbox for ProcessSandbox {
     }
 
     fn signal(&self, record: &Record, signal: Signal) -> Result<(), RuntimeError> {
-        let pid = record.state.pid.ok_or_else(|| {
-            RuntimeError::State(format!("container {} has no recorded process", record.id))
-        })?;
-        kill(Pid::from_raw(pid), signal).map_err(|errno| {
-            RuntimeError::Failed(format!("cannot signal container {}: {errno}", record.id))
-        })
+        super::signal_host_process(record, signal)
     }
 
     fn exec(&self, target: &Target, process: &Process, io: ExecIo) -> Result<i32, RuntimeError> {

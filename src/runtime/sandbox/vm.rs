@@ -6,8 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use oci_spec::runtime::Process;
 use rootfs_agent::client::{ClientError, ProcessIo};
 use rootfs_agent::protocol::{ExitStatus, ProcessSpec};
@@ -82,12 +81,7 @@ impl Sandbox for VmSandbox {
         }
         // No supervisor answers: the VM's monitor is what is left of the container, and a
         // signal to it ends the VM with the process in it.
-        let pid = record.state.pid.ok_or_else(|| {
-            RuntimeError::State(format!("container {} has no recorded process", record.id))
-        })?;
-        kill(Pid::from_raw(pid), signal).map_err(|errno| {
-            RuntimeError::Failed(format!("cannot signal container {}: {errno}", record.id))
-        })
+        super::signal_host_process(record, signal)
     }
 
     fn exec(&self, target: &Target, process: &Process, io: ExecIo) -> Result<i32, RuntimeError> {
