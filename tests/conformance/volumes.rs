@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 use crate::common::cli::Husk;
+use crate::support::run;
 
 /// A husk root whose image has content under /srv/www and /etc/marker, able to run both
 /// isolations; None (the reason noted) when this host cannot run `isolation`.
@@ -36,13 +37,6 @@ fn husk(test: &str, isolation: &str) -> Option<Husk> {
         std::fs::write(rootfs.join("etc/marker"), "the container's own /etc\n").unwrap();
     });
     Some(husk)
-}
-
-/// `husk run --rm --isolation ISO ARGS...`, required to succeed; its stdout.
-fn run(husk: &Husk, isolation: &str, args: &[&str]) -> String {
-    let mut full = vec!["run", "--rm", "--isolation", isolation];
-    full.extend_from_slice(args);
-    husk.ok(&full)
 }
 
 fn volume_dir(husk: &Husk, name: &str) -> PathBuf {
