@@ -1040,6 +1040,33 @@ mod tests {
         assert!(no_pids.validate().is_err(), "a pids limit of 0");
     }
 
+    /// A sysctl name can only name a file below /proc/sys: no '/', no empty word, no "..".
+    #[test]
+    fn sysctls_are_bounded_and_stay_below_proc_sys() {
+        let with = |key: &str, value: &str| StartRequest {
+            process: ProcessSpec::new(["/bin/true"]),
+            sysctls: [(key.to_string(), value.to_string())].into(),
+            ..Default::default()
+        };
+        assert!(with("net.ipv4.ip_forward", "1").validate().is_ok());
+        for key in [
+            "../../etc/passwd",
+            "net/ipv4",
+            "net..x",
+            ".net",
+            "",
+            "a.b c",
+        ] {
+            assert!(with(key, "1").validate().is_err(), "{key:?}");
+        }
+        assert!(with("kernel.shmmni", "1\n2").validate().is_err());
+        let mut many = with("kernel.shmmni", "1");
+        for n in 0..MAX_SYSCTLS {
+            many.sysctls.insert(format!("net.x{n}"), "1".into());
+        }
+        assert!(many.validate().is_err());
+    }
+
     #[test]
     fn process_spec_validation() {
         let ok = ProcessSpec::new(["/bin/true"]);
