@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             container_dir: &container_dir,
             cgroup_name: &cgroup,
             stdio: None,
+            network: None,
         };
         let container = spawn(&cfg)?;
         spawned.push(start.elapsed().as_secs_f64() * 1e3);

@@ -1,16 +1,18 @@
 //! Shared by the cargo-fuzz target (fuzz_targets/virtio_requests.rs) and the deterministic
 //! random-chain test (tests/vmm_fuzz_chains.rs): turn arbitrary bytes into a driver's view of
-//! a virtio queue (descriptor table, avail ring, request headers, data) and let virtio-blk or
-//! virtio-console process it. The device must never panic, never return more chains than were
-//! offered, and never modify a read-only disk.
+//! a virtio queue (descriptor table, avail ring, request headers, data) and let virtio-blk,
+//! virtio-console or virtio-net process it. The device must never panic, never return more
+//! chains than were offered, never modify a read-only disk, and never send the host a frame
+//! larger than its MTU allows.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 
 use husk::vmm::devices::virtio_block::block_from_file;
 use husk::vmm::devices::virtio_console::Console;
+use husk::vmm::devices::virtio_net::{net_from_file, HEADER_LEN};
 use husk::vmm::devices::VirtioDevice;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -133,7 +135,7 @@ fn fill_memory(mem: &GuestMemoryMmap, inp: &mut Input) {
 
 pub fn run(data: &[u8]) {
     let mut inp = Input(data);
-    let kind = inp.u8() % 3;
+    let kind = inp.u8() % 4;
     let mem: GuestMemoryMmap =
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)]).unwrap();
     // A good share of plausible request headers; the rest of the input (after the queues)
@@ -184,6 +186,65 @@ pub fn run(data: &[u8]) {
             assert_eq!(after.len(), content.len(), "disk size changed");
             if read_only {
                 assert!(after == content, "read-only disk modified");
+            }
+        }
+        3 => {
+            // A datagram socket keeps frame boundaries as a tap does.
+            let (host, guest) = UnixDatagram::pair().unwrap();
+            host.set_nonblocking(true).unwrap();
+            const MTU: u16 = 1500;
+            let mut dev = net_from_file(
+                File::from(std::os::fd::OwnedFd::from(guest)),
+                [2, 0x42, 10, 0, 0, 2],
+                MTU,
+            )
+            .unwrap();
+            let rx = Rings { base: 0 };
+            let tx = Rings { base: 0x8000 };
+            let (offered_rx, indirect_rx) = write_queue(&mem, &rx, &mut inp);
+            let (offered_tx, indirect_tx) = write_queue(&mem, &tx, &mut inp);
+            let mut queues = vec![rx.create_queue(), tx.create_queue()];
+            // Frames from the host side: some ordinary, some larger than any guest buffer.
+            for _ in 0..usize::from(inp.u8() % 4) {
+                let len = if inp.u8() < 32 {
+                    9000
+                } else {
+                    usize::from(inp.u16() % 1600)
+                };
+                let frame = inp.bytes(len.min(64));
+                let mut full = frame.clone();
+                full.resize(len, 0xab);
+                let _ = host.send(&full);
+            }
+            fill_memory(&mem, &mut inp);
+            let _ = dev.process_queue(1, &mut queues, &mem);
+            let _ = dev.process_host_event(&mut queues, &mem);
+            let _ = dev.process_queue(0, &mut queues, &mem);
+            let mut sink = vec![0u8; 1 << 17];
+            while let Ok(n) = host.recv(&mut sink) {
+                assert!(
+                    n <= usize::from(MTU) + 18 && n >= 14,
+                    "the device sent the host a {n}-byte frame"
+                );
+            }
+            for (mock, offered) in [(&rx, offered_rx), (&tx, offered_tx)] {
+                if indirect_rx || indirect_tx {
+                    break;
+                }
+                let used_idx: u16 = mem.read_obj(GuestAddress(mock.used_addr().0 + 2)).unwrap();
+                assert!(
+                    used_idx <= offered.min(QSIZE),
+                    "used {used_idx} > offered {offered}"
+                );
+            }
+            if !indirect_rx {
+                // Every receive chain the device returned holds a header and a frame.
+                let used = rx.used_addr().0;
+                let used_idx: u16 = mem.read_obj(GuestAddress(used + 2)).unwrap();
+                for i in 0..u64::from(used_idx.min(QSIZE)) {
+                    let len: u32 = mem.read_obj(GuestAddress(used + 4 + i * 8 + 4)).unwrap();
+                    assert!(len as usize >= HEADER_LEN, "a used rx chain of {len} bytes");
+                }
             }
         }
         _ => {

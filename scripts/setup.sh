@@ -14,6 +14,7 @@ packages=(
   linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio  # the guest kernel
   make gcc libc6-dev xz-utils  # the guest kernel and the static hello-world image
   file iproute2 procps util-linux
+  nftables iperf3 curl    # container networks (NAT, published ports) and their tests
   hyperfine jq            # benchmark scripts
   docker.io               # Docker itself: output formats compared, a benchmark peer
   chromium                # renders husk compare's HTML report in a test

@@ -78,6 +78,11 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
+    /// List port mappings or a specific mapping for the container.
+    Port(commands::network::PortArgs),
     #[command(flatten)]
     Images(crate::commands::image::ImageCommand),
     /// Supervise a detached container (started by husk itself, not by users).
@@ -105,6 +110,8 @@ impl Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ContainerCommand {
+    /// List port mappings or a specific mapping for the container.
+    Port(commands::network::PortArgs),
     /// Create and run a new container from an image.
     Run(commands::run::RunArgs),
     /// Create a new container.

@@ -7,6 +7,7 @@ pub mod container;
 pub mod cost;
 pub mod display;
 pub mod image;
+pub mod network;
 pub mod process;
 pub mod runtime;
 pub mod vm;

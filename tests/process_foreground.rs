@@ -64,6 +64,7 @@ fn foreground_helper() {
         container_dir: &dir.join("container"),
         cgroup_name: &cgroup,
         stdio: None,
+        network: None,
     };
     let exit = run_foreground(&cfg, |_| {}).unwrap();
     std::process::exit(exit.code);

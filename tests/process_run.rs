@@ -72,6 +72,7 @@ impl Fixture {
             container_dir: &self.container_dir,
             cgroup_name: cgroup,
             stdio,
+            network: None,
         }
     }
 

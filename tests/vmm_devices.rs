@@ -1,14 +1,15 @@
-//! T0: virtio-blk, virtio-console and the virtio-mmio transport driven from the driver side
+//! T0: virtio-blk, virtio-console, virtio-net and the virtio-mmio transport driven from the driver side
 //! with virtio-queue's MockSplitQueue, including hostile descriptor chains. No privileges.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Arc;
 
 use husk::vmm::bus::BusDevice;
 use husk::vmm::devices::virtio_block::{block_from_file, Block};
 use husk::vmm::devices::virtio_console::{Console, RX_QUEUE, TX_QUEUE};
 use husk::vmm::devices::virtio_mmio::{reg, status, MmioTransport, MMIO_MAGIC_VALUE};
+use husk::vmm::devices::virtio_net::{self, net_from_file, Net};
 use husk::vmm::devices::{Interrupt, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_MMIO_INT_VRING};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Descriptor, Queue};
@@ -334,6 +335,134 @@ fn console_moves_bytes_both_ways_with_back_pressure() {
         .unwrap();
     assert!(con.process_queue(TX_QUEUE, &mut queues, &mem).unwrap());
     assert_eq!(tx_mock.used().idx().load(), 2);
+}
+
+/// A net device over a datagram socket (frame boundaries kept, as on a tap) and its rings.
+fn net_device(
+    mem: &GuestMemoryMmap,
+) -> (UnixDatagram, Net, [MockSplitQueue<'_, GuestMemoryMmap>; 2]) {
+    let (host, guest_end) = UnixDatagram::pair().unwrap();
+    host.set_nonblocking(true).unwrap();
+    let net = net_from_file(
+        std::fs::File::from(std::os::fd::OwnedFd::from(guest_end)),
+        [0x02, 0x42, 10, 87, 0, 2],
+        1500,
+    )
+    .unwrap();
+    let rx = MockSplitQueue::create(mem, GuestAddress(0), QSIZE);
+    let tx = MockSplitQueue::create(mem, GuestAddress(0x8000), QSIZE);
+    (host, net, [rx, tx])
+}
+
+#[test]
+fn net_config_space_has_the_mac_and_mtu_and_no_offloads() {
+    let mem = guest_memory();
+    let (_host, net, _) = net_device(&mem);
+    let mut config = [0u8; 12];
+    net.read_config(0, &mut config);
+    assert_eq!(&config[..6], &[0x02, 0x42, 10, 87, 0, 2]);
+    assert_eq!(u16::from_le_bytes([config[10], config[11]]), 1500);
+    // VERSION_1, MAC (5) and MTU (3) only: no checksum or segmentation offload to honour.
+    assert_eq!(
+        net.device_features(),
+        VIRTIO_F_VERSION_1 | (1 << 5) | (1 << 3)
+    );
+}
+
+#[test]
+fn net_moves_frames_both_ways_without_the_virtio_header_on_the_host() {
+    let mem = guest_memory();
+    let (host, mut net, [rx, tx]) = net_device(&mem);
+    let mut queues = vec![
+        rx.create_queue::<Queue>().unwrap(),
+        tx.create_queue::<Queue>().unwrap(),
+    ];
+    // Guest -> host: header and frame in two descriptors; the host sees the frame only.
+    let frame: Vec<u8> = (0..60u8).collect();
+    mem.write_slice(&[0u8; virtio_net::HEADER_LEN], GuestAddress(DATA))
+        .unwrap();
+    mem.write_slice(&frame, GuestAddress(DATA + 0x100)).unwrap();
+    tx.add_desc_chains(
+        &chain(0, &[(DATA, 12, false), (DATA + 0x100, 60, false)]),
+        0,
+    )
+    .unwrap();
+    assert!(net
+        .process_queue(virtio_net::TX_QUEUE, &mut queues, &mem)
+        .unwrap());
+    let mut got = [0u8; 2048];
+    assert_eq!(host.recv(&mut got).unwrap(), 60);
+    assert_eq!(&got[..60], &frame[..]);
+
+    // Host -> guest with no buffers posted: nothing taken, the tap no longer watched.
+    host.send(&frame).unwrap();
+    assert!(!net.process_host_event(&mut queues, &mem).unwrap());
+    assert!(!net.host_interest().readable);
+    // A buffer arrives: header (num_buffers = 1) and the frame in it.
+    rx.add_desc_chains(&chain(0, &[(DATA + 0x1000, 1526, true)]), 0)
+        .unwrap();
+    assert!(net
+        .process_queue(virtio_net::RX_QUEUE, &mut queues, &mem)
+        .unwrap());
+    let used = rx.used().ring().ref_at(0).unwrap().load();
+    assert_eq!(used.len(), 12 + 60);
+    let mut header = [0xffu8; 12];
+    mem.read_slice(&mut header, GuestAddress(DATA + 0x1000))
+        .unwrap();
+    assert_eq!(header, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    let mut body = [0u8; 60];
+    mem.read_slice(&mut body, GuestAddress(DATA + 0x1000 + 12))
+        .unwrap();
+    assert_eq!(&body[..], &frame[..]);
+}
+
+#[test]
+fn net_hostile_chains_are_dropped_not_sent_or_half_written() {
+    let mem = guest_memory();
+    let (host, mut net, [rx, tx]) = net_device(&mem);
+    let mut queues = vec![
+        rx.create_queue::<Queue>().unwrap(),
+        tx.create_queue::<Queue>().unwrap(),
+    ];
+    // Transmit: longer than one frame, a writable descriptor, outside memory, too short.
+    let bad = [
+        chain(0, &[(DATA, 12, false), (DATA + 0x100, 9000, false)]),
+        chain(2, &[(DATA, 12, false), (DATA + 0x100, 60, true)]),
+        chain(4, &[(MEM_SIZE as u64 * 2, 72, false)]),
+        chain(5, &[(DATA, 20, false)]),
+    ];
+    tx.add_desc_chains(&bad.concat(), 0).unwrap();
+    assert!(net
+        .process_queue(virtio_net::TX_QUEUE, &mut queues, &mem)
+        .unwrap());
+    assert_eq!(tx.used().idx().load(), 4, "every chain is returned");
+    let mut got = [0u8; 16];
+    assert!(host.recv(&mut got).is_err(), "nothing reached the host");
+    assert_eq!(net.drops().bad_tx_chains, 4);
+
+    // Receive: a frame larger than the posted buffer is dropped, the buffer kept for the
+    // next frame, which fits.
+    rx.add_desc_chains(&chain(0, &[(DATA + 0x1000, 100, true)]), 0)
+        .unwrap();
+    mem.write_slice(&[0xeeu8; 100], GuestAddress(DATA + 0x1000))
+        .unwrap();
+    host.send(&[0x11u8; 1000]).unwrap();
+    host.send(&[0x22u8; 50]).unwrap();
+    assert!(net
+        .process_queue(virtio_net::RX_QUEUE, &mut queues, &mem)
+        .unwrap());
+    assert_eq!(rx.used().idx().load(), 1);
+    assert_eq!(rx.used().ring().ref_at(0).unwrap().load().len(), 62);
+    let mut body = [0u8; 88];
+    mem.read_slice(&mut body, GuestAddress(DATA + 0x1000 + 12))
+        .unwrap();
+    assert_eq!(&body[..50], &[0x22u8; 50][..], "the second frame, whole");
+    assert_eq!(
+        &body[50..],
+        &[0xeeu8; 38][..],
+        "nothing of the first one past it"
+    );
+    assert_eq!(net.drops().rx_too_large, 1);
 }
 
 fn transport() -> (

@@ -11,5 +11,6 @@ pub mod agent;
 pub mod client;
 pub mod confine;
 pub mod lookup;
+pub mod network;
 pub mod protocol;
 pub mod sandbox;

@@ -591,6 +591,52 @@ pub struct StartRequest {
     /// OCI `linux.sysctl`: written under /proc/sys in the guest before the process starts.
     #[serde(default)]
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// The container is on a network: the guest's virtio-net interface and its /etc files.
+    #[serde(default)]
+    pub network: Option<GuestNetwork>,
+}
+
+/// Most bytes of a generated /etc/hosts or /etc/resolv.conf (a network of thousands of
+/// members stays far below).
+pub const MAX_ETC_FILE: usize = 256 << 10;
+
+/// What the agent configures on the guest's one network interface (eth0, the monitor's
+/// virtio-net device) before the container's process exists, and the files it binds over
+/// /etc/hosts and /etc/resolv.conf, as husk does for a process container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    pub address: std::net::Ipv4Addr,
+    /// Prefix length of the network, 8..=30.
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub mtu: u16,
+    pub hosts: String,
+    pub resolv: String,
+}
+
+impl GuestNetwork {
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |why: String| {
+            Err(ProtocolError::Invalid {
+                what: "network",
+                why,
+            })
+        };
+        if !(8..=30).contains(&self.prefix) {
+            return invalid(format!("prefix /{} is outside /8../30", self.prefix));
+        }
+        if !(68..=65517).contains(&self.mtu) {
+            return invalid(format!("MTU {} is outside 68..=65517", self.mtu));
+        }
+        for (name, text) in [("hosts", &self.hosts), ("resolv.conf", &self.resolv)] {
+            if text.len() > MAX_ETC_FILE || text.contains('\0') {
+                return invalid(format!(
+                    "{name} is over {MAX_ETC_FILE} bytes or holds a NUL"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Most sysctls a start request may carry.
@@ -730,6 +776,9 @@ impl StartRequest {
                     why: format!("{key:?} is not a sysctl name with a one-line value"),
                 });
             }
+        }
+        if let Some(network) = &self.network {
+            network.validate()?;
         }
         if self.limits.pids_max == Some(0) {
             return Err(ProtocolError::Invalid {

@@ -53,9 +53,12 @@ impl ContainerCgroup {
     }
 }
 
-/// Make the container's sandbox in the guest, in this order: its sysctls, its cgroup, mounts, masked and
+/// Make the container's sandbox in the guest, in this order: its network, its sysctls, its cgroup, mounts, masked and
 /// read-only paths, sysfs and root read-only.
 pub fn prepare(start: &StartRequest) -> Result<Option<ContainerCgroup>, String> {
+    // The network first: sysctls below may name its interface, and /etc/hosts is bound
+    // before the root may turn read-only.
+    crate::network::configure(start.network.as_ref())?;
     write_sysctls(&start.sysctls)?;
     let cgroup = container_cgroup(&start.limits)?;
     // Volumes go in before the root turns read-only (their mount points may have to be
@@ -275,23 +278,30 @@ impl ProcView {
 
 /// A new cgroup2 mount of the guest's hierarchy, as a descriptor only.
 fn detached_cgroup2_mount() -> std::io::Result<OwnedFd> {
+    detached_mount(c"cgroup2")
+}
+
+fn check_syscall(rc: libc::c_long) -> std::io::Result<RawFd> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc as RawFd)
+    }
+}
+
+/// A new mount of a `fstype` file system with default options, as a descriptor only: attached
+/// nowhere in the file tree, so nothing in the guest can reach it by a path.
+pub fn detached_mount(fstype: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-    let check = |rc: libc::c_long| {
-        if rc < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(rc as RawFd)
-        }
-    };
-    // SAFETY: fsopen reads a NUL-terminated name from a static string; returns a new fd.
+    // SAFETY: fsopen reads a NUL-terminated name; returns a new fd.
     let fs =
-        check(unsafe { libc::syscall(libc::SYS_fsopen, c"cgroup2".as_ptr(), FSOPEN_CLOEXEC) })?;
+        check_syscall(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
     // SAFETY: a fresh descriptor we own from here on.
     let fs = unsafe { OwnedFd::from_raw_fd(fs) };
     // SAFETY: fsconfig on our fs context; CMD_CREATE takes no key or value.
-    check(unsafe {
+    check_syscall(unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
             fs.as_raw_fd(),
@@ -302,10 +312,30 @@ fn detached_cgroup2_mount() -> std::io::Result<OwnedFd> {
         )
     })?;
     // SAFETY: fsmount on our fs context with integer flags; returns a new mount fd.
-    let mnt =
-        check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
+    let mnt = check_syscall(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+    })?;
     // SAFETY: a fresh descriptor we own from here on.
     Ok(unsafe { OwnedFd::from_raw_fd(mnt) })
+}
+
+/// Attach a detached mount (from [`detached_mount`]) at the directory `target`.
+pub fn attach_mount(mount: &OwnedFd, target: &str) -> std::io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let target = std::ffi::CString::new(target).map_err(std::io::Error::other)?;
+    // SAFETY: move_mount of our detached mount (empty path: the fd itself) onto a
+    // NUL-terminated absolute path.
+    check_syscall(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
 }
 
 /// Refuse a path that goes through a symlink (a mask would then not cover what its name

@@ -459,17 +459,31 @@ pub fn render_template(template: &str, value: &Value) -> Result<String> {
             .context("unterminated {{ in --format")?
             + start;
         let action = rest[start + 2..end].trim();
+        if let Some(path) = action.strip_prefix("range ") {
+            // `{{range .Map}}BODY{{end}}`: BODY once per element (a map's values in key
+            // order), with `.` the element, as Go's text/template does.
+            let (body, after) = range_body(&rest[end + 2..])?;
+            match lookup(value, path.trim(), action)? {
+                Value::Array(items) => {
+                    for item in items {
+                        out.push_str(&render_template(body, item)?);
+                    }
+                }
+                Value::Object(map) => {
+                    for item in map.values() {
+                        out.push_str(&render_template(body, item)?);
+                    }
+                }
+                _ => {}
+            }
+            rest = after;
+            continue;
+        }
         let (as_json, path) = match action.strip_prefix("json ") {
             Some(path) => (true, path.trim()),
             None => (false, action),
         };
-        let path = path
-            .strip_prefix('.')
-            .with_context(|| format!("unsupported template action {action:?}"))?;
-        let mut current = value;
-        for key in path.split('.').filter(|k| !k.is_empty()) {
-            current = current.get(key).unwrap_or(&Value::Null);
-        }
+        let current = lookup(value, path, action)?;
         out.push_str(&if as_json {
             serde_json::to_string(current)?
         } else {
@@ -479,6 +493,43 @@ pub fn render_template(template: &str, value: &Value) -> Result<String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `.A.B` in `value` (null when missing, as Go prints `<no value>`).
+fn lookup<'v>(value: &'v Value, path: &str, action: &str) -> Result<&'v Value> {
+    let path = path
+        .strip_prefix('.')
+        .with_context(|| format!("unsupported template action {action:?}"))?;
+    let mut current = value;
+    for key in path.split('.').filter(|k| !k.is_empty()) {
+        current = current.get(key).unwrap_or(&Value::Null);
+    }
+    Ok(current)
+}
+
+/// Split the text after a `{{range ...}}` into its body and what follows its `{{end}}`,
+/// counting nested ranges.
+fn range_body(text: &str) -> Result<(&str, &str)> {
+    let mut depth = 0;
+    let mut at = 0;
+    while let Some(open) = text[at..].find("{{") {
+        let open = at + open;
+        let close = text[open..]
+            .find("}}")
+            .context("unterminated {{ in --format")?
+            + open;
+        let action = text[open + 2..close].trim();
+        if action.starts_with("range ") {
+            depth += 1;
+        } else if action == "end" {
+            if depth == 0 {
+                return Ok((&text[..open], &text[close + 2..]));
+            }
+            depth -= 1;
+        }
+        at = close + 2;
+    }
+    anyhow::bail!("{{{{range}}}} without {{{{end}}}} in --format")
 }
 
 fn go_print(value: &Value) -> String {

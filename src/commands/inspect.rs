@@ -47,6 +47,82 @@ fn binds(record: &Record) -> Value {
     }
 }
 
+/// HostConfig.PortBindings: what `-p`/`-P` asked for ("" host port: any free one).
+fn port_bindings(record: &Record) -> Value {
+    let mut bindings = serde_json::Map::new();
+    for port in &record.options.publish {
+        let entry = bindings
+            .entry(format!("{}/{}", port.container_port, port.protocol))
+            .or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!({
+                "HostIp": port.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                "HostPort": if port.host_port == 0 { String::new() } else { port.host_port.to_string() },
+            }));
+        }
+    }
+    Value::Object(bindings)
+}
+
+/// NetworkSettings as Docker fills it: the endpoints of a running container (addresses are
+/// released when it stops), the ports it published, and the top-level address fields only
+/// for the default bridge.
+fn network_settings(root: &Path, record: &Record) -> Value {
+    let endpoints = husk::network::endpoints_of(root, &record.id);
+    let mut ports = serde_json::Map::new();
+    let mut networks = serde_json::Map::new();
+    let mut top = json!({"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""});
+    for (network, endpoint) in &endpoints {
+        for port in &endpoint.published {
+            let entry = ports
+                .entry(format!("{}/{}", port.container_port, port.protocol))
+                .or_insert_with(|| json!([]));
+            if let Some(list) = entry.as_array_mut() {
+                list.push(json!({
+                    "HostIp": port.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+                    "HostPort": port.host_port.to_string(),
+                }));
+            }
+        }
+        let fields = json!({
+            "IPAddress": endpoint.ip.to_string(),
+            "IPPrefixLen": network.subnet.prefix,
+            "Gateway": network.gateway.to_string(),
+            "MacAddress": endpoint.mac,
+        });
+        if network.name == husk::network::DEFAULT_NETWORK {
+            top = fields.clone();
+        }
+        let mut entry = json!({
+            "NetworkID": network.id,
+            "Aliases": if network.resolves_names() {
+                let mut aliases = endpoint.aliases.clone();
+                aliases.push(record.short_id().to_string());
+                json!(aliases)
+            } else {
+                Value::Null
+            },
+        });
+        if let (Some(entry), Some(fields)) = (entry.as_object_mut(), fields.as_object()) {
+            entry.extend(fields.clone());
+        }
+        networks.insert(network.name.clone(), entry);
+    }
+    if endpoints.is_empty() {
+        if let husk::container::spec::NetworkMode::Network(name) = &record.options.network {
+            networks.insert(
+                name.clone(),
+                json!({"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": ""}),
+            );
+        }
+    }
+    let mut settings = json!({"Ports": ports, "Networks": networks});
+    if let (Some(settings), Some(top)) = (settings.as_object_mut(), top.as_object()) {
+        settings.extend(top.clone());
+    }
+    settings
+}
+
 /// Mounts as Docker lists them.
 fn mounts(record: &Record) -> Value {
     json!(record
@@ -74,7 +150,7 @@ fn mounts(record: &Record) -> Value {
         .collect::<Vec<_>>())
 }
 
-pub fn container_value(store: &Containers, record: &Record) -> Value {
+pub fn container_value(root: &Path, store: &Containers, record: &Record) -> Value {
     let status = record.effective_status();
     let spec = load_spec(store, &record.id).ok();
     let process = spec.as_ref().and_then(|s| s.process().clone());
@@ -128,10 +204,8 @@ pub fn container_value(store: &Containers, record: &Record) -> Value {
                 },
             },
             "AutoRemove": record.auto_remove,
-            "NetworkMode": match options.network {
-                husk::container::spec::NetworkMode::None => "none",
-                husk::container::spec::NetworkMode::Host => "host",
-            },
+            "NetworkMode": options.network.name(),
+            "PortBindings": port_bindings(record),
             "Privileged": options.privileged,
             "Devices": options
                 .devices
@@ -147,6 +221,7 @@ pub fn container_value(store: &Containers, record: &Record) -> Value {
             "CapDrop": options.cap_drop,
         },
         "Mounts": mounts(record),
+        "NetworkSettings": network_settings(root, record),
         "Cost": record.cost,
         "Config": {
             "Hostname": spec.as_ref().and_then(|s| s.hostname().clone()).unwrap_or_default(),
@@ -169,7 +244,7 @@ pub fn inspect(root: &Path, args: InspectArgs, containers_only: bool) -> Result<
     let mut failed = false;
     for key in &args.objects {
         match containers.find(key) {
-            Ok(record) => values.push(container_value(&containers, &record)),
+            Ok(record) => values.push(container_value(root, &containers, &record)),
             Err(err) if containers_only => {
                 eprintln!("Error: {err}");
                 failed = true;

@@ -8,6 +8,7 @@ pub mod image;
 pub mod inspect;
 pub mod lifecycle;
 pub mod monitor;
+pub mod network;
 pub mod observe;
 pub mod ps;
 pub mod rm;
@@ -94,6 +95,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             lifecycle::restart(&runtime()?, args)
         }
         Command::Volume(command) => volume::run(root, command),
+        Command::Network(command) => network::run(root, command),
+        Command::Port(args) | Command::Container(ContainerCommand::Port(args)) => {
+            network::port(root, args)
+        }
         Command::ContainerMonitor { id } => monitor::monitor(&runtime()?, &id),
         Command::Images(command) => image::run(root, command),
         Command::Info(args) => vm::info(args),

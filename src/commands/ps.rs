@@ -184,9 +184,24 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
+    let ports = husk::network::published_by_container(root);
+    let ports_of = |record: &Record| {
+        ports
+            .get(&record.id)
+            .map(|list| {
+                list.iter()
+                    .map(husk::network::Published::display)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
     if let Some(format) = &args.format {
         for record in &shown {
-            println!("{}", render_format(format, record, !args.no_trunc));
+            println!(
+                "{}",
+                render_format(format, record, !args.no_trunc, &ports_of(record))
+            );
         }
         return Ok(0);
     }
@@ -211,7 +226,7 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<i32> {
             command_text(record, !args.no_trunc),
             ago(record.created),
             status_text(record),
-            String::new(),
+            ports_of(record),
             record.name.clone(),
             record.isolation.to_string(),
         ]);
@@ -220,7 +235,7 @@ pub fn ps(root: &Path, args: PsArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn render_format(format: &str, record: &Record, truncate: bool) -> String {
+fn render_format(format: &str, record: &Record, truncate: bool, ports: &str) -> String {
     let format = format.strip_prefix("table ").unwrap_or(format);
     let fields = [
         (
@@ -245,7 +260,7 @@ fn render_format(format: &str, record: &Record, truncate: bool) -> String {
         ("{{.State}}", record.effective_status().to_string()),
         ("{{.Names}}", record.name.clone()),
         ("{{.Isolation}}", record.isolation.to_string()),
-        ("{{.Ports}}", String::new()),
+        ("{{.Ports}}", ports.to_string()),
     ];
     let mut out = format.replace("\\t", "\t");
     for (token, value) in fields {

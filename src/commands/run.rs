@@ -58,9 +58,32 @@ pub struct CreateArgs {
     /// Tune container pids limit (-1 for unlimited).
     #[arg(long, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
-    /// Network mode: none (loopback only, the default) or host.
+    /// Connect the container to a network: none (loopback only, the default), host,
+    /// bridge, a user-defined network, or container:NAME|ID.
     #[arg(long, visible_alias = "net", default_value = "none")]
     pub network: String,
+    /// Publish a container's port to the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Publish all the image's exposed ports to free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// IPv4 address on a user-defined network (e.g. 10.86.0.10).
+    #[arg(long)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Add a network-scoped alias for the container.
+    #[arg(
+        long = "network-alias",
+        visible_alias = "net-alias",
+        value_name = "ALIAS"
+    )]
+    pub network_aliases: Vec<String>,
+    /// Add a custom host-to-IP mapping (HOST:IP).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Set a custom IPv4 DNS server.
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
     /// Add Linux capabilities.
     #[arg(long)]
     pub cap_add: Vec<String>,
@@ -208,14 +231,64 @@ impl CreateArgs {
         let network = match self.network.as_str() {
             "none" => NetworkMode::None,
             "host" => NetworkMode::Host,
-            // Docker's default network; husk has none of its own yet, so the flag is refused
-            // rather than silently taken as `none`.
-            "bridge" | "default" => bail!(
-                "--network {}: husk has no bridge networking yet; use --network none (the default) or host",
-                self.network
-            ),
-            other => bail!("network {other} not found: husk supports --network none and host"),
+            "default" => NetworkMode::Network(husk::network::DEFAULT_NETWORK.into()),
+            "" => {
+                bail!("invalid --network \"\": give none, host, bridge, a network or container:ID")
+            }
+            other => match other.strip_prefix("container:") {
+                Some("") => bail!("invalid --network {other}: container: needs a name or ID"),
+                Some(id) => NetworkMode::Container(id.to_string()),
+                None => NetworkMode::Network(other.to_string()),
+            },
         };
+        let bridged = matches!(network, NetworkMode::Network(_));
+        let user_network =
+            matches!(&network, NetworkMode::Network(n) if n != husk::network::DEFAULT_NETWORK);
+        let mut publish = Vec::new();
+        for spec in &self.publish {
+            publish.push(spec.parse::<husk::network::PortRequest>()?);
+        }
+        if (!publish.is_empty() || self.publish_all) && !bridged {
+            bail!(
+                "conflicting options: port publishing and --network {}: ports are published from a bridge network",
+                self.network
+            );
+        }
+        if self.ip.is_some() && !user_network {
+            bail!("user specified IP address is supported on user defined networks only");
+        }
+        if !self.network_aliases.is_empty() && !user_network {
+            bail!("network-scoped alias is supported only for containers in user defined networks");
+        }
+        if (!self.add_hosts.is_empty() || !self.dns.is_empty()) && !bridged {
+            bail!(
+                "--add-host and --dns shape a bridge network's /etc/hosts and resolv.conf; --network {} has none of husk's own",
+                self.network
+            );
+        }
+        let mut add_hosts = Vec::new();
+        for entry in &self.add_hosts {
+            let (host, ip) = entry
+                .split_once(':')
+                .filter(|(h, _)| !h.is_empty() && !h.contains(char::is_whitespace))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid argument {entry:?} for \"--add-host\" flag: expected HOST:IP"
+                    )
+                })?;
+            let ip: std::net::IpAddr = ip
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid IP address in add-host: {ip:?}"))?;
+            add_hosts.push(format!("{ip}\t{host}"));
+        }
+        let mut dns = Vec::new();
+        for server in &self.dns {
+            dns.push(
+                server
+                    .parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| anyhow::anyhow!("{server} is not an IPv4 address (--dns)"))?,
+            );
+        }
         let mut seccomp_unconfined = false;
         let mut no_new_privileges = false;
         for opt in &self.security_opt {
@@ -233,11 +306,16 @@ impl CreateArgs {
             let Some((key, value)) = entry.split_once('=') else {
                 bail!("invalid argument {entry:?} for \"--sysctl\" flag: expected K=V");
             };
-            husk::container::spec::check_sysctl(key, value, network)?;
+            husk::container::spec::check_sysctl(key, value, &network)?;
             sysctls.insert(key.to_string(), value.to_string());
         }
         Ok(SpecOptions {
             sysctls,
+            publish,
+            ip: self.ip,
+            network_aliases: self.network_aliases.clone(),
+            add_hosts,
+            dns,
             cmd: self.command.clone(),
             entrypoint: self.entrypoint.clone(),
             env,
@@ -367,6 +445,7 @@ impl CreateArgs {
             mounts: parse_mounts(self)?,
             auto_remove: self.rm,
             restart: RestartPolicy::parse(&self.restart)?,
+            publish_all: self.publish_all,
         })
     }
 }

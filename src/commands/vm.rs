@@ -60,6 +60,15 @@ pub struct VmBootArgs {
     /// channel, when a container supervisor runs this monitor).
     #[arg(long, hide = true)]
     pub console_fd: Option<i32>,
+    /// An inherited tap descriptor (on a container network's bridge): the guest's virtio-net
+    /// interface, with --net-mac and --net-mtu.
+    #[arg(long, hide = true)]
+    pub net_fd: Option<i32>,
+    /// The guest interface's MAC, as 02:42:0a:57:00:02.
+    #[arg(long, hide = true, requires = "net_fd")]
+    pub net_mac: Option<String>,
+    #[arg(long, hide = true, default_value_t = 1500)]
+    pub net_mtu: u16,
     /// An inherited descriptor the exit report is written to as one JSON object.
     #[arg(long, hide = true)]
     pub report_fd: Option<i32>,
@@ -112,6 +121,17 @@ pub fn parse_share(s: &str) -> Result<FsShare> {
         }),
         _ => bail!("--fs {s:?}: expected TAG=SOCKET"),
     }
+}
+
+/// "02:42:0a:57:00:02" -> bytes.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--net-mac {s:?}: expected six hex bytes"))?;
+    <[u8; 6]>::try_from(parts)
+        .map_err(|_| anyhow::anyhow!("--net-mac {s:?}: expected six hex bytes"))
 }
 
 pub fn parse_disk(s: &str) -> DiskConfig {
@@ -174,6 +194,21 @@ fn vm_boot(args: VmBootArgs, debug: bool) -> Result<i32> {
             bail!("--console-fd: not a socket");
         }
         cfg.console = Some(UnixStream::from(fd));
+    }
+    if let Some(fd) = args.net_fd {
+        let tap = std::fs::File::from(inherited_fd(fd, "--net-fd")?);
+        let mac = match &args.net_mac {
+            Some(text) => parse_mac(text)?,
+            None => bail!("--net-fd needs --net-mac"),
+        };
+        if !(68..=65535 - 18).contains(&args.net_mtu) {
+            bail!("--net-mtu {}: outside 68..=65517", args.net_mtu);
+        }
+        cfg.net = Some(vmm::NetConfig {
+            tap,
+            mac,
+            mtu: args.net_mtu,
+        });
     }
     let mut report = args
         .report_fd

@@ -98,7 +98,7 @@ pub enum SpecError {
 }
 
 /// How the container is attached to the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A new network namespace with only loopback up.
@@ -106,6 +106,22 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// A new network namespace on the bridge network of this name (`bridge` or user-defined).
+    Network(String),
+    /// The network namespace of the container with this id (`container:ID`).
+    Container(String),
+}
+
+impl NetworkMode {
+    /// As Docker's HostConfig.NetworkMode writes it.
+    pub fn name(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::Host => "host".into(),
+            Self::Network(name) => name.clone(),
+            Self::Container(id) => format!("container:{id}"),
+        }
+    }
 }
 
 /// The `run`/`create` flags that shape the spec.
@@ -140,6 +156,16 @@ pub struct SpecOptions {
     /// `--sysctl`, checked by [`check_sysctl`]: only what the container's own namespaces
     /// scope, as Docker allows.
     pub sysctls: std::collections::BTreeMap<String, String>,
+    /// `-p`, with `-P`'s exposed ports added (host port 0: any free one).
+    pub publish: Vec<crate::network::PortRequest>,
+    /// `--ip` on the container's network.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `--network-alias`: more names the other members resolve.
+    pub network_aliases: Vec<String>,
+    /// `--add-host`, as /etc/hosts lines ("IP\tNAME").
+    pub add_hosts: Vec<String>,
+    /// `--dns`.
+    pub dns: Vec<std::net::Ipv4Addr>,
 }
 
 /// The IPC namespace's sysctls Docker allows (besides `fs.mqueue.*`).
@@ -157,7 +183,7 @@ const IPC_SYSCTLS: [&str; 8] = [
 /// Docker's rule for `--sysctl`: a sysctl the container's own IPC, UTS or network namespace
 /// scopes, never one that would change the host (`net.*` not with `--network host`), with a
 /// name of dotted words and a value of one line.
-pub fn check_sysctl(key: &str, value: &str, network: NetworkMode) -> Result<(), SpecError> {
+pub fn check_sysctl(key: &str, value: &str, network: &NetworkMode) -> Result<(), SpecError> {
     let bad = |why: &str| Err(SpecError::BadSysctl(format!("{key}={value}"), why.into()));
     if !rootfs_agent::protocol::is_sysctl_name(key) {
         return bad("not a sysctl name");
@@ -172,7 +198,7 @@ pub fn check_sysctl(key: &str, value: &str, network: NetworkMode) -> Result<(), 
     if !namespaced {
         return bad("not a namespaced sysctl: it would change the host");
     }
-    if key.starts_with("net.") && network == NetworkMode::Host {
+    if key.starts_with("net.") && *network == NetworkMode::Host {
         return bad("net.* sysctls are not allowed with --network host (the host's namespace)");
     }
     Ok(())
@@ -350,7 +376,7 @@ pub fn build_spec(
         .cgroups_path(PathBuf::from(format!("husk/{container_id}")))
         .build()?;
     for (key, value) in &opts.sysctls {
-        check_sysctl(key, value, opts.network)?;
+        check_sysctl(key, value, &opts.network)?;
     }
     if !opts.sysctls.is_empty() {
         linux.set_sysctl(Some(

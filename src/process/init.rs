@@ -49,6 +49,8 @@ pub struct InitConfig<'a> {
     pub interactive: bool,
     /// The sealed exec trampoline (see trampoline.rs).
     pub trampoline: RawFd,
+    /// A network namespace to enter first (husk configured it; see src/network).
+    pub netns: Option<RawFd>,
 }
 
 /// Run the init: returns only by exec'ing the command; on failure it reports and exits.
@@ -70,6 +72,12 @@ pub fn run(cfg: InitConfig) -> ! {
 
 fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFailure> {
     let spec = cfg.spec;
+    if let Some(fd) = cfg.netns {
+        // SAFETY: the descriptor is husk's, inherited across the clone and open until exec.
+        let netns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| fail(format!("entering the container's network namespace: {e}")))?;
+    }
     for procs in &cfg.cgroup_procs {
         // "0" is the writer itself, with no pid translation across namespaces.
         std::fs::write(procs, "0")
@@ -90,7 +98,7 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         rootfs_agent::sandbox::write_sysctls(sysctls.iter()).map_err(fail)?;
     }
     rootfs::setup(&cfg.plan).map_err(fail)?;
-    if rootfs::has_namespace(spec, LinuxNamespaceType::Network) {
+    if rootfs::has_namespace(spec, LinuxNamespaceType::Network) && cfg.netns.is_none() {
         rootfs::loopback_up().map_err(fail)?;
     }
     nix::unistd::setsid().map_err(|e| fail(format!("setsid: {e}")))?;

@@ -116,6 +116,9 @@ pub struct LaunchConfig<'a> {
     /// stdin, stdout, stderr for a container without a terminal; None inherits husk's.
     /// stdin is /dev/null unless the spec is interactive (`-i`).
     pub stdio: Option<[BorrowedFd<'a>; 3]>,
+    /// A network namespace made and configured by husk (src/network) for the init to enter
+    /// instead of a fresh one, with the /etc/hosts and resolv.conf that go with it.
+    pub network: Option<&'a crate::network::NetworkJoin>,
 }
 
 /// A started container: its init process and the cgroup it runs in.
@@ -168,6 +171,7 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         lower_dirs: cfg.lower_dirs,
         dirs: &dirs,
         hostname,
+        network: cfg.network.map(|n| (n.hosts.as_str(), n.resolv.as_str())),
     };
     rootfs::write_etc_files(&plan)?;
 
@@ -192,7 +196,11 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         Some((a, b)) => (Some(a), Some(b)),
         None => (None, None),
     };
-    let clone_flags = namespace_clone_flags(spec);
+    let mut clone_flags = namespace_clone_flags(spec);
+    if cfg.network.and_then(|n| n.netns()).is_some() {
+        // The init enters husk's namespace rather than making an empty one.
+        clone_flags &= !(libc::CLONE_NEWNET as libc::c_ulong);
+    }
     let init_cfg = init::InitConfig {
         spec,
         plan,
@@ -212,6 +220,7 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         stdio: cfg.stdio.map(|fds| fds.map(|fd| fd.as_raw_fd())),
         interactive,
         trampoline: trampoline::shared()?,
+        netns: cfg.network.and_then(|n| n.netns()).map(|fd| fd.as_raw_fd()),
     };
 
     container.pid = if single_threaded() {

@@ -153,12 +153,16 @@ pub struct RootfsPlan<'a> {
     pub lower_dirs: &'a [PathBuf],
     pub dirs: &'a ContainerDirs,
     pub hostname: String,
+    /// /etc/hosts and /etc/resolv.conf of a container on a network (src/network).
+    pub network: Option<(&'a str, &'a str)>,
 }
 
 /// Write the generated /etc files into the container dir (host side, before the fork).
 pub fn write_etc_files(plan: &RootfsPlan) -> Result<(), RootfsError> {
     let host_network = !has_namespace(plan.spec, LinuxNamespaceType::Network);
-    let hosts = if host_network {
+    let hosts = if let Some((hosts, _)) = plan.network {
+        hosts.to_string()
+    } else if host_network {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -166,7 +170,9 @@ pub fn write_etc_files(plan: &RootfsPlan) -> Result<(), RootfsError> {
          ff02::2\tip6-allrouters\n"
             .to_string()
     };
-    let resolv = if host_network {
+    let resolv = if let Some((_, resolv)) = plan.network {
+        resolv.to_string()
+    } else if host_network {
         std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
     } else {
         "# husk: --network none, only loopback is up; no name servers\n".to_string()

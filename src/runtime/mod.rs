@@ -45,6 +45,8 @@ pub enum RuntimeError {
     Vm(#[from] crate::vm::VmError),
     #[error(transparent)]
     Control(#[from] crate::vm::control::ControlError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use oci_spec::runtime::Spec;
 use rootfs_agent::client::{AgentClient, Process, ProcessIo};
-use rootfs_agent::protocol::{GuestLimits, GuestMount, ProcessSpec, Rlimit, StartRequest};
+use rootfs_agent::protocol::{
+    GuestLimits, GuestMount, GuestNetwork, ProcessSpec, Rlimit, StartRequest,
+};
 
 use super::monitor_process::MonitorProcess;
 use super::qemu::{QemuConfig, QemuGuest};
@@ -178,6 +180,7 @@ pub fn start_request(
     spec: &Spec,
     layers: &[PathBuf],
     mounts: &[GuestMount],
+    network: Option<&crate::network::NetworkJoin>,
 ) -> Result<StartRequest, VmError> {
     let process = spec
         .process()
@@ -234,6 +237,16 @@ pub fn start_request(
                     .collect()
             })
             .unwrap_or_default(),
+        network: network.and_then(|join| {
+            join.tap().map(|(_, interface)| GuestNetwork {
+                address: interface.ip,
+                prefix: interface.prefix,
+                gateway: interface.gateway,
+                mtu: interface.mtu,
+                hosts: join.hosts.clone(),
+                resolv: join.resolv.clone(),
+            })
+        }),
     })
 }
 
@@ -332,7 +345,12 @@ pub struct Guest {
 
 impl Guest {
     /// Power the guest on and wait for its agent.
-    pub fn boot(plan: &VmPlan, cost: &crate::cost::CostRecorder) -> Result<Guest, VmError> {
+    /// `nic` is the container's tap and the guest's interface, when it is on a network.
+    pub fn boot(
+        plan: &VmPlan,
+        nic: Option<Nic>,
+        cost: &crate::cost::CostRecorder,
+    ) -> Result<Guest, VmError> {
         let daemons = virtiofs::start_daemons(
             plan.virtiofsd.as_deref(),
             &plan.shares,
@@ -340,8 +358,8 @@ impl Guest {
             &plan.share_log,
         )?;
         let (conn, monitor) = match plan.hypervisor {
-            Hypervisor::Husk => boot_husk(plan, &daemons)?,
-            Hypervisor::Qemu => boot_qemu(plan, &daemons)?,
+            Hypervisor::Husk => boot_husk(plan, &daemons, nic)?,
+            Hypervisor::Qemu => boot_qemu(plan, &daemons, nic)?,
         };
         cost.begin(crate::cost::Phase::Boot); // cost ledger: the VMM is up
         conn.set_read_timeout(Some(BOOT_TIMEOUT))
@@ -464,14 +482,41 @@ fn stop_unready_monitor(monitor: Monitor) -> Option<String> {
     }
 }
 
-fn boot_husk(plan: &VmPlan, daemons: &[Daemon]) -> Result<(UnixStream, Monitor), VmError> {
+/// A VM container's network device: the tap on its network's bridge, and the guest
+/// interface's MAC and MTU.
+#[derive(Clone, Copy)]
+pub struct Nic<'a> {
+    pub tap: &'a std::fs::File,
+    pub mac: [u8; 6],
+    pub mtu: u16,
+}
+
+impl Nic<'_> {
+    pub fn mac_text(&self) -> String {
+        self.mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+fn boot_husk(
+    plan: &VmPlan,
+    daemons: &[Daemon],
+    nic: Option<Nic>,
+) -> Result<(UnixStream, Monitor), VmError> {
     let (host_end, guest_end) =
         UnixStream::pair().map_err(VmError::io("creating", Path::new("agent socketpair")))?;
-    let monitor = MonitorProcess::spawn(plan, guest_end, daemons)?;
+    let monitor = MonitorProcess::spawn(plan, guest_end, daemons, nic)?;
     Ok((host_end, Monitor::Husk(monitor)))
 }
 
-fn boot_qemu(plan: &VmPlan, daemons: &[Daemon]) -> Result<(UnixStream, Monitor), VmError> {
+fn boot_qemu(
+    plan: &VmPlan,
+    daemons: &[Daemon],
+    nic: Option<Nic>,
+) -> Result<(UnixStream, Monitor), VmError> {
     let mut config = QemuConfig::new(
         &plan.kernel,
         &plan.initrd,
@@ -487,6 +532,7 @@ fn boot_qemu(plan: &VmPlan, daemons: &[Daemon]) -> Result<(UnixStream, Monitor),
         .iter()
         .map(|d| (d.tag.clone(), d.socket.clone()))
         .collect();
+    config.net = nic.map(|nic| (std::os::fd::AsRawFd::as_raw_fd(nic.tap), nic.mac_text()));
     let (guest, conn) = QemuGuest::boot(&config)?;
     Ok((conn, Monitor::Qemu(guest)))
 }

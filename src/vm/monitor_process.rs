@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::backend::VmPlan;
+use super::backend::{Nic, VmPlan};
 use super::virtiofs::Daemon;
 use super::VmError;
 use crate::vmm::{MonitorReport, VmExit};
@@ -22,6 +22,8 @@ use crate::vmm::{MonitorReport, VmExit};
 /// The descriptors the monitor process finds its console socket and report pipe at.
 const CONSOLE_FD: i32 = 3;
 const REPORT_FD: i32 = 4;
+/// And its tap, when the container is on a network.
+const NET_FD: i32 = 5;
 /// The most a report may be: a few counters and a line or two.
 const REPORT_LIMIT: u64 = 64 << 10;
 
@@ -34,7 +36,13 @@ pub struct MonitorProcess {
 impl MonitorProcess {
     /// Start the monitor for `plan`; `console` becomes the VM's virtio-console port.
     /// Each of `shares` becomes a vhost-user virtio-fs device connected to its daemon.
-    pub fn spawn(plan: &VmPlan, console: UnixStream, shares: &[Daemon]) -> Result<Self, VmError> {
+    /// `nic` becomes its virtio-net device.
+    pub fn spawn(
+        plan: &VmPlan,
+        console: UnixStream,
+        shares: &[Daemon],
+        nic: Option<Nic>,
+    ) -> Result<Self, VmError> {
         let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| {
                 VmError::io("creating", Path::new("the monitor's report pipe"))(e.into())
@@ -66,28 +74,39 @@ impl MonitorProcess {
             fs.push(&share.socket);
             command.arg("--fs").arg(fs);
         }
+        if let Some(nic) = &nic {
+            command
+                .args(["--net-fd", &NET_FD.to_string()])
+                .args(["--net-mac", &nic.mac_text()])
+                .args(["--net-mtu", &nic.mtu.to_string()]);
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         let console_fd = console.as_raw_fd();
         let report_fd = report_write.as_raw_fd();
+        // -1: no tap; the slot is then left alone.
+        let net_fd = nic.map_or(-1, |nic| nic.tap.as_raw_fd());
         // SAFETY: between fork and exec the closure only calls async-signal-safe functions
         // (fcntl, dup2, prctl, setpgid) on descriptors that stay open until `spawn` returns.
         unsafe {
             command.pre_exec(move || {
-                // First out of the way (either may already sit at 3 or 4, where the other is
+                // First out of the way (any may already sit at 3, 4 or 5, where another is
                 // about to go), then into place; dup2 leaves the copies without FD_CLOEXEC, so
-                // exactly these two cross exec.
-                let mut moved = [0; 2];
-                for (slot, fd) in moved.iter_mut().zip([console_fd, report_fd]) {
+                // exactly these cross exec.
+                let mut moved = [-1; 3];
+                for (slot, fd) in moved.iter_mut().zip([console_fd, report_fd, net_fd]) {
+                    if fd < 0 {
+                        continue;
+                    }
                     *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
                     if *slot < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                for (from, to) in moved.into_iter().zip([CONSOLE_FD, REPORT_FD]) {
-                    if libc::dup2(from, to) < 0 {
+                for (from, to) in moved.into_iter().zip([CONSOLE_FD, REPORT_FD, NET_FD]) {
+                    if from >= 0 && libc::dup2(from, to) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }

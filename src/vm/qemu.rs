@@ -16,6 +16,8 @@ use crate::vmm::devices::serial::ConsoleWriter;
 
 /// Name of the virtio serial port the agent looks for first.
 pub const AGENT_PORT_NAME: &str = "husk.agent";
+/// Where QEMU finds a container's tap.
+const TAP_FD: i32 = 3;
 
 /// What to boot. Paths must stay valid while the guest runs.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct QemuConfig {
     pub work_dir: PathBuf,
     /// virtio-fs shares: (tag, vhost-user socket of the daemon serving it).
     pub shares: Vec<(String, PathBuf)>,
+    /// A virtio-net device over this tap descriptor (inherited by QEMU) with this MAC.
+    pub net: Option<(std::os::fd::RawFd, String)>,
 }
 
 impl QemuConfig {
@@ -54,6 +58,7 @@ impl QemuConfig {
             serial_log: None,
             work_dir: work_dir.to_path_buf(),
             shares: Vec::new(),
+            net: None,
         }
     }
 }
@@ -146,6 +151,13 @@ impl QemuGuest {
                 .arg("-device")
                 .arg(format!("vhost-user-fs-device,chardev=fs{i},tag={tag}"));
         }
+        if let Some((_, mac)) = &cfg.net {
+            // The tap arrives at TAP_FD (see pre_exec below); QEMU only reads and writes it.
+            cmd.arg("-netdev")
+                .arg(format!("tap,id=net0,fd={TAP_FD}"))
+                .arg("-device")
+                .arg(format!("virtio-net-device,netdev=net0,mac={mac}"));
+        }
         let port = if cfg.console_port {
             "virtconsole,chardev=agent".to_string()
         } else {
@@ -163,12 +175,17 @@ impl QemuGuest {
                 Stdio::null()
             })
             .stderr(Stdio::piped());
-        // SAFETY: runs in the forked child before exec and only calls prctl, which is
-        // async-signal-safe: QEMU dies with the husk process that supervises it.
+        let tap_fd = cfg.net.as_ref().map_or(-1, |(fd, _)| *fd);
+        // SAFETY: runs in the forked child before exec and only calls prctl and dup2, which
+        // are async-signal-safe: QEMU dies with the husk process that supervises it, and
+        // finds the tap (open until spawn returns) at TAP_FD without FD_CLOEXEC.
         unsafe {
             use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if tap_fd >= 0 && libc::dup2(tap_fd, TAP_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -25,6 +25,7 @@ use super::devices::vhost_user_fs::VhostUserFs;
 use super::devices::virtio_block::Block;
 use super::devices::virtio_console::Console;
 use super::devices::virtio_mmio::{reg, MmioTransport};
+use super::devices::virtio_net::Net;
 use super::devices::{Interrupt, VirtioDevice};
 use super::event_loop::{EventLoop, SerialInput, VirtioSlot};
 use super::exits::{self, ExitCounters, ExitReport};
@@ -69,7 +70,10 @@ pub fn validate(cfg: &VmConfig) -> Result<(), VmmError> {
             cfg.vcpus
         )));
     }
-    let devices = cfg.disks.len() + cfg.shares.len() + usize::from(cfg.console.is_some());
+    let devices = cfg.disks.len()
+        + cfg.shares.len()
+        + usize::from(cfg.console.is_some())
+        + usize::from(cfg.net.is_some());
     if devices as u32 > IRQ_MAX - VIRTIO_IRQ_BASE + 1 {
         return Err(VmmError::Config(format!(
             "{devices} virtio devices exceed the free IRQ lines"
@@ -202,6 +206,11 @@ pub fn run_vm(mut cfg: VmConfig) -> Result<VmExit, VmmError> {
     for share in &cfg.shares {
         virtio.push(Box::new(
             VhostUserFs::connect(&share.socket, &share.tag, &mem).map_err(VmmError::Share)?,
+        ));
+    }
+    if let Some(net) = cfg.net.take() {
+        virtio.push(Box::new(
+            Net::new(net.tap, net.mac, net.mtu).map_err(io_err("tap device"))?,
         ));
     }
     if let Some(sock) = cfg.console.take() {

@@ -77,6 +77,17 @@ pub struct VmConfig {
     pub shares: Vec<FsShare>,
     /// What the monitor's seccomp filters do with a system call they do not allow.
     pub seccomp: SeccompMode,
+    /// A virtio-net device over this tap, when the container is on a network.
+    pub net: Option<NetConfig>,
+}
+
+/// The guest's network interface: a tap husk opened and put on the network's bridge, and the
+/// MAC and MTU the guest's driver reads from the device.
+#[derive(Debug)]
+pub struct NetConfig {
+    pub tap: std::fs::File,
+    pub mac: [u8; 6],
+    pub mtu: u16,
 }
 
 /// The monitor's seccomp mismatch action: kill the monitor (the default), or, for debugging a
@@ -140,6 +151,7 @@ impl VmConfig {
             jail: false,
             shares: Vec::new(),
             seccomp: SeccompMode::Kill,
+            net: None,
         }
     }
 }

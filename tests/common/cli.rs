@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct Husk {
     pub root: tempfile::TempDir,
     env: Vec<(&'static str, OsString)>,
+    /// Run inside this network namespace (`/run/netns/NAME`, made by `ip netns add`).
+    netns: Option<String>,
 }
 
 impl Husk {
@@ -17,11 +19,27 @@ impl Husk {
         Self {
             root: tempfile::tempdir().unwrap(),
             env,
+            netns: None,
         }
     }
 
+    /// Every husk call of this one runs in the network namespace `name` (through nsenter,
+    /// which, unlike `ip netns exec`, keeps the host's /sys and so its cgroup mounts).
+    pub fn in_netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_string());
+        self
+    }
+
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
+        let mut cmd = match &self.netns {
+            Some(name) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--net=/run/netns/{name}"))
+                    .arg(env!("CARGO_BIN_EXE_husk"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_husk")),
+        };
         cmd.arg("--root").arg(self.root.path());
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
@@ -71,19 +89,23 @@ impl Husk {
     /// `husk import` a busybox rootfs (plus what `extra` adds to it) as `busybox:latest`
     /// with CMD ["sh"].
     pub fn import_busybox(&self, extra: impl FnOnce(&Path)) {
+        self.import_busybox_as("busybox:latest", &[], extra);
+    }
+
+    /// The same busybox under another `tag`, with more `--change` lines (`EXPOSE 80`).
+    pub fn import_busybox_as(&self, tag: &str, changes: &[&str], extra: impl FnOnce(&Path)) {
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("rootfs");
         super::make_busybox_rootfs(&rootfs).unwrap();
         extra(&rootfs);
         let tar = dir.path().join("rootfs.tar");
         super::tar_dir(&rootfs, &tar);
-        self.ok(&[
-            "import",
-            "--change",
-            "CMD [\"sh\"]",
-            tar.to_str().unwrap(),
-            "busybox:latest",
-        ]);
+        let mut args = vec!["import", "--change", "CMD [\"sh\"]"];
+        for change in changes {
+            args.extend(["--change", change]);
+        }
+        args.extend([tar.to_str().unwrap(), tag]);
+        self.ok(&args);
     }
 }
 
@@ -114,4 +136,10 @@ pub fn process_husk(test: &str, extra: impl FnOnce(&Path)) -> Option<Husk> {
     let husk = Husk::new(vec![("HUSK_ISOLATION", "process".into())]);
     husk.import_busybox(extra);
     Some(husk)
+}
+
+/// Whether `program` is on PATH.
+pub fn tool_exists(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

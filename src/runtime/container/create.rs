@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::container::spec::{build_spec, MountKind, SpecOptions, UserMount};
+use crate::container::spec::{build_spec, MountKind, NetworkMode, SpecOptions, UserMount};
 use crate::container::volume::Volumes;
 use crate::container::{Containers, Isolation, NewContainer, Record, RestartPolicy};
 use crate::image::{self, ImageError, PullOptions};
@@ -31,6 +31,8 @@ pub struct CreateRequest {
     pub mounts: Vec<RequestedMount>,
     pub auto_remove: bool,
     pub restart: RestartPolicy,
+    /// `-P`: every port the image exposes, to a free host port.
+    pub publish_all: bool,
 }
 
 /// Create the container: refused before anything exists when its sandbox cannot honour a
@@ -48,6 +50,10 @@ pub fn create(runtime: &Runtime, request: CreateRequest) -> Result<Record, Runti
     let root = runtime.root.as_path();
     let image = image_for_run(root, &request.image)?;
     let mut options = request.options;
+    resolve_network(root, &mut options)?;
+    if request.publish_all {
+        publish_exposed(&image, &mut options);
+    }
     options.mounts = resolve_mounts(root, &image, request.mounts)?;
     let store = Containers::open(root)?;
     let record = store.create(NewContainer {
@@ -83,6 +89,49 @@ pub fn create(runtime: &Runtime, request: CreateRequest) -> Result<Record, Runti
     finish().inspect_err(|_| {
         let _ = store.remove(&record.id);
     })
+}
+
+/// A named network must exist and `container:X` must name a container, before anything is
+/// created (Docker checks both at create). `container:X` is kept as the container's id.
+fn resolve_network(root: &Path, options: &mut SpecOptions) -> Result<(), RuntimeError> {
+    match &options.network {
+        NetworkMode::Network(name) => {
+            crate::network::Networks::open(root)?.find(name)?;
+        }
+        NetworkMode::Container(key) => {
+            let other = Containers::open(root)?.find(key)?;
+            options.network = NetworkMode::Container(other.id);
+        }
+        NetworkMode::None | NetworkMode::Host => {}
+    }
+    Ok(())
+}
+
+/// `-P`: the image's exposed ports not already published, each to a free host port.
+fn publish_exposed(image: &image::StoredImage, options: &mut SpecOptions) {
+    let exposed = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.exposed_ports().clone())
+        .unwrap_or_default();
+    for key in exposed {
+        let Some((port, protocol)) = crate::network::ports::parse_exposed(&key) else {
+            continue;
+        };
+        let already = options
+            .publish
+            .iter()
+            .any(|p| p.container_port == port && p.protocol == protocol);
+        if !already {
+            options.publish.push(crate::network::PortRequest {
+                host_ip: None,
+                host_port: 0,
+                container_port: port,
+                protocol,
+            });
+        }
+    }
 }
 
 /// Find the image locally, pulling it the way `docker run` does when it is missing.

@@ -44,6 +44,7 @@ pub fn remove(
         }
     }
     release_leftovers(&store.dir_of(&record.id), &record.id)?;
+    crate::network::release_container(&runtime.root, &record.id)?;
     if volumes {
         remove_anonymous_volumes(runtime, &record)?;
     }
@@ -61,6 +62,7 @@ pub fn prune(runtime: &Runtime) -> Result<(Vec<String>, u64), RuntimeError> {
         if record.effective_status() != Status::Running {
             reclaimed += dir_size(&store.dir_of(&record.id));
             release_leftovers(&store.dir_of(&record.id), &record.id)?;
+            crate::network::release_container(&runtime.root, &record.id)?;
             store.remove(&record.id)?;
             removed.push(record.id);
         }
@@ -73,6 +75,7 @@ pub fn remove_if_auto(runtime: &Runtime, store: &Containers, id: &str) -> Result
     let record = store.load(id)?;
     if record.auto_remove {
         release_leftovers(&store.dir_of(id), id)?;
+        crate::network::release_container(&runtime.root, id)?;
         remove_anonymous_volumes(runtime, &record)?;
         store.remove(id)?;
     }

@@ -57,11 +57,16 @@ impl Sandbox for ProcessSandbox {
         };
         let dir = ctx.state.dir();
         let cgroup = cgroup_name(&ctx.state.record.id);
+        // Held until the container has exited: its namespace, reserved ports and endpoint.
+        let hostname = ctx.spec.hostname().clone().unwrap_or_default();
+        let attachment = crate::network::attach(ctx.root, ctx.state.record, &dir, &hostname)
+            .map_err(RuntimeError::from)?;
+        let network = attachment.as_ref().map(|a| a.join());
         let on_started = |container: &process::Container| {
             ctx.cost.begin(Phase::ProcessRun); // cost ledger
             ctx.state.publish_pid(container.pid());
         };
-        let config = |stdio| launch(ctx, &dir, &cgroup, stdio);
+        let config = |stdio| launch(ctx, &dir, &cgroup, stdio, network);
         let exit = match io {
             // Nothing to log: the container has the terminal to itself (the fastest path).
             RunIo::Foreground { log: None } => process::run_foreground(&config(None), on_started),
@@ -97,7 +102,7 @@ impl Sandbox for ProcessSandbox {
                 result
             }
             RunIo::Detached { log, stdin } => {
-                return run_detached(ctx, &dir, &cgroup, log, stdin);
+                return run_detached(ctx, &dir, &cgroup, network, log, stdin);
             }
         };
         ctx.cost.begin(Phase::Teardown); // cost ledger
@@ -288,6 +293,7 @@ fn launch<'b>(
     dir: &'b Path,
     cgroup: &'b str,
     stdio: Option<[std::os::fd::BorrowedFd<'b>; 3]>,
+    network: Option<&'b crate::network::NetworkJoin>,
 ) -> LaunchConfig<'b> {
     LaunchConfig {
         spec: ctx.spec,
@@ -295,6 +301,7 @@ fn launch<'b>(
         container_dir: dir,
         cgroup_name: cgroup,
         stdio,
+        network,
     }
 }
 
@@ -303,6 +310,7 @@ fn run_detached(
     ctx: &RunContext,
     dir: &Path,
     cgroup: &str,
+    network: Option<&crate::network::NetworkJoin>,
     log: SharedLog,
     stdin: Option<File>,
 ) -> Result<RunExit, StartFailure> {
@@ -311,7 +319,7 @@ fn run_detached(
     let (err_read, err_write) = nix::unistd::pipe().map_err(RuntimeError::from)?;
     let stdin_fd = stdin.as_ref().unwrap_or(&null);
     let stdio = [stdin_fd.as_fd(), out_write.as_fd(), err_write.as_fd()];
-    let spawned = process::spawn(&launch(ctx, dir, cgroup, Some(stdio)));
+    let spawned = process::spawn(&launch(ctx, dir, cgroup, Some(stdio), network));
     // Our copies of the write ends must close so the pumps see EOF when the container ends.
     drop((out_write, err_write));
     let container = spawned?;

@@ -45,6 +45,13 @@ impl Sandbox for VmSandbox {
                     .into(),
             ));
         }
+        if let NetworkMode::Container(_) = options.network {
+            return Err(RuntimeError::Refused(
+                "--network container: is not supported with --isolation vm: a VM's network \
+                 stack is its own kernel's; put both containers on one network instead"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -324,9 +331,21 @@ fn run_in_guest(ctx: &RunContext, io: RunIo, mask: SigSet) -> Result<ExitStatus,
         ctx.layers,
         &record.options,
     )?;
-    let request = backend::start_request(ctx.spec, ctx.layers, &plan.guest_mounts)?;
+    // Held until the container has exited: its tap, reserved ports and endpoint.
+    let hostname = ctx.spec.hostname().clone().unwrap_or_default();
+    let attachment = crate::network::attach(ctx.root, record, &dir, &hostname)
+        .map_err(|e| VmError::Invalid(e.to_string()))?;
+    let join = attachment.as_ref().map(|a| a.join());
+    let request = backend::start_request(ctx.spec, ctx.layers, &plan.guest_mounts, join)?;
+    let nic = join
+        .and_then(|j| j.tap())
+        .map(|(tap, interface)| backend::Nic {
+            tap,
+            mac: interface.mac,
+            mtu: interface.mtu,
+        });
     cost.note_vm(plan.hypervisor.name(), plan.memory_mib);
-    let guest = Guest::boot(&plan, cost)?;
+    let guest = Guest::boot(&plan, nic, cost)?;
     cost.note_monitor_pid(guest.monitor_pid());
     let agent_setup = guest
         .ready()

@@ -6,6 +6,7 @@ pub mod vhost_user_fs;
 pub mod virtio_block;
 pub mod virtio_console;
 pub mod virtio_mmio;
+pub mod virtio_net;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,199 @@
+//! husk's nftables table: NAT for outbound traffic, DNAT for published ports, isolation
+//! between networks. The rules are fixed and written once; what changes per network and per
+//! container are set and map elements, added and deleted by value, so a cleanup never needs
+//! a rule handle and never touches another owner's rules. `nft` itself (Debian's nftables)
+//! applies them: its JSON/text input is the interface the nftables project keeps stable.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use super::ports::{Protocol, Published};
+
+pub const TABLE: &str = "husk";
+
+/// Published ports are matched only on addresses of this host (`fib daddr type local`), in
+/// prerouting (from outside and from containers) and in output (from the host itself, the
+/// loopback included). `ports_on` holds `-p IP:HOST:CTR`, `ports` the any-address kind.
+/// Traffic from a bridge to anything but a husk bridge is masqueraded; loopback sources are
+/// masqueraded onto the bridge (with route_localnet on it) so `curl 127.0.0.1:PORT` works,
+/// as with Docker. `isolation` sends each bridge's forwarded traffic to its own chain, which
+/// drops what goes to another husk bridge (Docker's network isolation).
+const DEFINITION: &str = r#"table ip husk {
+  set bridges { type ifname; }
+  map ports { type inet_proto . inet_service : ipv4_addr . inet_service; }
+  map ports_on { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+  map isolation { type ifname : verdict; }
+  chain publish {
+    dnat ip to ip daddr . meta l4proto . th dport map @ports_on
+    dnat ip to meta l4proto . th dport map @ports
+  }
+  chain prerouting { type nat hook prerouting priority dstnat; policy accept; fib daddr type local jump publish; }
+  chain output { type nat hook output priority -100; policy accept; fib daddr type local jump publish; }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname @bridges oifname != @bridges masquerade
+    oifname @bridges ip saddr 127.0.0.0/8 masquerade
+  }
+  chain forward { type filter hook forward priority filter; policy accept; iifname vmap @isolation; }
+}
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("running nft (Debian: nftables): {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft {what}: {message}")]
+    Failed { what: String, message: String },
+}
+
+/// Apply an nft script; `what` names it in the error.
+fn apply(script: &str, what: &str) -> Result<(), NftError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(NftError::Spawn)?;
+    }
+    let output = child.wait_with_output().map_err(NftError::Spawn)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let message = String::from_utf8_lossy(&output.stderr);
+    Err(NftError::Failed {
+        what: what.to_string(),
+        message: message
+            .lines()
+            .find(|l| l.contains("Error"))
+            .unwrap_or(message.trim())
+            .to_string(),
+    })
+}
+
+fn table_exists() -> Result<bool, NftError> {
+    let status = Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(NftError::Spawn)?;
+    Ok(status.success())
+}
+
+/// The table with its fixed rules, created when missing (callers hold the network lock, so
+/// two husk calls never both create it).
+pub fn ensure_table() -> Result<(), NftError> {
+    if table_exists()? {
+        return Ok(());
+    }
+    apply(DEFINITION, "creating table ip husk")
+}
+
+fn isolation_chain(bridge: &str) -> String {
+    format!("iso-{bridge}")
+}
+
+/// A network's bridge joins the table: NAT for its traffic, its isolation chain.
+pub fn add_bridge(bridge: &str) -> Result<(), NftError> {
+    ensure_table()?;
+    let chain = isolation_chain(bridge);
+    // `add` of a chain that exists is fine; `flush` keeps its one rule single.
+    let script = format!(
+        "add chain ip {TABLE} {chain}\nflush chain ip {TABLE} {chain}\n\
+         add rule ip {TABLE} {chain} oifname != \"{bridge}\" oifname @bridges drop\n\
+         add element ip {TABLE} bridges {{ \"{bridge}\" }}\n\
+         add element ip {TABLE} isolation {{ \"{bridge}\" : jump {chain} }}\n"
+    );
+    apply(&script, &format!("adding bridge {bridge}"))
+}
+
+/// A network's bridge leaves the table (nothing to do when it was never there).
+pub fn remove_bridge(bridge: &str) -> Result<(), NftError> {
+    if !table_exists()? {
+        return Ok(());
+    }
+    let chain = isolation_chain(bridge);
+    // Each step alone, so that one already undone does not stop the rest.
+    for (script, what) in [
+        (
+            format!("delete element ip {TABLE} isolation {{ \"{bridge}\" }}"),
+            "isolation",
+        ),
+        (
+            format!("delete element ip {TABLE} bridges {{ \"{bridge}\" }}"),
+            "bridges",
+        ),
+        (format!("delete chain ip {TABLE} {chain}"), "chain"),
+    ] {
+        if let Err(err) = apply(&script, what) {
+            if !is_missing(&err) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn element(port: &Published) -> (String, String) {
+    let proto = match port.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    let target = format!("{} . {}", port.container_ip, port.container_port);
+    match port.host_ip {
+        Some(ip) if ip != Ipv4Addr::UNSPECIFIED => (
+            "ports_on".into(),
+            format!("{ip} . {proto} . {} : {target}", port.host_port),
+        ),
+        _ => (
+            "ports".into(),
+            format!("{proto} . {} : {target}", port.host_port),
+        ),
+    }
+}
+
+/// DNAT for published ports, all in one transaction.
+pub fn publish(ports: &[Published]) -> Result<(), NftError> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    ensure_table()?;
+    let mut script = String::new();
+    for port in ports {
+        let (map, element) = element(port);
+        script.push_str(&format!("add element ip {TABLE} {map} {{ {element} }}\n"));
+    }
+    apply(&script, "publishing ports")
+}
+
+/// Remove published ports; each one that is already gone is skipped.
+pub fn unpublish(ports: &[Published]) -> Result<(), NftError> {
+    if ports.is_empty() || !table_exists()? {
+        return Ok(());
+    }
+    for port in ports {
+        let (map, element) = element(port);
+        // The key alone names an element of a map.
+        let key = element.split(" : ").next().unwrap_or_default();
+        if let Err(err) = apply(
+            &format!("delete element ip {TABLE} {map} {{ {key} }}"),
+            "unpublishing a port",
+        ) {
+            if !is_missing(&err) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_missing(err: &NftError) -> bool {
+    matches!(err, NftError::Failed { message, .. }
+        if message.contains("No such file or directory") || message.contains("does not exist"))
+}

@@ -1,0 +1,882 @@
+//! Bridge networking, end to end with the real kernel and Debian's nftables: published ports
+//! reached with curl, names between containers, outbound NAT to a second namespace, address
+//! allocation at scale, taken ports, and cleanup after `rm`, `rm -f` and a killed monitor.
+//!
+//! Every test runs husk inside a network namespace it made itself (`ip netns add`), so that
+//! the container subnets, bridges and nft table exist only there; nothing is sent to an
+//! address outside it. The namespace goes when the test ends.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cli::Husk;
+
+/// A network namespace of this test's own, deleted (with anything left in it) on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "husk-t{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::SeqCst)
+        );
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        let netns = Netns { name };
+        netns.sh("ip link set lo up");
+        netns
+    }
+
+    /// A command inside the namespace.
+    fn cmd(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program);
+        cmd
+    }
+
+    /// `sh -c` inside the namespace; its output, printed.
+    fn run_sh(&self, script: &str) -> Output {
+        let out = self
+            .cmd("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        eprintln!(
+            "[{}] {script} -> {:?}\n{}{}",
+            self.name,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn sh(&self, script: &str) -> String {
+        let out = self.run_sh(script);
+        assert!(out.status.success(), "{script} failed in {}", self.name);
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Interfaces whose names start with `prefix`.
+    fn links(&self, prefix: &str) -> Vec<String> {
+        self.sh("ip -o link show")
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    /// The elements of husk's port maps, in nft's own words.
+    fn published_elements(&self) -> String {
+        let out = self.run_sh("nft list map ip husk ports; nft list map ip husk ports_on");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(':') && !l.contains("type"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A husk (process isolation, busybox imported) whose every call runs in `netns`.
+struct Lab {
+    // Declared first: its drop (rm -f of every container) runs before the namespace goes.
+    husk: Husk,
+    netns: Netns,
+}
+
+impl Lab {
+    fn new(test: &str) -> Option<Self> {
+        for tool in ["nft", "ip", "nsenter", "curl"] {
+            if !common::cli::tool_exists(tool) {
+                common::note_skip(test, &format!("{tool} is not installed (scripts/setup.sh)"));
+                return None;
+            }
+        }
+        let husk = common::cli::process_husk(test, |rootfs| {
+            std::fs::create_dir_all(rootfs.join("www")).unwrap();
+            std::fs::write(rootfs.join("www/index.html"), "page from the container\n").unwrap();
+        })?;
+        let netns = Netns::new();
+        Some(Lab {
+            husk: husk.in_netns(&netns.name),
+            netns,
+        })
+    }
+
+    /// The container's address on its network, from `inspect`.
+    fn ip_of(&self, name: &str) -> String {
+        self.husk
+            .ok(&[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                name,
+            ])
+            .trim()
+            .to_string()
+    }
+
+    fn endpoints_on_disk(&self) -> usize {
+        let dir = self.husk.root.path().join("networks");
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .map(|e| {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                        v["endpoints"].as_object().map_or(0, |m| m.len())
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Nothing of any container is left: no veth, no DNAT element, no address allocation.
+    fn assert_released(&self) {
+        assert_eq!(self.netns.links("veth"), Vec::<String>::new(), "veths left");
+        assert_eq!(self.netns.published_elements(), "", "nft elements left");
+        assert_eq!(self.endpoints_on_disk(), 0, "address allocations left");
+    }
+
+    /// `curl` of a URL inside the namespace, retried while the server comes up.
+    fn curl(&self, url: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.netns.run_sh(&format!("curl -sS -m 5 {url}"));
+            if out.status.success() {
+                return String::from_utf8(out.stdout).unwrap();
+            }
+            assert!(Instant::now() < deadline, "curl {url} kept failing");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn httpd(lab: &Lab, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend(["busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    lab.husk.ok(&args).trim().to_string()
+}
+
+#[test]
+fn a_published_port_serves_the_containers_page_on_loopback_and_host_addresses() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    httpd(&lab, "web", &["--network", "bridge", "-p", "8080:80"]);
+    assert_eq!(
+        lab.curl("http://127.0.0.1:8080/"),
+        "page from the container\n"
+    );
+    // The bridge's own address is an address of this host, as docker0's is.
+    assert_eq!(
+        lab.curl("http://10.87.0.1:8080/"),
+        "page from the container\n"
+    );
+    // And the container directly, on its network.
+    let ip = lab.ip_of("web");
+    assert!(ip.starts_with("10.87."), "{ip}");
+    assert_eq!(
+        lab.curl(&format!("http://{ip}/")),
+        "page from the container\n"
+    );
+
+    assert_eq!(lab.husk.ok(&["port", "web"]), "80/tcp -> 0.0.0.0:8080\n");
+    assert_eq!(lab.husk.ok(&["port", "web", "80/tcp"]), "0.0.0.0:8080\n");
+    let ps = lab.husk.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert_eq!(ps, "web 0.0.0.0:8080->80/tcp\n");
+    let settings = lab
+        .husk
+        .ok(&["inspect", "-f", "{{json .NetworkSettings}}", "web"]);
+    let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    assert_eq!(settings["IPAddress"], ip.as_str());
+    assert_eq!(settings["Gateway"], "10.87.0.1");
+    assert_eq!(settings["IPPrefixLen"], 16);
+    assert_eq!(settings["Ports"]["80/tcp"][0]["HostPort"], "8080");
+    assert_eq!(settings["Networks"]["bridge"]["IPAddress"], ip.as_str());
+    // Docker's MAC for the address: 02:42 and its four bytes.
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    let mac = format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+        octets[0], octets[1], octets[2], octets[3]
+    );
+    assert_eq!(settings["MacAddress"], mac.as_str());
+
+    lab.husk.ok(&["stop", "-t", "1", "web"]);
+    // A stopped container holds no address and no port, as in Docker.
+    assert_eq!(lab.ip_of("web"), "");
+    lab.assert_released();
+    // The port is free again for the next one.
+    httpd(&lab, "web2", &["--network", "bridge", "-p", "8080:80"]);
+    assert_eq!(
+        lab.curl("http://127.0.0.1:8080/"),
+        "page from the container\n"
+    );
+}
+
+#[test]
+fn publish_all_maps_the_images_exposed_ports_to_free_host_ports() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    lab.husk
+        .import_busybox_as("exposing:latest", &["EXPOSE 80"], |rootfs| {
+            std::fs::create_dir_all(rootfs.join("www")).unwrap();
+            std::fs::write(rootfs.join("www/index.html"), "exposed\n").unwrap();
+        });
+    lab.husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "auto",
+        "--network",
+        "bridge",
+        "-P",
+        "exposing",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let mapping = lab.husk.ok(&["port", "auto", "80"]);
+    let port: u16 = mapping.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(port >= 1024, "{mapping}");
+    assert_eq!(lab.curl(&format!("http://127.0.0.1:{port}/")), "exposed\n");
+}
+
+/// A UDP echo server and client in C, built static (busybox's nc here has no UDP):
+/// `udp serve PORT` answers each datagram with "echo:" and the datagram and prints it;
+/// `udp ask IP PORT TEXT` sends TEXT and prints the answer (exit 1 on no answer in 1 s).
+const UDP_TOOL: &str = r#"
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    char buf[512];
+    if (argc == 3 && !strcmp(argv[1], "serve")) {
+        a.sin_port = htons(atoi(argv[2]));
+        if (bind(s, (struct sockaddr *)&a, sizeof a)) return 2;
+        for (;;) {
+            struct sockaddr_in from; socklen_t len = sizeof from;
+            ssize_t n = recvfrom(s, buf + 5, sizeof buf - 6, 0, (struct sockaddr *)&from, &len);
+            if (n < 0) continue;
+            memcpy(buf, "echo:", 5);
+            sendto(s, buf, n + 5, 0, (struct sockaddr *)&from, len);
+            buf[n + 5] = 0; printf("%s\n", buf + 5); fflush(stdout);
+        }
+    }
+    if (argc == 5 && !strcmp(argv[1], "ask")) {
+        struct timeval t = {1, 0};
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
+        a.sin_port = htons(atoi(argv[3]));
+        inet_pton(AF_INET, argv[2], &a.sin_addr);
+        sendto(s, argv[4], strlen(argv[4]), 0, (struct sockaddr *)&a, sizeof a);
+        ssize_t n = recv(s, buf, sizeof buf - 1, 0);
+        if (n < 0) return 1;
+        buf[n] = 0; printf("%s\n", buf);
+        return 0;
+    }
+    return 3;
+}
+"#;
+
+/// The UDP tool built static into `dir`, or None when this host has no C compiler.
+fn build_udp_tool(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let source = dir.join("udp.c");
+    std::fs::write(&source, UDP_TOOL).unwrap();
+    let binary = dir.join("udp");
+    let status = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .ok()?;
+    status.success().then_some(binary)
+}
+
+#[test]
+fn udp_ports_are_published_too() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    let build = tempfile::tempdir().unwrap();
+    let Some(tool) = build_udp_tool(build.path()) else {
+        common::note_skip(
+            module_path!(),
+            "no C compiler for the static UDP tool (cc -static)",
+        );
+        return;
+    };
+    lab.husk.import_busybox_as("udp:latest", &[], |rootfs| {
+        std::fs::copy(&tool, rootfs.join("bin/udp")).unwrap();
+    });
+    lab.husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "listener",
+        "--network",
+        "bridge",
+        "-p",
+        "5353:5353/udp",
+        "udp",
+        "udp",
+        "serve",
+        "5353",
+    ]);
+    assert_eq!(
+        lab.husk.ok(&["port", "listener"]),
+        "5353/udp -> 0.0.0.0:5353\n"
+    );
+    let ask = format!("{} ask 127.0.0.1 5353 datagram", tool.display());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = lab.netns.run_sh(&ask);
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "echo:datagram\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UDP answer through the published port"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lab.husk.logs("listener").contains("datagram"));
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_name_and_alias() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    let id = lab.husk.ok(&["network", "create", "backend"]);
+    assert_eq!(id.trim().len(), 64);
+    httpd(
+        &lab,
+        "db",
+        &["--network", "backend", "--network-alias", "database"],
+    );
+    for name in ["db", "database"] {
+        let out = lab.husk.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "backend",
+            "busybox",
+            "wget",
+            "-qO-",
+            &format!("http://{name}/"),
+        ]);
+        assert_eq!(out, "page from the container\n", "{name}");
+    }
+    // A member that came later is known to the earlier one (its /etc/hosts is rewritten).
+    lab.husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        "--network",
+        "backend",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let hosts = lab.husk.ok(&["exec", "db", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&format!("{}\tlate", lab.ip_of("late"))),
+        "{hosts}"
+    );
+    lab.husk.ok(&["rm", "-f", "late"]);
+    let hosts = lab.husk.ok(&["exec", "db", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("late"), "{hosts}");
+
+    // `network inspect` lists the member; `network rm` refuses while it is there.
+    let members = lab.husk.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .Containers}}",
+        "backend",
+    ]);
+    assert!(members.contains("\"Name\":\"db\""), "{members}");
+    let out = lab.husk.run(&["network", "rm", "backend"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has active endpoints"));
+    lab.husk.ok(&["rm", "-f", "db"]);
+    lab.husk.ok(&["network", "rm", "backend"]);
+    assert_eq!(
+        lab.netns.links("husk-"),
+        Vec::<String>::new(),
+        "bridge left"
+    );
+    lab.assert_released();
+}
+
+#[test]
+fn the_default_bridge_does_not_resolve_names_and_networks_are_isolated() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    httpd(&lab, "web", &["--network", "bridge"]);
+    let ip = lab.ip_of("web");
+    let out = lab.husk.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox",
+        "sh",
+        "-c",
+        "timeout 3 wget -qO- http://web/",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a name resolved on the default bridge"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad address 'web'"));
+    // By address it works, on the same network...
+    let page = lab.husk.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox",
+        "wget",
+        "-qO-",
+        &format!("http://{ip}/"),
+    ]);
+    assert_eq!(page, "page from the container\n");
+    // ...and not from another network (Docker's isolation between networks).
+    lab.husk.ok(&["network", "create", "other"]);
+    let out = lab.husk.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "other",
+        "busybox",
+        "sh",
+        "-c",
+        // Not as PID 1, which would ignore the timeout's SIGTERM.
+        &format!("timeout 3 wget -qO- http://{ip}/; echo wget: $?"),
+    ]);
+    // Dropped in forward: no answer at all, so the timeout ends it (143: SIGTERM).
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "wget: 143\n",
+        "reached a container on another network: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn network_container_shares_another_containers_namespace() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    httpd(&lab, "web", &["--network", "bridge"]);
+    let ip = lab.ip_of("web");
+    let out = lab.husk.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:web",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; wget -qO- http://127.0.0.1/",
+    ]);
+    assert!(out.contains(&format!("inet {ip}/16")), "{out}");
+    assert!(out.ends_with("page from the container\n"), "{out}");
+    let mode = lab
+        .husk
+        .ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", "web"]);
+    assert_eq!(mode, "bridge\n");
+    // A container that does not run has no namespace to join.
+    lab.husk
+        .ok(&["create", "--name", "idle", "busybox", "true"]);
+    let out = lab.husk.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:idle",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("non running container"));
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_to_a_server_in_a_second_namespace() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    // "Outside": a second namespace of this test, on a documentation subnet (192.0.2.0/24)
+    // that exists only between these two namespaces. It has no route back to 10.87.0.0/16,
+    // so only a masqueraded request can be answered.
+    let outside = Netns::new();
+    lab.netns.sh(&format!(
+        "ip link add up0 type veth peer name down0 netns {} && ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up",
+        outside.name
+    ));
+    outside.sh("ip addr add 192.0.2.2/24 dev down0 && ip link set down0 up");
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "from outside\n").unwrap();
+    let mut server: Child = outside
+        .cmd("busybox")
+        .args(["httpd", "-f", "-vv", "-p", "80", "-h"])
+        .arg(www.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lab.husk.ok(&[
+        "run", "--rm", "--network", "bridge", "busybox", "sh", "-c",
+        // (busybox 1.35's `wget -T` crashes: timeout bounds each try instead.)
+        "for i in 1 2 3 4 5 6 7 8 9 10; do timeout 2 wget -qO- http://192.0.2.2/ && exit 0; sleep 0.2; done; exit 1",
+    ]);
+    assert_eq!(out, "from outside\n");
+    let _ = server.kill();
+    let log = server.wait_with_output().unwrap();
+    // The server saw the host's address, not the container's.
+    let log = String::from_utf8_lossy(&log.stderr);
+    assert!(log.contains("192.0.2.1"), "{log}");
+    assert!(!log.contains("10.87."), "{log}");
+}
+
+#[test]
+fn fifty_containers_on_one_network_get_distinct_addresses_and_leave_nothing() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    lab.husk
+        .ok(&["network", "create", "--subnet", "10.90.0.0/24", "crowd"]);
+    let mut ips = std::collections::BTreeSet::new();
+    let mut names = Vec::new();
+    for n in 0..50 {
+        let name = format!("c{n}");
+        lab.husk.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "crowd",
+            "busybox",
+            "sleep",
+            "300",
+        ]);
+        let ip = lab.ip_of(&name);
+        assert!(ip.starts_with("10.90.0."), "{ip}");
+        assert!(ips.insert(ip.clone()), "{ip} given twice");
+        names.push(name);
+    }
+    assert_eq!(lab.netns.links("veth").len(), 50);
+    // The last one reaches the first by name through the rewritten hosts files.
+    lab.husk
+        .ok(&["exec", "c49", "ping", "-c", "1", "-W", "2", "c0"]);
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    lab.husk.ok(&args);
+    lab.assert_released();
+}
+
+#[test]
+fn a_taken_host_port_is_one_clear_error_and_creates_nothing() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    httpd(&lab, "first", &["--network", "bridge", "-p", "8080:80"]);
+    let links = lab.netns.links("veth");
+    let elements = lab.netns.published_elements();
+    for detach in [true, false] {
+        let mut args = vec!["run"];
+        if detach {
+            args.push("-d");
+        }
+        args.extend(["--network", "bridge", "-p", "8080:80", "busybox", "true"]);
+        let out = lab.husk.run(&args);
+        assert_eq!(out.status.code(), Some(125));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("Bind for 0.0.0.0:8080 failed: port is already allocated"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert_eq!(lab.netns.links("veth"), links);
+        assert_eq!(lab.netns.published_elements(), elements);
+        assert_eq!(lab.endpoints_on_disk(), 1);
+    }
+    // A host program holding a port: the same line.
+    let mut holder = lab
+        .netns
+        .cmd("busybox")
+        .args(["httpd", "-f", "-p", "9090", "-h", "/"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // busybox httpd listens on [::]:9090, which holds the IPv4 port too.
+    while !lab
+        .netns
+        .sh("cat /proc/net/tcp /proc/net/tcp6")
+        .contains(":2382 ")
+    {
+        assert!(Instant::now() < deadline, "the holder never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = lab.husk.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "-p",
+        "9090:80",
+        "busybox",
+        "true",
+    ]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port is already allocated"));
+    assert_eq!(lab.endpoints_on_disk(), 1);
+}
+
+#[test]
+fn rm_rm_force_and_a_killed_monitor_leave_no_network_state() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    lab.husk.ok(&["network", "create", "n1"]);
+    // rm of a stopped container, rm -f of a running one.
+    lab.husk.ok(&[
+        "run",
+        "--name",
+        "done",
+        "--network",
+        "n1",
+        "-p",
+        "7000:80",
+        "busybox",
+        "true",
+    ]);
+    httpd(&lab, "running", &["--network", "n1", "-p", "7001:80"]);
+    lab.husk.ok(&["rm", "done"]);
+    lab.husk.ok(&["rm", "-f", "running"]);
+    lab.assert_released();
+
+    // A detached container whose monitor is killed: the container outlives it, so its state
+    // stays until `rm -f` finds it on disk and undoes it.
+    let id = httpd(&lab, "orphan", &["--network", "n1", "-p", "7002:80"]);
+    assert_eq!(
+        lab.curl("http://127.0.0.1:7002/"),
+        "page from the container\n"
+    );
+    let monitor = Command::new("pgrep")
+        .args(["-f", &format!("container-monitor {id}")])
+        .output()
+        .unwrap();
+    let monitor: i32 = String::from_utf8_lossy(&monitor.stdout)
+        .lines()
+        .next()
+        .expect("the monitor is running")
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    lab.husk.ok(&["rm", "-f", "orphan"]);
+    lab.assert_released();
+    lab.husk.ok(&["network", "rm", "n1"]);
+    assert_eq!(lab.netns.links("husk-"), Vec::<String>::new());
+}
+
+#[test]
+fn network_flags_that_cannot_be_honoured_are_refused_before_anything_exists() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    for (args, message) in [
+        (
+            vec!["run", "--network", "none", "-p", "80:80", "busybox", "true"],
+            "conflicting options: port publishing",
+        ),
+        (
+            vec![
+                "run",
+                "--network",
+                "bridge",
+                "--ip",
+                "10.87.0.9",
+                "busybox",
+                "true",
+            ],
+            "user defined networks only",
+        ),
+        (
+            vec![
+                "run",
+                "--network",
+                "bridge",
+                "-p",
+                "8000-8001:80",
+                "busybox",
+                "true",
+            ],
+            "port ranges are not supported",
+        ),
+        (
+            vec![
+                "run",
+                "--network",
+                "bridge",
+                "-p",
+                "80/sctp",
+                "busybox",
+                "true",
+            ],
+            "invalid proto: sctp",
+        ),
+        (
+            vec!["run", "--network", "nosuch", "busybox", "true"],
+            "network nosuch not found",
+        ),
+        (
+            vec!["run", "--network", "container:nosuch", "busybox", "true"],
+            "No such container: nosuch",
+        ),
+        (
+            vec![
+                "run",
+                "--isolation",
+                "vm",
+                "--network",
+                "container:nosuch",
+                "busybox",
+                "true",
+            ],
+            "a VM's network stack is its own kernel's",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet",
+                "10.87.5.0/24",
+                "overlapping",
+            ],
+            "overlaps",
+        ),
+        (vec!["network", "rm", "bridge"], "pre-defined network"),
+    ] {
+        let out = lab.husk.run(&args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    assert_eq!(lab.husk.ok(&["ps", "-a", "-q"]), "");
+    assert_eq!(lab.netns.links("veth"), Vec::<String>::new());
+}
+
+#[test]
+fn add_host_dns_hostname_and_a_fixed_ip_reach_the_containers_files() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    lab.husk.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.91.0.0/24",
+        "--gateway",
+        "10.91.0.254",
+        "fixed",
+    ]);
+    let out = lab.husk.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "fixed",
+        "--ip",
+        "10.91.0.77",
+        "--hostname",
+        "box",
+        "--add-host",
+        "db.example:10.0.0.9",
+        "--dns",
+        "10.0.0.53",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf; hostname",
+    ]);
+    assert!(out.contains("inet 10.91.0.77/24"), "{out}");
+    assert!(out.contains("default via 10.91.0.254"), "{out}");
+    assert!(out.contains("10.0.0.9\tdb.example"), "{out}");
+    assert!(out.contains("10.91.0.77\tbox"), "{out}");
+    assert!(out.contains("nameserver 10.0.0.53"), "{out}");
+    assert!(out.ends_with("box\n"), "{out}");
+    let taken = lab.husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "--network",
+        "fixed",
+        "--ip",
+        "10.91.0.78",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert!(!taken.is_empty());
+    let out = lab.husk.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "fixed",
+        "--ip",
+        "10.91.0.78",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Address already in use"));
+}
