@@ -124,6 +124,36 @@ impl Lab {
         })
     }
 
+    /// As `new`, with VM isolation as the default (on the monitor of `common::vm_monitor`) and
+    /// the same busybox image.
+    fn vm(test: &str) -> Option<Self> {
+        let (kernel, agent) = match common::guest_assets() {
+            Ok(assets) => assets.clone(),
+            Err(why) => {
+                common::note_skip(test, &why);
+                return None;
+            }
+        };
+        let lab = Lab::new(test)?;
+        let mut husk = Husk::new(vec![
+            ("HUSK_ISOLATION", "vm".into()),
+            ("HUSK_KERNEL", kernel.into_os_string()),
+            ("HUSK_AGENT", agent.into_os_string()),
+            ("HUSK_VMM", common::vm_monitor().into()),
+        ]);
+        husk.import_busybox(|rootfs| {
+            std::fs::create_dir_all(rootfs.join("www")).unwrap();
+            std::fs::write(rootfs.join("www/index.html"), "page from the vm\n").unwrap();
+        });
+        husk = husk.in_netns(&lab.netns.name);
+        let Lab {
+            husk: process,
+            netns,
+        } = lab;
+        drop(process);
+        Some(Lab { husk, netns })
+    }
+
     /// The container's address on its network, from `inspect`.
     fn ip_of(&self, name: &str) -> String {
         self.husk
@@ -157,6 +187,7 @@ impl Lab {
     /// Nothing of any container is left: no veth, no DNAT element, no address allocation.
     fn assert_released(&self) {
         assert_eq!(self.netns.links("veth"), Vec::<String>::new(), "veths left");
+        assert_eq!(self.netns.links("tap"), Vec::<String>::new(), "taps left");
         assert_eq!(self.netns.published_elements(), "", "nft elements left");
         assert_eq!(self.endpoints_on_disk(), 0, "address allocations left");
     }
@@ -879,4 +910,279 @@ fn add_host_dns_hostname_and_a_fixed_ip_reach_the_containers_files() {
     ]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Address already in use"));
+}
+
+// VM isolation: the same networks through a tap and the monitor's virtio-net device (under
+// QEMU in the main suite here, on husk's own monitor in the nested tier).
+
+/// A server on port 80 serving `text`, in either isolation (busybox httpd in the container).
+fn web(lab: &Lab, name: &str, text: &str, extra: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    let script =
+        format!("mkdir -p /srv && echo {text} > /srv/index.html && exec httpd -f -p 80 -h /srv");
+    args.extend(["busybox", "sh", "-c", &script]);
+    lab.husk.ok(&args).trim().to_string()
+}
+
+/// `wget` of a URL from a new container, retried while the server comes up (busybox 1.35's
+/// `wget -T` crashes: timeout bounds each try instead).
+fn fetch_from_container(lab: &Lab, extra: &[&str], url: &str) -> String {
+    let script = format!(
+        "for i in $(seq 1 50); do timeout 3 wget -qO- {url} && exit 0; sleep 0.2; done; exit 1"
+    );
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(extra);
+    args.extend(["busybox", "sh", "-c", &script]);
+    lab.husk.ok(&args)
+}
+
+#[test]
+fn vm_a_published_port_serves_the_vms_page_and_inspect_says_where() {
+    let Some(lab) = Lab::vm(module_path!()) else {
+        return;
+    };
+    httpd(&lab, "vmweb", &["--network", "bridge", "-p", "8080:80"]);
+    assert_eq!(lab.curl("http://127.0.0.1:8080/"), "page from the vm\n");
+    assert_eq!(lab.curl("http://10.87.0.1:8080/"), "page from the vm\n");
+    let ip = lab.ip_of("vmweb");
+    assert!(ip.starts_with("10.87."), "{ip}");
+    assert_eq!(lab.curl(&format!("http://{ip}/")), "page from the vm\n");
+    assert_eq!(lab.husk.ok(&["port", "vmweb"]), "80/tcp -> 0.0.0.0:8080\n");
+    let ps = lab.husk.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert_eq!(ps, "vmweb 0.0.0.0:8080->80/tcp\n");
+    // The guest's own view: the address, the MAC and the route husk allocated.
+    let octets: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    let mac = format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+        octets[0], octets[1], octets[2], octets[3]
+    );
+    let view = lab.husk.ok(&[
+        "exec",
+        "vmweb",
+        "sh",
+        "-c",
+        "ip -o addr show eth0; ip link show eth0; ip route",
+    ]);
+    assert!(view.contains(&format!("inet {ip}/16")), "{view}");
+    assert!(view.contains(&mac), "{view}");
+    assert!(view.contains("mtu 1500"), "{view}");
+    assert!(view.contains("default via 10.87.0.1 dev eth0"), "{view}");
+    let settings = lab
+        .husk
+        .ok(&["inspect", "-f", "{{json .NetworkSettings}}", "vmweb"]);
+    let settings: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    assert_eq!(settings["Networks"]["bridge"]["MacAddress"], mac.as_str());
+    assert_eq!(settings["Ports"]["80/tcp"][0]["HostPort"], "8080");
+    // The guest's kernel is not the host's: this page came through the VM.
+    assert_ne!(
+        lab.husk.ok(&["exec", "vmweb", "uname", "-r"]).trim(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap()
+            .trim()
+    );
+    lab.husk.ok(&["stop", "-t", "1", "vmweb"]);
+    assert_eq!(
+        lab.netns.links("tap"),
+        Vec::<String>::new(),
+        "a stopped VM keeps no tap"
+    );
+    assert_eq!(lab.netns.published_elements(), "");
+}
+
+#[test]
+fn vm_udp_ports_are_published_too() {
+    let Some(lab) = Lab::vm(module_path!()) else {
+        return;
+    };
+    let build = tempfile::tempdir().unwrap();
+    let Some(tool) = build_udp_tool(build.path()) else {
+        common::note_skip(
+            module_path!(),
+            "no C compiler for the static UDP tool (cc -static)",
+        );
+        return;
+    };
+    lab.husk.import_busybox_as("udp:latest", &[], |rootfs| {
+        std::fs::copy(&tool, rootfs.join("bin/udp")).unwrap();
+    });
+    lab.husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "listener",
+        "--network",
+        "bridge",
+        "-p",
+        "5353:5353/udp",
+        "udp",
+        "udp",
+        "serve",
+        "5353",
+    ]);
+    let ask = format!("{} ask 127.0.0.1 5353 datagram", tool.display());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = lab.netns.run_sh(&ask);
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "echo:datagram\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UDP answer from the VM through the published port"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn vm_and_process_containers_on_one_network_reach_each_other_by_name() {
+    let Some(lab) = Lab::vm(module_path!()) else {
+        return;
+    };
+    lab.husk.ok(&["network", "create", "mixed"]);
+    web(
+        &lab,
+        "proc",
+        "from-process",
+        &["--isolation", "process", "--network", "mixed"],
+    );
+    web(
+        &lab,
+        "guest",
+        "from-vm",
+        &["--network", "mixed", "--network-alias", "vmalias"],
+    );
+    // A process container reaches the VM by name and alias (its hosts file was rewritten as
+    // the VM joined)...
+    assert_eq!(
+        fetch_from_container(
+            &lab,
+            &["--isolation", "process", "--network", "mixed"],
+            "http://guest/"
+        ),
+        "from-vm\n"
+    );
+    assert_eq!(
+        fetch_from_container(
+            &lab,
+            &["--isolation", "process", "--network", "mixed"],
+            "http://vmalias/"
+        ),
+        "from-vm\n"
+    );
+    // ...a VM reaches the process container and the other VM by name...
+    assert_eq!(
+        fetch_from_container(&lab, &["--network", "mixed"], "http://proc/"),
+        "from-process\n"
+    );
+    assert_eq!(
+        fetch_from_container(&lab, &["--network", "mixed"], "http://guest/"),
+        "from-vm\n"
+    );
+    // ...and the running VM itself resolves the process container: its /etc/hosts came in
+    // the start request.
+    let hosts = lab.husk.ok(&["exec", "guest", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("\tproc "), "{hosts}");
+    // Not its image's files: bound over them, from a tmpfs of the agent's.
+    let mounts = lab.husk.ok(&["exec", "guest", "cat", "/proc/mounts"]);
+    assert!(mounts.contains(" /etc/hosts tmpfs "), "{mounts}");
+    assert!(mounts.contains(" /etc/resolv.conf tmpfs "), "{mounts}");
+}
+
+#[test]
+fn vm_outbound_traffic_is_masqueraded_to_a_server_in_a_second_namespace() {
+    let Some(lab) = Lab::vm(module_path!()) else {
+        return;
+    };
+    let outside = Netns::new();
+    lab.netns.sh(&format!(
+        "ip link add up0 type veth peer name down0 netns {} && ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up",
+        outside.name
+    ));
+    outside.sh("ip addr add 192.0.2.2/24 dev down0 && ip link set down0 up");
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "from outside\n").unwrap();
+    let mut server: Child = outside
+        .cmd("busybox")
+        .args(["httpd", "-f", "-vv", "-p", "80", "-h"])
+        .arg(www.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = fetch_from_container(&lab, &["--network", "bridge"], "http://192.0.2.2/");
+    assert_eq!(out, "from outside\n");
+    let _ = server.kill();
+    let log = server.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&log.stderr);
+    assert!(log.contains("192.0.2.1"), "{log}");
+    assert!(!log.contains("10.87."), "{log}");
+}
+
+#[test]
+fn vm_a_taken_port_rm_and_a_killed_monitor_leave_no_network_state() {
+    let Some(lab) = Lab::vm(module_path!()) else {
+        return;
+    };
+    lab.husk.ok(&["network", "create", "n1"]);
+    let id = httpd(&lab, "vm1", &["--network", "n1", "-p", "7001:80"]);
+    assert_eq!(lab.curl("http://127.0.0.1:7001/"), "page from the vm\n");
+    assert_eq!(lab.netns.links("tap"), vec![format!("tap{}", &id[..11])]);
+    // The port is the VM's: a second container is refused before any VM boots.
+    let out = lab
+        .husk
+        .run(&["run", "--network", "n1", "-p", "7001:80", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Bind for 0.0.0.0:7001 failed: port is already allocated"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(lab.netns.links("tap").len(), 1);
+    assert_eq!(lab.endpoints_on_disk(), 1);
+
+    // kill -9 of the process that holds the VM (QEMU, or husk's monitor): the container
+    // ends as killed, and its tap goes with the monitor's descriptor.
+    let pid: i32 = lab
+        .husk
+        .ok(&["inspect", "-f", "{{.State.Pid}}", "vm1"])
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab
+        .husk
+        .ok(&["inspect", "-f", "{{.State.Status}}", "vm1"])
+        .trim()
+        != "exited"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed VM's container never exited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        lab.husk
+            .ok(&["inspect", "-f", "{{.State.ExitCode}}", "vm1"])
+            .trim(),
+        "137"
+    );
+    assert_eq!(lab.netns.links("tap"), Vec::<String>::new());
+    assert_eq!(lab.netns.published_elements(), "");
+    lab.husk.ok(&["rm", "vm1"]);
+    // rm -f of a running VM.
+    httpd(&lab, "vm2", &["--network", "n1", "-p", "7002:80"]);
+    assert_eq!(lab.curl("http://127.0.0.1:7002/"), "page from the vm\n");
+    lab.husk.ok(&["rm", "-f", "vm2"]);
+    lab.assert_released();
+    lab.husk.ok(&["network", "rm", "n1"]);
+    assert_eq!(lab.netns.links("husk-"), Vec::<String>::new());
 }
