@@ -1082,9 +1082,25 @@ fn vm_and_process_containers_on_one_network_reach_each_other_by_name() {
         "from-vm\n"
     );
     // ...and the running VM itself resolves the process container: its /etc/hosts came in
-    // the start request.
+    // the start request...
     let hosts = lab.husk.ok(&["exec", "guest", "cat", "/etc/hosts"]);
     assert!(hosts.contains("\tproc "), "{hosts}");
+    // ...and a container that joins after the VM started: the agent got the new file.
+    web(
+        &lab,
+        "late",
+        "from-late",
+        &["--isolation", "process", "--network", "mixed"],
+    );
+    let fetched = lab.husk.ok(&[
+        "exec", "guest", "sh", "-c",
+        "for i in $(seq 1 50); do timeout 3 wget -qO- http://late/ && exit 0; sleep 0.2; done; exit 1",
+    ]);
+    assert_eq!(fetched, "from-late\n");
+    // When a member leaves, its name goes from the VM's file too.
+    lab.husk.ok(&["rm", "-f", "late"]);
+    let hosts = lab.husk.ok(&["exec", "guest", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("late"), "{hosts}");
     // Not its image's files: bound over them, from a tmpfs of the agent's.
     let mounts = lab.husk.ok(&["exec", "guest", "cat", "/proc/mounts"]);
     assert!(mounts.contains(" /etc/hosts tmpfs "), "{mounts}");

@@ -348,6 +348,19 @@ impl Session {
                     self.spawn(id, &spec)?;
                 }
             }
+            FrameKind::Hosts => {
+                if !self.started || id != 0 {
+                    return Err(out_of_order("Hosts needs a started container, as id 0").into());
+                }
+                if self.opts.sandbox {
+                    // Written in place: the file is the bind the container's /etc/hosts is.
+                    // A failure is the console's to say: an Error for id 0 would read as the
+                    // container process failing.
+                    if let Err(message) = crate::network::rewrite_hosts(&frame.payload) {
+                        eprintln!("husk-agent: {message}");
+                    }
+                }
+            }
             FrameKind::Stdin
             | FrameKind::StdinEof
             | FrameKind::Credit

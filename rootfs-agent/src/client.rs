@@ -13,6 +13,7 @@ use std::thread;
 use crate::protocol::{
     read_frame, ErrorReport, ExitStatus, Frame, FrameKind, ProcessSpec, ProtocolError, ReadyInfo,
     ResizeRequest, SignalRequest, StartRequest, Started, INITIAL_WINDOW, MAX_DATA_CHUNK,
+    MAX_ETC_FILE,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +129,19 @@ impl AgentClient {
     }
 
     /// Run an extra process in the running guest.
+    /// Send the container's /etc/hosts again (a member of its network came or went).
+    pub fn update_hosts(&self, hosts: &str) -> Result<()> {
+        if hosts.len() > MAX_ETC_FILE {
+            return Err(ProtocolError::Invalid {
+                what: "hosts file",
+                why: format!("over {MAX_ETC_FILE} bytes"),
+            }
+            .into());
+        }
+        self.shared
+            .send(&Frame::new(FrameKind::Hosts, 0, hosts.as_bytes().to_vec()))
+    }
+
     pub fn exec(&self, spec: &ProcessSpec, io: ProcessIo) -> Result<Process> {
         spec.validate()?;
         let id = {
@@ -400,7 +414,8 @@ fn deliver(shared: &Shared, frame: Frame) -> Result<()> {
         | FrameKind::Stdin
         | FrameKind::StdinEof
         | FrameKind::Signal
-        | FrameKind::Resize => {
+        | FrameKind::Resize
+        | FrameKind::Hosts => {
             return Err(ProtocolError::OutOfOrder {
                 kind: frame.kind,
                 id,

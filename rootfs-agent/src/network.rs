@@ -136,6 +136,30 @@ impl Socket {
     }
 }
 
+/// A new /etc/hosts from the host (a member of the network came or went), written in place
+/// into the bound file, so every resolver in the container reads it at its next lookup. Only
+/// when the agent bound it: a container not on a network has its image's own file, which is
+/// not the host's to change.
+pub fn rewrite_hosts(text: &[u8]) -> Result<(), String> {
+    if text.contains(&0) {
+        return Err("a hosts file with a NUL".into());
+    }
+    // Remembered rather than read from /proc/self/mountinfo: once the container runs, /proc
+    // is its procfs, of a PID namespace in which the agent has no pid.
+    if !HOSTS_BOUND.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("this container's /etc/hosts is not the network's".into());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open("/etc/hosts")
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text))
+        .map_err(|e| format!("rewriting /etc/hosts: {e}"))
+}
+
+/// Set once /etc/hosts is the agent's bind.
+static HOSTS_BOUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Where the tmpfs holding the files is attached while they are bound (then detached and the
 /// directory removed).
 const STAGING: &str = "/etc/.husk-network";
@@ -185,6 +209,7 @@ fn bind_staged(network: &GuestNetwork) -> Result<(), String> {
         )
         .map_err(|e| format!("binding {target}: {e}"))?;
     }
+    HOSTS_BOUND.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(())
 }
 

@@ -121,6 +121,9 @@ pub enum FrameKind {
     Exit = 12,
     /// agent -> host, JSON [`ErrorReport`]: a request failed or the host broke the protocol.
     Error = 13,
+    /// host -> agent, id 0, raw bytes: the container's /etc/hosts again, after a member of its
+    /// network came or went (at most [`MAX_ETC_FILE`]).
+    Hosts = 14,
 }
 
 impl FrameKind {
@@ -140,6 +143,7 @@ impl FrameKind {
             11 => Resize,
             12 => Exit,
             13 => Error,
+            14 => Hosts,
             _ => return None,
         })
     }
@@ -153,6 +157,7 @@ impl FrameKind {
             FrameKind::Ready | FrameKind::Error => 64 * 1024,
             FrameKind::Stdin | FrameKind::Stdout | FrameKind::Stderr => MAX_PAYLOAD,
             FrameKind::Start | FrameKind::Exec => MAX_PAYLOAD,
+            FrameKind::Hosts => MAX_ETC_FILE,
         }
     }
 

@@ -222,6 +222,7 @@ fn join_network(
             },
             &record.id[..11.min(record.id.len())]
         ),
+        in_vm: record.isolation == Isolation::Vm,
         published: published.clone(),
         hosts_file: container_dir.join("etc").join("hosts"),
         hostname: hostname.to_string(),
@@ -485,14 +486,22 @@ fn hosts_file(network: &Network, id: &str) -> String {
 }
 
 /// Every other member's /etc/hosts again, after one came or went. Written in place (the
-/// running container has the file bind-mounted; a rename would leave it the old inode).
+/// running container has the file bind-mounted; a rename would leave it the old inode); a VM
+/// member's goes to its guest agent through its supervisor (best effort: a VM that cannot be
+/// reached now gets the whole file at its next start).
 fn rewrite_members_hosts(network: &Network, changed: &str) {
     if !network.resolves_names() {
         return;
     }
     for (id, endpoint) in &network.endpoints {
-        if id != changed && endpoint.hosts_file.exists() {
-            let _ = std::fs::write(&endpoint.hosts_file, hosts_file(network, id));
+        if id == changed {
+            continue;
+        }
+        let text = hosts_file(network, id);
+        if endpoint.in_vm {
+            crate::vm::supervisor::update_hosts(id, &text);
+        } else if endpoint.hosts_file.exists() {
+            let _ = std::fs::write(&endpoint.hosts_file, text);
         }
     }
 }
@@ -528,6 +537,7 @@ mod tests {
             mac: String::new(),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
             host_link: String::new(),
+            in_vm: false,
             published: vec![],
             hosts_file: PathBuf::new(),
             hostname: format!("{name}-host"),

@@ -187,6 +187,9 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     /// The host end of the container's link: its veth, or its VM's tap.
     pub host_link: String,
+    /// The container runs in a VM: its /etc/hosts lives in the guest and is sent there.
+    #[serde(default)]
+    pub in_vm: bool,
     /// Ports published through this endpoint (DNAT elements to remove on release).
     #[serde(default)]
     pub published: Vec<Published>,
@@ -581,6 +584,7 @@ mod tests {
                     mac: String::new(),
                     aliases: vec![],
                     host_link: String::new(),
+                    in_vm: false,
                     published: vec![],
                     hosts_file: PathBuf::new(),
                     hostname: String::new(),

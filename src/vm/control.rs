@@ -61,6 +61,8 @@ pub struct ExecRequest {
 pub enum ControlRequest {
     Signal(i32),
     Exec(Box<ExecRequest>),
+    /// The container's /etc/hosts again (a member of its network came or went).
+    Hosts(String),
 }
 
 impl ControlRequest {
@@ -71,6 +73,10 @@ impl ControlRequest {
             ControlRequest::Exec(request) => {
                 let json = serde_json::to_string(request).unwrap_or_default();
                 format!("exec {json}").into_bytes()
+            }
+            ControlRequest::Hosts(text) => {
+                let json = serde_json::to_string(text).unwrap_or_default();
+                format!("hosts {json}").into_bytes()
             }
         };
         line.push(b'\n');
@@ -91,6 +97,11 @@ impl ControlRequest {
                 .validate()
                 .map_err(|e| ControlError::BadExec(e.to_string()))?;
             return Ok(ControlRequest::Exec(Box::new(request)));
+        }
+        if let Some(json) = text.strip_prefix("hosts ") {
+            let hosts: String =
+                serde_json::from_str(json).map_err(|e| ControlError::BadExec(e.to_string()))?;
+            return Ok(ControlRequest::Hosts(hosts));
         }
         if let Some(number) = text.trim_end().strip_prefix("signal ") {
             return match number.parse::<i32>() {

@@ -43,6 +43,26 @@ pub fn send_signal(id: &str, signal: Signal) -> bool {
     conn.read_exact(&mut reply).is_ok() && &reply == b"ok\n"
 }
 
+/// Give a running VM container a new /etc/hosts through its supervisor; false when no
+/// supervisor answers in time (the container is not running: it gets the file at its next
+/// start) or the file is too large for a control request.
+pub fn update_hosts(id: &str, hosts: &str) -> bool {
+    let line = ControlRequest::Hosts(hosts.to_string()).encode();
+    if line.len() > control::MAX_CONTROL_FRAME {
+        return false;
+    }
+    let Ok(mut conn) = UnixStream::connect(control_socket(id)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+    if conn.write_all(&line).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 3];
+    conn.read_exact(&mut reply).is_ok() && &reply == b"ok\n"
+}
+
 /// Run a process in a VM container through its supervisor, streaming the process's output to
 /// `stdout`/`stderr` and `stdin` to it; returns its exit code. With `detach`, returns once the
 /// request is sent.
@@ -336,6 +356,13 @@ fn serve_control(
                     let _ = conn.set_read_timeout(None);
                     let agent = Arc::clone(&agent);
                     std::thread::spawn(move || serve_exec(agent, conn, *request));
+                }
+                Ok(ControlRequest::Hosts(hosts)) => {
+                    let reply: &[u8] = match agent.update_hosts(&hosts) {
+                        Ok(()) => b"ok\n",
+                        Err(_) => b"error\n",
+                    };
+                    let _ = conn.write_all(reply);
                 }
                 Ok(ControlRequest::Signal(signal)) => {
                     let reply: &[u8] = match process.signal(signal) {
