@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier. Tiers that cannot run on this host say why (the SKIP lines printed
-# after the suite). Afterwards, checks that the suite left no husk cgroups and no mounts.
+# after the suite). Afterwards, checks that the suite left no husk cgroups, no mounts and no
+# network state in the machine's own namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # One kernel build per machine, shared by setup and the tests that call build.sh.
@@ -33,6 +34,16 @@ echo
 echo "== skipped (with the reason):"
 if [ -s target/tmp/skips.log ]; then sort -u target/tmp/skips.log; else echo "nothing"; fi
 
+# Networks: every test that uses one runs in a namespace of its own, so the machine's own
+# namespace must hold no husk bridge, veth, tap or nft table afterwards (and no test netns).
+leftover_links=$(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | grep -cE '^(husk[0-9-]|veth[0-9a-f]{11}(@|$)|tap[0-9a-f]{11}$)' || true)
+leftover_nft=$(nft list tables 2>/dev/null | grep -c 'ip husk' || true)
+leftover_netns=$(ip netns list 2>/dev/null | grep -c '^husk-t' || true)
+echo "== after the suite: husk links in the machine's namespace: $leftover_links, nft tables: $leftover_nft, test namespaces: $leftover_netns"
+if [ "$leftover_links" != 0 ] || [ "$leftover_nft" != 0 ] || [ "$leftover_netns" != 0 ]; then
+  echo "the test suite left network state behind (or made it outside a test namespace)" >&2
+  status=1
+fi
 leftover_cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -path '*/husk/*' -type d 2>/dev/null | wc -l)
 leftover_mounts=$(grep -cE ' /tmp/\.tmp[^ ]*/(containers|volumes)/' /proc/self/mountinfo || true)
 echo "== after the suite: husk cgroups left: $leftover_cgroups, mounts left under test roots: $leftover_mounts"

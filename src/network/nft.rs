@@ -158,33 +158,46 @@ fn element(port: &Published) -> (String, String) {
     }
 }
 
-/// DNAT for published ports, all in one transaction.
+/// DNAT for published ports, all in one transaction. One `nft` run in the common case (every
+/// run costs milliseconds): the table is made only when the first try finds it missing.
 pub fn publish(ports: &[Published]) -> Result<(), NftError> {
     if ports.is_empty() {
         return Ok(());
     }
-    ensure_table()?;
     let mut script = String::new();
     for port in ports {
         let (map, element) = element(port);
         script.push_str(&format!("add element ip {TABLE} {map} {{ {element} }}\n"));
     }
-    apply(&script, "publishing ports")
+    match apply(&script, "publishing ports") {
+        Err(err) if is_missing(&err) => {
+            ensure_table()?;
+            apply(&script, "publishing ports")
+        }
+        other => other,
+    }
 }
 
-/// Remove published ports; each one that is already gone is skipped.
+/// Remove published ports: one transaction, or, when some are already gone (or the whole
+/// table is), each alone, skipping the missing ones.
 pub fn unpublish(ports: &[Published]) -> Result<(), NftError> {
-    if ports.is_empty() || !table_exists()? {
+    if ports.is_empty() {
         return Ok(());
     }
-    for port in ports {
+    let delete = |port: &Published| {
         let (map, element) = element(port);
         // The key alone names an element of a map.
-        let key = element.split(" : ").next().unwrap_or_default();
-        if let Err(err) = apply(
-            &format!("delete element ip {TABLE} {map} {{ {key} }}"),
-            "unpublishing a port",
-        ) {
+        let key = element.split(" : ").next().unwrap_or_default().to_string();
+        format!("delete element ip {TABLE} {map} {{ {key} }}\n")
+    };
+    let all: String = ports.iter().map(delete).collect();
+    match apply(&all, "unpublishing ports") {
+        Ok(()) => return Ok(()),
+        Err(err) if !is_missing(&err) => return Err(err),
+        Err(_) => {}
+    }
+    for port in ports {
+        if let Err(err) = apply(&delete(port), "unpublishing a port") {
             if !is_missing(&err) {
                 return Err(err);
             }

@@ -1,6 +1,6 @@
 //! `refusals`: what a sandbox cannot honour is refused before anything is created, with one
-//! line naming the flag, never silently dropped. `--network bridge` in both isolations (no
-//! bridge networking yet); `--network host` and `--device` only in a VM, whose guest has its
+//! line naming the flag, never silently dropped. `-p` without a network in both isolations
+//! (`run` defaults to `--network none`); `--network host` and `--device` only in a VM, whose guest has its
 //! own kernel, network stack and devices (the deliberate difference), while a process
 //! container honours them.
 use crate::support::*;
@@ -11,8 +11,10 @@ fn flags_a_sandbox_cannot_honour_are_refused_with_one_line(iso: &str) {
     let Some(husk) = husk(module_path!(), iso) else {
         return;
     };
-    let mut refused: Vec<(Vec<&str>, &str)> =
-        vec![(vec!["--network", "bridge"], "--network bridge")];
+    let mut refused: Vec<(Vec<&str>, &str)> = vec![(
+        vec!["-p", "8080:80"],
+        "conflicting options: port publishing",
+    )];
     let vm_only: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--network", "host"], "--network host"),
         (vec!["--device", "/dev/null:/dev/extra-null"], "--device"),
