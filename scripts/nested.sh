@@ -43,7 +43,7 @@ file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || { echo "nested: 
 # uses (NAT, masquerade, fib); crc32c_generic is what libcrc32c (for conntrack) asks the crypto
 # API for at run time, which modinfo does not list.
 wanted=(virtio_pci 9pnet_virtio 9p overlay kvm-amd
-  bridge veth tun crc32c_generic nf_tables nft_chain_nat nft_nat nft_masq nft_fib_ipv4)
+  bridge veth tun crc32c_generic nf_tables nft_chain_nat nft_nat nft_masq nft_fib_ipv4 nft_ct)
 
 # --- the L1 kernel: Debian's current linux-image-6.1.0-*-amd64, extracted, not installed ---
 pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ { print $2; exit }')

@@ -17,8 +17,11 @@ pub const TABLE: &str = "husk";
 /// loopback included). `ports_on` holds `-p IP:HOST:CTR`, `ports` the any-address kind.
 /// Traffic from a bridge to anything but a husk bridge is masqueraded; loopback sources are
 /// masqueraded onto the bridge (with route_localnet on it) so `curl 127.0.0.1:PORT` works,
-/// as with Docker. `isolation` sends each bridge's forwarded traffic to its own chain, which
-/// drops what goes to another husk bridge (Docker's network isolation).
+/// as with Docker. A container reaching a published port through the host's address (the
+/// bridge's, say) is masqueraded too when its traffic is sent back onto a bridge (hairpin), so
+/// the answer returns through the host rather than straight from the other container.
+/// `isolation` sends each bridge's forwarded traffic to its own chain, which drops what goes to
+/// another husk bridge (Docker's network isolation).
 const DEFINITION: &str = r#"table ip husk {
   set bridges { type ifname; }
   map ports { type inet_proto . inet_service : ipv4_addr . inet_service; }
@@ -34,6 +37,7 @@ const DEFINITION: &str = r#"table ip husk {
     type nat hook postrouting priority srcnat; policy accept;
     iifname @bridges oifname != @bridges masquerade
     oifname @bridges ip saddr 127.0.0.0/8 masquerade
+    iifname @bridges oifname @bridges ct status dnat masquerade
   }
   chain forward { type filter hook forward priority filter; policy accept; iifname vmap @isolation; }
 }
