@@ -1221,3 +1221,22 @@ fn vm_a_taken_port_rm_and_a_killed_monitor_leave_no_network_state() {
     lab.husk.ok(&["network", "rm", "n1"]);
     assert_eq!(lab.netns.links("husk-"), Vec::<String>::new());
 }
+
+#[test]
+fn a_new_network_avoids_subnets_the_namespace_already_routes() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    // Someone else's network on the first /24 of husk's pool (another runtime, a VPN).
+    lab.netns
+        .sh("ip link add other0 type veth peer name other1 && ip addr add 10.86.0.1/24 dev other0 && ip link set other0 up");
+    lab.husk.ok(&["network", "create", "mine"]);
+    let subnet = lab.husk.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        "mine",
+    ]);
+    assert_eq!(subnet.trim(), "10.86.1.0/24");
+}

@@ -396,13 +396,28 @@ impl Networks {
                 }
                 subnet
             }
-            None => (0..=255u8)
-                .map(|third| Subnet {
-                    address: Ipv4Addr::new(POOL_BASE[0], POOL_BASE[1], third, 0),
-                    prefix: 24,
-                })
-                .find(|candidate| !existing.iter().any(|n| n.subnet.overlaps(candidate)))
-                .ok_or(NetworkError::PoolExhausted)?,
+            None => {
+                // Nor a subnet this namespace already routes (another runtime's bridge, a
+                // VPN), as Docker's pool allocation avoids them. Best effort: without a
+                // route dump only husk's own networks are avoided.
+                let routed: Vec<Subnet> = netlink::Rtnl::open()
+                    .and_then(|mut rtnl| rtnl.ipv4_route_destinations())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|&(_, prefix)| prefix <= 32)
+                    .map(|(address, prefix)| Subnet { address, prefix })
+                    .collect();
+                (0..=255u8)
+                    .map(|third| Subnet {
+                        address: Ipv4Addr::new(POOL_BASE[0], POOL_BASE[1], third, 0),
+                        prefix: 24,
+                    })
+                    .find(|candidate| {
+                        !existing.iter().any(|n| n.subnet.overlaps(candidate))
+                            && !routed.iter().any(|r| r.overlaps(candidate))
+                    })
+                    .ok_or(NetworkError::PoolExhausted)?
+            }
         };
         let gateway = match request.gateway {
             Some(gateway) if !subnet.is_host(gateway) => {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -120,6 +120,34 @@ impl Rtnl {
                 }
             }
         }
+    }
+
+    /// Every IPv4 route's destination in this namespace (all tables), default routes left out:
+    /// the address space a new network must not overlap.
+    pub fn ipv4_route_destinations(&mut self) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        let replies = self.request(
+            RouteNetlinkMessage::GetRoute(message),
+            NLM_F_DUMP,
+            "listing routes",
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewRoute(route)
+                    if route.header.destination_prefix_length > 0 =>
+                {
+                    route.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                            Some((*ip, route.header.destination_prefix_length))
+                        }
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// The index of the link called `name`, None when there is none.
