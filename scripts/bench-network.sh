@@ -60,10 +60,17 @@ for applet in $(/bin/busybox --list); do [ "$applet" = busybox ] || ln -sf busyb
 ln -s usr/lib "$rootfs/lib"; ln -s usr/lib64 "$rootfs/lib64"
 echo "root:x:0:0:root:/root:/bin/sh" > "$rootfs/etc/passwd"
 echo "root:x:0:" > "$rootfs/etc/group"
+# glibc programs (iperf3) read /etc/hosts first, as in Debian's images (without the file glibc
+# asks DNS first and gives up when the name server cannot be reached).
+echo "hosts: files dns" > "$rootfs/etc/nsswitch.conf"
 echo "a small page" > "$rootfs/www/index.html"
 tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -cf "$work/image.tar" .
 h import --change 'ENV PATH=/usr/bin:/bin' "$work/image.tar" netbench:latest >/dev/null
 h network create benchnet >/dev/null
+# One container first, so husk's bridge exists and has turned IP forwarding on before dockerd
+# starts: a dockerd that has to turn it on itself sets iptables' FORWARD policy to drop, which
+# (with br_netfilter) drops traffic between husk's containers too (ARCHITECTURE.md, Networks).
+h run --rm --network benchnet netbench true
 
 # dockerd inside the same namespace, with its own state, bridge and iptables rules there.
 docker_ns() { in_ns docker -H "unix://$work/docker.sock" "$@"; }
