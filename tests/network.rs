@@ -376,50 +376,7 @@ fn udp_ports_are_published_too() {
     let Some(lab) = Lab::new(module_path!()) else {
         return;
     };
-    let build = tempfile::tempdir().unwrap();
-    let Some(tool) = build_udp_tool(build.path()) else {
-        common::note_skip(
-            module_path!(),
-            "no C compiler for the static UDP tool (cc -static)",
-        );
-        return;
-    };
-    lab.husk.import_busybox_as("udp:latest", &[], |rootfs| {
-        std::fs::copy(&tool, rootfs.join("bin/udp")).unwrap();
-    });
-    lab.husk.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "listener",
-        "--network",
-        "bridge",
-        "-p",
-        "5353:5353/udp",
-        "udp",
-        "udp",
-        "serve",
-        "5353",
-    ]);
-    assert_eq!(
-        lab.husk.ok(&["port", "listener"]),
-        "5353/udp -> 0.0.0.0:5353\n"
-    );
-    let ask = format!("{} ask 127.0.0.1 5353 datagram", tool.display());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = lab.netns.run_sh(&ask);
-        if out.status.success() {
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "echo:datagram\n");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no UDP answer through the published port"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(lab.husk.logs("listener").contains("datagram"));
+    check_udp_is_published(&lab, module_path!());
 }
 
 #[test]
@@ -590,36 +547,7 @@ fn outbound_traffic_is_masqueraded_to_a_server_in_a_second_namespace() {
     let Some(lab) = Lab::new(module_path!()) else {
         return;
     };
-    // "Outside": a second namespace of this test, on a documentation subnet (192.0.2.0/24)
-    // that exists only between these two namespaces. It has no route back to 10.87.0.0/16,
-    // so only a masqueraded request can be answered.
-    let outside = Netns::new();
-    lab.netns.sh(&format!(
-        "ip link add up0 type veth peer name down0 netns {} && ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up",
-        outside.name
-    ));
-    outside.sh("ip addr add 192.0.2.2/24 dev down0 && ip link set down0 up");
-    let www = tempfile::tempdir().unwrap();
-    std::fs::write(www.path().join("index.html"), "from outside\n").unwrap();
-    let mut server: Child = outside
-        .cmd("busybox")
-        .args(["httpd", "-f", "-vv", "-p", "80", "-h"])
-        .arg(www.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lab.husk.ok(&[
-        "run", "--rm", "--network", "bridge", "busybox", "sh", "-c",
-        // (busybox 1.35's `wget -T` crashes: timeout bounds each try instead.)
-        "for i in 1 2 3 4 5 6 7 8 9 10; do timeout 2 wget -qO- http://192.0.2.2/ && exit 0; sleep 0.2; done; exit 1",
-    ]);
-    assert_eq!(out, "from outside\n");
-    let _ = server.kill();
-    let log = server.wait_with_output().unwrap();
-    // The server saw the host's address, not the container's.
-    let log = String::from_utf8_lossy(&log.stderr);
-    assert!(log.contains("192.0.2.1"), "{log}");
-    assert!(!log.contains("10.87."), "{log}");
+    check_outbound_is_masqueraded(&lab);
 }
 
 #[test]
@@ -925,6 +853,81 @@ fn add_host_dns_hostname_and_a_fixed_ip_reach_the_containers_files() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Address already in use"));
 }
 
+/// A UDP port published by a container of `lab`'s default isolation answers through
+/// 127.0.0.1 (the static echo tool, as busybox nc has no UDP).
+fn check_udp_is_published(lab: &Lab, test: &str) {
+    let build = tempfile::tempdir().unwrap();
+    let Some(tool) = build_udp_tool(build.path()) else {
+        common::note_skip(test, "no C compiler for the static UDP tool (cc -static)");
+        return;
+    };
+    lab.husk.import_busybox_as("udp:latest", &[], |rootfs| {
+        std::fs::copy(&tool, rootfs.join("bin/udp")).unwrap();
+    });
+    lab.husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "listener",
+        "--network",
+        "bridge",
+        "-p",
+        "5353:5353/udp",
+        "udp",
+        "udp",
+        "serve",
+        "5353",
+    ]);
+    assert_eq!(
+        lab.husk.ok(&["port", "listener"]),
+        "5353/udp -> 0.0.0.0:5353\n"
+    );
+    let ask = format!("{} ask 127.0.0.1 5353 datagram", tool.display());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = lab.netns.run_sh(&ask);
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "echo:datagram\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UDP answer through the published port"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(lab.husk.logs("listener").contains("datagram"));
+}
+
+/// A container of `lab`'s default isolation reaches a server in a second namespace of the
+/// test, on a documentation subnet (192.0.2.0/24) that exists only between the two. It has
+/// no route back to the container's subnet, so only a masqueraded request can be answered.
+fn check_outbound_is_masqueraded(lab: &Lab) {
+    let outside = Netns::new();
+    lab.netns.sh(&format!(
+        "ip link add up0 type veth peer name down0 netns {} && ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up",
+        outside.name
+    ));
+    outside.sh("ip addr add 192.0.2.2/24 dev down0 && ip link set down0 up");
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "from outside\n").unwrap();
+    let mut server: Child = outside
+        .cmd("busybox")
+        .args(["httpd", "-f", "-vv", "-p", "80", "-h"])
+        .arg(www.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = fetch_from_container(lab, &["--network", "bridge"], "http://192.0.2.2/");
+    assert_eq!(out, "from outside\n");
+    let _ = server.kill();
+    let log = server.wait_with_output().unwrap();
+    // The server saw the host's address, not the container's.
+    let log = String::from_utf8_lossy(&log.stderr);
+    assert!(log.contains("192.0.2.1"), "{log}");
+    assert!(!log.contains("10.87."), "{log}");
+}
+
 // VM isolation: the same networks through a tap and the monitor's virtio-net device (under
 // QEMU in the main suite here, on husk's own monitor in the nested tier).
 
@@ -1014,45 +1017,7 @@ fn vm_udp_ports_are_published_too() {
     let Some(lab) = Lab::vm(module_path!()) else {
         return;
     };
-    let build = tempfile::tempdir().unwrap();
-    let Some(tool) = build_udp_tool(build.path()) else {
-        common::note_skip(
-            module_path!(),
-            "no C compiler for the static UDP tool (cc -static)",
-        );
-        return;
-    };
-    lab.husk.import_busybox_as("udp:latest", &[], |rootfs| {
-        std::fs::copy(&tool, rootfs.join("bin/udp")).unwrap();
-    });
-    lab.husk.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "listener",
-        "--network",
-        "bridge",
-        "-p",
-        "5353:5353/udp",
-        "udp",
-        "udp",
-        "serve",
-        "5353",
-    ]);
-    let ask = format!("{} ask 127.0.0.1 5353 datagram", tool.display());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = lab.netns.run_sh(&ask);
-        if out.status.success() {
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "echo:datagram\n");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no UDP answer from the VM through the published port"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    check_udp_is_published(&lab, module_path!());
 }
 
 #[test]
@@ -1131,28 +1096,7 @@ fn vm_outbound_traffic_is_masqueraded_to_a_server_in_a_second_namespace() {
     let Some(lab) = Lab::vm(module_path!()) else {
         return;
     };
-    let outside = Netns::new();
-    lab.netns.sh(&format!(
-        "ip link add up0 type veth peer name down0 netns {} && ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up",
-        outside.name
-    ));
-    outside.sh("ip addr add 192.0.2.2/24 dev down0 && ip link set down0 up");
-    let www = tempfile::tempdir().unwrap();
-    std::fs::write(www.path().join("index.html"), "from outside\n").unwrap();
-    let mut server: Child = outside
-        .cmd("busybox")
-        .args(["httpd", "-f", "-vv", "-p", "80", "-h"])
-        .arg(www.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = fetch_from_container(&lab, &["--network", "bridge"], "http://192.0.2.2/");
-    assert_eq!(out, "from outside\n");
-    let _ = server.kill();
-    let log = server.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&log.stderr);
-    assert!(log.contains("192.0.2.1"), "{log}");
-    assert!(!log.contains("10.87."), "{log}");
+    check_outbound_is_masqueraded(&lab);
 }
 
 #[test]

@@ -437,14 +437,7 @@ fn inspect(root: &Path, args: InspectArgs) -> Result<i32> {
             }
         }
     }
-    match &args.format {
-        Some(format) => {
-            for value in &values {
-                println!("{}", render_template(format, value)?);
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&values)?),
-    }
+    super::print_inspected(args.format.as_deref(), &values)?;
     Ok(if failed { 1 } else { 0 })
 }
 
@@ -824,4 +817,40 @@ fn logout(args: LogoutArgs) -> Result<i32> {
         println!("Not logged in to {server}");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_template;
+    use serde_json::json;
+
+    #[test]
+    fn templates_range_over_maps_and_lists_and_nest() {
+        let value = json!({
+            "NetworkSettings": {"Networks": {
+                "b": {"IPAddress": "10.86.0.2", "Aliases": ["db", "store"]},
+                "a": {"IPAddress": "10.87.0.2", "Aliases": []}
+            }},
+            "Name": "web"
+        });
+        // A map's values in key order, fields read relative to each; text around kept.
+        assert_eq!(
+            render_template(
+                "{{.Name}}:{{range .NetworkSettings.Networks}} {{.IPAddress}}{{end}}!",
+                &value
+            )
+            .unwrap(),
+            "web: 10.87.0.2 10.86.0.2!"
+        );
+        // Nested, over a list of strings (`.` is the element).
+        assert_eq!(
+            render_template(
+                "{{range .NetworkSettings.Networks}}[{{range .Aliases}}{{.}},{{end}}]{{end}}",
+                &value
+            )
+            .unwrap(),
+            "[][db,store,]"
+        );
+        assert!(render_template("{{range .Name}}x", &value).is_err());
+    }
 }

@@ -10,7 +10,7 @@ use husk::container::{Containers, Record, Status};
 use husk::image::Store;
 use serde_json::{json, Value};
 
-use super::image::{inspect_value, render_template};
+use super::image::inspect_value;
 use husk::runtime::container::load_spec;
 
 #[derive(Debug, Args)]
@@ -258,13 +258,6 @@ pub fn inspect(root: &Path, args: InspectArgs, containers_only: bool) -> Result<
             },
         }
     }
-    match &args.format {
-        Some(format) => {
-            for value in &values {
-                println!("{}", render_template(format, value)?);
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&values)?),
-    }
+    super::print_inspected(args.format.as_deref(), &values)?;
     Ok(i32::from(failed))
 }

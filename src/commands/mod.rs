@@ -21,6 +21,20 @@ use husk::runtime::{Runtime, RuntimeConfig};
 
 use crate::cli::{Cli, Command, ContainerCommand};
 
+/// What every `inspect` prints: each value through `--format`, else all of them as one JSON
+/// array, as Docker does.
+pub fn print_inspected(format: Option<&str>, values: &[serde_json::Value]) -> Result<()> {
+    match format {
+        Some(format) => {
+            for value in values {
+                println!("{}", image::render_template(format, value)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(values)?),
+    }
+    Ok(())
+}
+
 /// Run `action` on each named container, printing its name or Docker's error line; 1 when
 /// any failed.
 pub fn for_each<E: std::fmt::Display>(

@@ -227,14 +227,7 @@ pub fn run(root: &Path, command: NetworkCommand) -> Result<i32> {
                     }
                 }
             }
-            match &args.format {
-                Some(format) => {
-                    for network in &found {
-                        println!("{}", super::image::render_template(format, network)?);
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&found)?),
-            }
+            super::print_inspected(args.format.as_deref(), &found)?;
             Ok(i32::from(failed))
         }
         NetworkCommand::Rm(args) => {

@@ -110,15 +110,7 @@ pub fn run(root: &Path, command: VolumeCommand) -> Result<i32> {
                     }
                 }
             }
-            match &args.format {
-                // As Docker: one rendering per volume found.
-                Some(format) => {
-                    for volume in &found {
-                        println!("{}", super::image::render_template(format, volume)?);
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&found)?),
-            }
+            super::print_inspected(args.format.as_deref(), &found)?;
             Ok(i32::from(failed))
         }
         VolumeCommand::Rm(args) => {
