@@ -90,7 +90,7 @@ chmod +x "$rootfs/init"
 
 if [ -n "$hw_kvm" ] && [ -z "$tcg" ]; then accel=kvm vmm=husk; else accel=tcg vmm=qemu; fi
 qemu="qemu-system-x86_64 -M microvm,acpi=off -accel $accel -m 256 -smp 1 -nodefaults -no-user-config -nographic -no-reboot -kernel $kernel -initrd $work/initramfs.cpio -append 'console=ttyS0 quiet panic=-1 reboot=t rdinit=/init'"
-huskvm="env HUSK_VMM=$vmm HUSK_KERNEL=$kernel HUSK_AGENT=$agent $husk --root $root run --rm --isolation vm bench-busybox true"
+huskvm="env HUSK_VMM=$vmm HUSK_KERNEL=$kernel HUSK_AGENT=$agent $husk --root $root run --rm --network none --isolation vm bench-busybox true"
 # Both must work once before they are timed.
 eval "$qemu" </dev/null >/dev/null
 eval "$huskvm" </dev/null >/dev/null

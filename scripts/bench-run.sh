@@ -34,12 +34,12 @@ json.dump(spec, open("config.json", "w"))
 PY
 )
 
-cmds=("$husk --root $root run --rm --isolation process bench-busybox true"
+cmds=("$husk --root $root run --rm --network none --isolation process bench-busybox true"
       "runc run -b $work/bundle husk-bench-runc")
 names=("husk process" "runc run")
 if [ -n "${HUSK_BASELINE:-}" ]; then
   "$HUSK_BASELINE" --root "$work/root-baseline" import "$work/rootfs.tar" bench-busybox:latest >/dev/null
-  cmds+=("$HUSK_BASELINE --root $work/root-baseline run --rm --isolation process bench-busybox true")
+  cmds+=("$HUSK_BASELINE --root $work/root-baseline run --rm --network none --isolation process bench-busybox true")
   names+=("husk baseline")
 fi
 if docker info >/dev/null 2>&1; then

@@ -82,12 +82,12 @@ for applet in sh true echo; do ln -s busybox "$work/img/bin/$applet"; done
 tar -C "$work/img" -cf "$work/img.tar" .
 "$husk" --root "$root" import "$work/img.tar" bench-busybox:latest >/dev/null
 env_vm="env HUSK_KERNEL=$kernel HUSK_AGENT=$agent"
-run_husk="$limit $env_vm HUSK_VMM=husk $husk --root $root run --rm --isolation vm bench-busybox true"
-run_qemu="$limit $env_vm HUSK_VMM=qemu $husk --root $root run --rm --isolation vm bench-busybox true"
-run_proc="$limit $husk --root $root run --rm --isolation process bench-busybox true"
+run_husk="$limit $env_vm HUSK_VMM=husk $husk --root $root run --rm --network none --isolation vm bench-busybox true"
+run_qemu="$limit $env_vm HUSK_VMM=qemu $husk --root $root run --rm --network none --isolation vm bench-busybox true"
+run_proc="$limit $husk --root $root run --rm --network none --isolation process bench-busybox true"
 baseline=()
 if [ -n "${HUSK_BASELINE:-}" ]; then
-  run_base="$limit $env_vm HUSK_VMM=husk $HUSK_BASELINE --root $root run --rm --isolation vm bench-busybox true"
+  run_base="$limit $env_vm HUSK_VMM=husk $HUSK_BASELINE --root $root run --rm --network none --isolation vm bench-busybox true"
   eval "$run_base" </dev/null >/dev/null
   baseline=(--command-name "vm on husk's monitor, baseline" "$run_base")
   echo "baseline: $("$HUSK_BASELINE" --version 2>/dev/null || echo "$HUSK_BASELINE")"
@@ -104,11 +104,11 @@ hyperfine --warmup 1 --runs "$runs" --export-json "$work/run.json" \
 
 for m in husk qemu; do
   echo "bench-vm: one --cost run on $m" >&2
-  $env_vm HUSK_VMM=$m "$husk" --root "$root" run --cost --name "cost-$m" --isolation vm bench-busybox true >/dev/null
+  $env_vm HUSK_VMM=$m "$husk" --root "$root" run --cost --network none --name "cost-$m" --isolation vm bench-busybox true >/dev/null
   "$husk" --root "$root" inspect -f '{{json .Cost}}' "cost-$m" > "$work/cost-$m.json"
   "$husk" --root "$root" rm "cost-$m" >/dev/null
 done
-"$husk" --root "$root" run --cost --name cost-proc --isolation process bench-busybox true >/dev/null
+"$husk" --root "$root" run --cost --network none --name cost-proc --isolation process bench-busybox true >/dev/null
 "$husk" --root "$root" inspect -f '{{json .Cost}}' cost-proc > "$work/cost-proc.json"
 "$husk" --root "$root" rm cost-proc >/dev/null
 

@@ -22,6 +22,18 @@ else
 fi
 step images
 
+# Containers join husk's default network, `bridge`, as with Docker. Its bridge, addresses and
+# NAT rules live in a network namespace made for this demo (deleted at the end), never in the
+# machine's own; the commands below run husk inside it, and curl reaches published ports on
+# 127.0.0.1 there.
+netns=husk-demo-$$
+ip netns add "$netns" || exit 1
+trap 'ip netns delete "$netns" 2>/dev/null' EXIT
+ip -n "$netns" link set lo up
+husk() { nsenter --net="/run/netns/$netns" -- "$husk_bin" "$@"; }
+echo
+echo "(containers run in network namespace $netns)"
+
 for isolation in process vm; do
   echo
   echo "== --isolation $isolation"
@@ -44,6 +56,19 @@ for isolation in process vm; do
   say 'rm $(husk ps -a -q -f status=exited)'
   husk rm $(husk ps -a -q -f status=exited); echo "(exit $?)"
   step ps -a
+  # Docker's next step: a server on a published port, reached from the host.
+  say "run -d --name web -p 8080:80 busybox sh -c '... httpd -f -p 80 -h /www'"
+  husk run -d --name web -p 8080:80 busybox \
+    sh -c 'mkdir -p /www && echo "hello from a container on kernel $(uname -r)" > /www/index.html && exec httpd -f -p 80 -h /www'
+  echo "(exit $?)"
+  step port web
+  printf '\n\033[1m$ curl http://127.0.0.1:8080/\033[0m\n'
+  for _ in $(seq 1 60); do
+    page=$(nsenter --net="/run/netns/$netns" -- curl -s --max-time 2 http://127.0.0.1:8080/) && break
+    sleep 1
+  done
+  echo "${page:-(no answer)}"
+  step rm -f web
 done
 
 echo

@@ -51,11 +51,19 @@ impl Peers {
             .unwrap()
     }
 
-    /// Run the same `run` in both; docker gets `--network none`, husk's default.
+    /// Run the same `run` in both, each with `--network none` (test.sh's dockerd has no
+    /// bridge).
     fn run_both(&self, name: &str, cmd: &[&str]) -> (Output, Output) {
         let husk_name = format!("{}{name}-husk", self.prefix);
         let docker_name = format!("{}{name}-docker", self.prefix);
-        let mut husk_args = vec!["run", "--name", &husk_name, &self.image];
+        let mut husk_args = vec![
+            "run",
+            "--network",
+            "none",
+            "--name",
+            &husk_name,
+            &self.image,
+        ];
         husk_args.extend(cmd);
         let mut docker_args = vec![
             "run",

@@ -1184,3 +1184,109 @@ fn a_new_network_avoids_subnets_the_namespace_already_routes() {
     ]);
     assert_eq!(subnet.trim(), "10.86.1.0/24");
 }
+
+#[test]
+fn bridge_is_the_default_and_roots_sharing_a_namespace_get_bridges_of_their_own() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    let eth0 = |husk: &Husk| {
+        husk.ok(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "ip -o -4 addr show eth0 | awk '{ print $4 }'",
+        ])
+        .trim()
+        .to_string()
+    };
+    // No --network: the container joins the default network, `bridge`, as with Docker.
+    assert_eq!(eth0(&lab.husk), "10.87.0.2/16");
+
+    // A second root in the same namespace: husk0 and 10.87.0.0/16 are the first one's, so
+    // its default network moves to a free bridge name and subnet when its bridge is made.
+    let second = common::cli::process_husk(module_path!(), |_| {})
+        .unwrap()
+        .in_netns(&lab.netns.name);
+    assert_eq!(eth0(&second), "10.86.0.2/24");
+    let ipam = second.ok(&["network", "inspect", "-f", "{{json .IPAM}}", "bridge"]);
+    let ipam: serde_json::Value = serde_json::from_str(&ipam).unwrap();
+    assert_eq!(ipam["Config"][0]["Subnet"], "10.86.0.0/24");
+    let mut bridges = lab.netns.links("husk");
+    bridges.sort();
+    assert_eq!(bridges, ["husk0", "husk1"]);
+    // Each bridge carries its owner's mark.
+    let alias_of = |bridge: &str| {
+        lab.netns
+            .sh(&format!("ip -o link show {bridge}"))
+            .split(" alias ")
+            .nth(1)
+            .map(|a| a.trim().to_string())
+            .unwrap_or_default()
+    };
+    let root_of = |husk: &Husk| std::fs::canonicalize(husk.root.path()).unwrap();
+    assert!(
+        alias_of("husk0").starts_with(&format!("husk:{}/networks/", root_of(&lab.husk).display())),
+        "{}",
+        alias_of("husk0")
+    );
+
+    // A root that is gone (its record deleted with it) leaves a stale bridge and, had its
+    // container been killed with it, a port published into that bridge's subnet. The next
+    // root to make a bridge reclaims both: the same host port serves its own container.
+    lab.netns.sh(
+        "ip link set husk0 alias husk:/nonexistent/networks/gone.json && \
+         nft add element ip husk ports '{ tcp . 8080 : 10.87.0.9 . 80 }'",
+    );
+    let third = common::cli::process_husk(module_path!(), |rootfs| {
+        std::fs::create_dir_all(rootfs.join("www")).unwrap();
+        std::fs::write(rootfs.join("www/index.html"), "page of the third root\n").unwrap();
+    })
+    .unwrap()
+    .in_netns(&lab.netns.name);
+    let web = ["run", "-d", "--name", "web", "-p", "8080:80", "busybox"];
+    third.ok(&[&web[..], &["httpd", "-f", "-p", "80", "-h", "/www"]].concat());
+    assert_eq!(
+        lab.curl("http://127.0.0.1:8080/"),
+        "page of the third root\n"
+    );
+    let ip = third
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            "web",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(ip, "10.87.0.2");
+    assert!(
+        alias_of("husk0").starts_with(&format!("husk:{}/networks/", root_of(&third).display())),
+        "{}",
+        alias_of("husk0")
+    );
+    assert!(!lab.netns.published_elements().contains("10.87.0.9"));
+    // The first root's bridge went to the third (it had been marked gone): with no container
+    // on it, the first root's default network moves on to a bridge and subnet still free.
+    assert_eq!(eth0(&lab.husk), "10.86.1.2/24");
+    let mut bridges = lab.netns.links("husk");
+    bridges.sort();
+    assert_eq!(bridges, ["husk0", "husk1", "husk2"]);
+
+    // A network whose subnet the user fixed is not moved: an overlap is one clear error.
+    second.ok(&["network", "create", "--subnet", "10.87.5.0/24", "fixed"]);
+    let out = second.run(&["run", "--rm", "--network", "fixed", "busybox", "true"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("network fixed: its subnet 10.87.5.0/24 overlaps 10.87.0.0/16"),
+        "{stderr}"
+    );
+    assert!(!lab
+        .netns
+        .links("husk")
+        .iter()
+        .any(|l| l.starts_with("husk-")));
+}

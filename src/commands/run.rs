@@ -58,9 +58,9 @@ pub struct CreateArgs {
     /// Tune container pids limit (-1 for unlimited).
     #[arg(long, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
-    /// Connect the container to a network: none (loopback only, the default), host,
-    /// bridge, a user-defined network, or container:NAME|ID.
-    #[arg(long, visible_alias = "net", default_value = "none")]
+    /// Connect the container to a network: bridge (the default network, as in Docker), a
+    /// user-defined network, none (loopback only), host, or container:NAME|ID.
+    #[arg(long, visible_alias = "net", default_value = husk::network::DEFAULT_NETWORK)]
     pub network: String,
     /// Publish a container's port to the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp].
     #[arg(short = 'p', long = "publish", value_name = "PORT")]

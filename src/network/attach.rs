@@ -22,8 +22,10 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
 
-use super::netlink::Rtnl;
-use super::{nft, Endpoint, Network, NetworkError, Networks, PortRequest, Protocol, Published};
+use super::netlink::{Interface, Rtnl};
+use super::{
+    nft, Endpoint, Network, NetworkError, Networks, PortRequest, Protocol, Published, StoreLock,
+};
 use crate::container::spec::NetworkMode;
 use crate::container::{Containers, Isolation, Record, Status};
 
@@ -192,6 +194,9 @@ fn join_network(
         reservations.push(fd);
         bound.push((request, port));
     }
+    // The bridge before the address: making it may move a fresh network to a free subnet.
+    let mut rtnl = Rtnl::open()?;
+    let bridge = ensure_bridge(&mut rtnl, &networks, &lock, &mut network)?;
     let ip = network.allocate(options.ip)?;
     let published: Vec<Published> = bound
         .iter()
@@ -251,8 +256,6 @@ fn join_network(
     };
     // On any error below, dropping `attachment` undoes the endpoint (after the lock goes).
     let mut attachment = attachment;
-    let mut rtnl = Rtnl::open()?;
-    let bridge = ensure_bridge(&mut rtnl, &network)?;
     attachment.join.link = match record.isolation {
         Isolation::Process => Link::Namespace(new_configured_namespace(
             &mut rtnl, &endpoint, mac, bridge, &network,
@@ -304,10 +307,69 @@ pub fn release_container(root: &Path, container_id: &str) -> Result<(), NetworkE
 }
 
 /// The network's bridge, created with its gateway address and nft state when missing (a new
-/// network, or after a reboot).
-fn ensure_bridge(rtnl: &mut Rtnl, network: &Network) -> Result<u32, NetworkError> {
-    if let Some(index) = rtnl.link_index(&network.bridge)? {
-        return Ok(index);
+/// network, or after a reboot), marked as this root's. Bridges of roots that are gone are
+/// reclaimed first; a bridge name or subnet that another owner holds in this namespace moves a
+/// fresh network husk chose them for, and is a clear error otherwise. The caller holds `lock`.
+fn ensure_bridge(
+    rtnl: &mut Rtnl,
+    networks: &Networks,
+    lock: &StoreLock,
+    network: &mut Network,
+) -> Result<u32, NetworkError> {
+    let mark = networks.owner_mark(network);
+    let mut links = rtnl.links()?;
+    if let Some(link) = links.iter().find(|l| l.name == network.bridge) {
+        match link.alias.as_deref() {
+            Some(alias) if alias == mark => return Ok(link.index),
+            // Made by a husk from before owner marks: this root's, by its record.
+            None | Some("") => {
+                rtnl.set_alias(link.index, &mark)?;
+                return Ok(link.index);
+            }
+            Some(_) => {}
+        }
+    }
+    if reclaim_stale_bridges(rtnl, &links, &mark)? {
+        links = rtnl.links()?;
+    }
+    let mut moved = false;
+    if let Some(link) = links.iter().find(|l| l.name == network.bridge) {
+        let owner = link.alias.as_deref().unwrap_or_default();
+        if !network.movable() {
+            return Err(NetworkError::Taken {
+                network: network.name.clone(),
+                reason: format!(
+                    "its bridge {} belongs to another owner in this network namespace ({owner})",
+                    network.bridge
+                ),
+            });
+        }
+        network.bridge = free_bridge_name(network, &links)?;
+        moved = true;
+    }
+    let routed = super::routed_subnets(None);
+    if let Some(route) = routed.iter().find(|r| r.overlaps(&network.subnet)) {
+        if !network.movable() {
+            return Err(NetworkError::Taken {
+                network: network.name.clone(),
+                reason: format!(
+                    "its subnet {} overlaps {route}, already routed in this network namespace",
+                    network.subnet
+                ),
+            });
+        }
+        let others: Vec<Network> = networks
+            .list()?
+            .into_iter()
+            .filter(|n| n.id != network.id)
+            .collect();
+        let preferred = (network.name == super::DEFAULT_NETWORK).then_some(super::DEFAULT_SUBNET);
+        network.subnet = super::free_subnet(preferred, &others, &routed)?;
+        network.gateway = network.subnet.first_host();
+        moved = true;
+    }
+    if moved {
+        networks.save(lock, network)?;
     }
     match rtnl.create_bridge(&network.bridge) {
         Ok(()) => {}
@@ -317,6 +379,7 @@ fn ensure_bridge(rtnl: &mut Rtnl, network: &Network) -> Result<u32, NetworkError
     let index = rtnl
         .link_index(&network.bridge)?
         .ok_or_else(|| NetworkError::Address(format!("bridge {} vanished", network.bridge)))?;
+    rtnl.set_alias(index, &mark)?;
     match rtnl.add_address(index, network.gateway, network.subnet.prefix) {
         Ok(()) => {}
         Err(err) if err.errno() == Some(libc::EEXIST) => {}
@@ -332,6 +395,67 @@ fn ensure_bridge(rtnl: &mut Rtnl, network: &Network) -> Result<u32, NetworkError
     )?;
     nft::add_bridge(&network.bridge)?;
     Ok(index)
+}
+
+/// A bridge name no link of this namespace has: `husk0`, `husk1`, ... for the default
+/// network, `husk-` and ten more hex digits of the id for a user network.
+fn free_bridge_name(network: &Network, links: &[Interface]) -> Result<String, NetworkError> {
+    let taken = |name: &str| links.iter().any(|l| l.name == name);
+    let candidates: Vec<String> = if network.name == super::DEFAULT_NETWORK {
+        (0..1000).map(|n| format!("husk{n}")).collect()
+    } else {
+        network
+            .id
+            .as_bytes()
+            .windows(10)
+            .map(|w| format!("husk-{}", String::from_utf8_lossy(w)))
+            .collect()
+    };
+    candidates
+        .into_iter()
+        .find(|name| !taken(name))
+        .ok_or_else(|| NetworkError::Taken {
+            network: network.name.clone(),
+            reason: "no free bridge name left in this network namespace".into(),
+        })
+}
+
+/// Delete every husk bridge whose owner's record is gone (its root was deleted): the link,
+/// its nft state and the ports published into its subnet. True when one went.
+fn reclaim_stale_bridges(
+    rtnl: &mut Rtnl,
+    links: &[Interface],
+    own_mark: &str,
+) -> Result<bool, NetworkError> {
+    let routes = rtnl.ipv4_routes()?;
+    let mut reclaimed = false;
+    for link in links {
+        let Some(record) = link
+            .alias
+            .as_deref()
+            .filter(|alias| *alias != own_mark)
+            .and_then(|alias| alias.strip_prefix(super::OWNER_MARK))
+            .filter(|record| record.starts_with('/'))
+        else {
+            continue;
+        };
+        if Path::new(record).exists() {
+            continue;
+        }
+        let subnets: Vec<super::Subnet> = routes
+            .iter()
+            .filter(|r| r.link == Some(link.index))
+            .map(|r| super::Subnet {
+                address: r.destination,
+                prefix: r.prefix,
+            })
+            .collect();
+        nft::unpublish_into(&subnets)?;
+        nft::remove_bridge(&link.name)?;
+        rtnl.delete_link(&link.name)?;
+        reclaimed = true;
+    }
+    Ok(reclaimed)
 }
 
 /// The bridge and its nft state go with `network rm`.
@@ -557,6 +681,7 @@ mod tests {
             gateway: Ipv4Addr::new(10, 86, 0, 1),
             bridge: "husk-ffffffffff".into(),
             created: chrono::Utc::now(),
+            auto_subnet: true,
             labels: BTreeMap::new(),
             endpoints,
         }

@@ -10,6 +10,12 @@
 //! husk calls never hand out one address twice. Kernel state (bridge, veth, nft elements) is
 //! made from it and released from it, so `rm` of a container whose supervisor was killed
 //! still finds what to undo.
+//!
+//! Several husk roots may share one network namespace (a test suite, a user's second
+//! `--root`): kernel state there is changed under a second flock, one per namespace, and each
+//! bridge carries its owner's mark, `husk:<record path>`, in its alias. A root whose bridge
+//! name or subnet another root holds picks free ones when its bridge is first made (unless
+//! `--subnet` fixed them), and a bridge whose record is gone (its root deleted) is reclaimed.
 
 pub mod attach;
 pub mod netlink;
@@ -42,6 +48,11 @@ const DEFAULT_SUBNET: Subnet = Subnet {
 };
 /// User-defined networks get a /24 of 10.86.0.0/16 unless `--subnet` says otherwise.
 const POOL_BASE: [u8; 2] = [10, 86];
+/// Where the per-namespace locks live: shared by every root, gone at reboot with the state.
+const NAMESPACE_LOCKS: &str = "/run/husk";
+/// A bridge alias naming its owner; the kernel keeps at most 255 bytes of alias.
+const OWNER_MARK: &str = "husk:";
+const MAX_ALIAS: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -57,6 +68,8 @@ pub enum NetworkError {
     Overlap(String),
     #[error("no free subnet left in 10.86.0.0/16 for a new network; give one with --subnet")]
     PoolExhausted,
+    #[error("network {network}: {reason}")]
+    Taken { network: String, reason: String },
     #[error("{0}")]
     Address(String),
     #[error("{0} is a pre-defined network and cannot be removed")]
@@ -211,6 +224,10 @@ pub struct Network {
     pub gateway: Ipv4Addr,
     pub bridge: String,
     pub created: DateTime<Utc>,
+    /// husk chose the subnet (no `--subnet`), so it may choose another when this namespace
+    /// already routes it by the time the bridge is made.
+    #[serde(default)]
+    pub auto_subnet: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Container id -> endpoint: the address allocations.
@@ -226,6 +243,12 @@ impl Network {
     /// The default network does not resolve container names (Docker's legacy bridge).
     pub fn resolves_names(&self) -> bool {
         self.name != DEFAULT_NETWORK
+    }
+
+    /// husk may still move the network to another subnet and bridge name: it chose them, and
+    /// no container holds an address on it.
+    pub fn movable(&self) -> bool {
+        (self.auto_subnet || self.name == DEFAULT_NETWORK) && self.endpoints.is_empty()
     }
 
     /// The next free address, lowest first, never the gateway.
@@ -275,9 +298,71 @@ pub struct Networks {
     dir: PathBuf,
 }
 
-/// Held while the store (and the kernel state made from it) changes.
+/// Held while the store (and the kernel state made from it) changes: the root's lock, then
+/// the network namespace's (always in that order).
 pub struct StoreLock {
     _lock: Flock<File>,
+    _namespace: Flock<File>,
+}
+
+fn exclusive_lock(path: PathBuf) -> Result<Flock<File>, NetworkError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| NetworkError::Io {
+        path,
+        source: errno.into(),
+    })
+}
+
+/// The lock of the calling thread's network namespace, named by the namespace's inode.
+fn namespace_lock() -> Result<Flock<File>, NetworkError> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = Path::new("/proc/thread-self/ns/net");
+    let inode = fs::metadata(ns).map_err(io_err(ns))?.ino();
+    let dir = Path::new(NAMESPACE_LOCKS);
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    exclusive_lock(dir.join(format!("netns-{inode}.lock")))
+}
+
+/// A free subnet for a network: `preferred` when nothing overlaps it, else the first /24 of
+/// the pool that overlaps neither another network of this root nor a route of the namespace.
+fn free_subnet(
+    preferred: Option<Subnet>,
+    others: &[Network],
+    routed: &[Subnet],
+) -> Result<Subnet, NetworkError> {
+    let free = |candidate: &Subnet| {
+        !others.iter().any(|n| n.subnet.overlaps(candidate))
+            && !routed.iter().any(|r| r.overlaps(candidate))
+    };
+    preferred
+        .into_iter()
+        .chain((0..=255u8).map(|third| Subnet {
+            address: Ipv4Addr::new(POOL_BASE[0], POOL_BASE[1], third, 0),
+            prefix: 24,
+        }))
+        .find(free)
+        .ok_or(NetworkError::PoolExhausted)
+}
+
+/// The subnets this namespace routes (another runtime's bridge, a VPN, another root's
+/// network), as Docker's pool allocation avoids them; with `except`, not those through that
+/// link. Best effort: without a route dump, nothing is known to be routed.
+fn routed_subnets(except: Option<u32>) -> Vec<Subnet> {
+    netlink::Rtnl::open()
+        .and_then(|mut rtnl| rtnl.ipv4_routes())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|route| route.prefix <= 32 && (except.is_none() || route.link != except))
+        .map(|route| Subnet {
+            address: route.destination,
+            prefix: route.prefix,
+        })
+        .collect()
 }
 
 impl Networks {
@@ -285,6 +370,8 @@ impl Networks {
     pub fn open(root: &Path) -> Result<Self, NetworkError> {
         let dir = root.join("networks");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // Absolute, because bridge owner marks name records by path.
+        let dir = fs::canonicalize(&dir).map_err(io_err(&dir))?;
         let store = Self { dir };
         let lock = store.lock()?;
         if store.find_by_name(DEFAULT_NETWORK)?.is_none() {
@@ -298,6 +385,7 @@ impl Networks {
                     gateway: DEFAULT_SUBNET.first_host(),
                     bridge: DEFAULT_BRIDGE.into(),
                     created: Utc::now(),
+                    auto_subnet: true,
                     labels: BTreeMap::new(),
                     endpoints: BTreeMap::new(),
                 },
@@ -307,23 +395,26 @@ impl Networks {
     }
 
     pub fn lock(&self) -> Result<StoreLock, NetworkError> {
-        let path = self.dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        let lock =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| NetworkError::Io {
-                path,
-                source: errno.into(),
-            })?;
-        Ok(StoreLock { _lock: lock })
+        let lock = exclusive_lock(self.dir.join(".lock"))?;
+        Ok(StoreLock {
+            _lock: lock,
+            _namespace: namespace_lock()?,
+        })
     }
 
     fn path_of(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
+    }
+
+    /// The alias that marks `network`'s bridge as this root's. A record path too long for an
+    /// alias leaves the bare mark: such a bridge is never taken for stale.
+    pub fn owner_mark(&self, network: &Network) -> String {
+        let mark = format!("{OWNER_MARK}{}", self.path_of(&network.id).display());
+        if mark.len() <= MAX_ALIAS {
+            mark
+        } else {
+            format!("{OWNER_MARK}{}", network.id)
+        }
     }
 
     /// Written atomically: a crash leaves the old record or the new one, never half.
@@ -396,28 +487,7 @@ impl Networks {
                 }
                 subnet
             }
-            None => {
-                // Nor a subnet this namespace already routes (another runtime's bridge, a
-                // VPN), as Docker's pool allocation avoids them. Best effort: without a
-                // route dump only husk's own networks are avoided.
-                let routed: Vec<Subnet> = netlink::Rtnl::open()
-                    .and_then(|mut rtnl| rtnl.ipv4_route_destinations())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|&(_, prefix)| prefix <= 32)
-                    .map(|(address, prefix)| Subnet { address, prefix })
-                    .collect();
-                (0..=255u8)
-                    .map(|third| Subnet {
-                        address: Ipv4Addr::new(POOL_BASE[0], POOL_BASE[1], third, 0),
-                        prefix: 24,
-                    })
-                    .find(|candidate| {
-                        !existing.iter().any(|n| n.subnet.overlaps(candidate))
-                            && !routed.iter().any(|r| r.overlaps(candidate))
-                    })
-                    .ok_or(NetworkError::PoolExhausted)?
-            }
+            None => free_subnet(None, &existing, &routed_subnets(None))?,
         };
         let gateway = match request.gateway {
             Some(gateway) if !subnet.is_host(gateway) => {
@@ -437,6 +507,7 @@ impl Networks {
             subnet,
             gateway,
             created: Utc::now(),
+            auto_subnet: request.subnet.is_none() && request.gateway.is_none(),
             labels: request.labels,
             endpoints: BTreeMap::new(),
         };

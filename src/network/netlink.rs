@@ -46,6 +46,22 @@ impl NetlinkError {
     }
 }
 
+/// One IPv4 route: where it leads and through which link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Addr,
+    pub prefix: u8,
+    pub link: Option<u32>,
+}
+
+/// One network interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub index: u32,
+    pub name: String,
+    pub alias: Option<String>,
+}
+
 /// A connected NETLINK_ROUTE socket of the network namespace it was opened in.
 pub struct Rtnl {
     socket: Socket,
@@ -122,9 +138,9 @@ impl Rtnl {
         }
     }
 
-    /// Every IPv4 route's destination in this namespace (all tables), default routes left out:
-    /// the address space a new network must not overlap.
-    pub fn ipv4_route_destinations(&mut self) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+    /// Every IPv4 route with a destination (all tables, default routes left out), with the
+    /// link it leaves through.
+    pub fn ipv4_routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
         let mut message = RouteMessage::default();
         message.header.address_family = AddressFamily::Inet;
         let replies = self.request(
@@ -138,16 +154,67 @@ impl Rtnl {
                 RouteNetlinkMessage::NewRoute(route)
                     if route.header.destination_prefix_length > 0 =>
                 {
-                    route.attributes.iter().find_map(|a| match a {
-                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-                            Some((*ip, route.header.destination_prefix_length))
-                        }
+                    let destination = route.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
                         _ => None,
+                    })?;
+                    let link = route.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(index) => Some(*index),
+                        _ => None,
+                    });
+                    Some(Route {
+                        destination,
+                        prefix: route.header.destination_prefix_length,
+                        link,
                     })
                 }
                 _ => None,
             })
             .collect())
+    }
+
+    /// Every link of this namespace: index, name and alias (`ip link set NAME alias ...`).
+    pub fn links(&mut self) -> Result<Vec<Interface>, NetlinkError> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+            "listing links",
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => {
+                    let mut name = None;
+                    let mut alias = None;
+                    for attribute in link.attributes {
+                        match attribute {
+                            LinkAttribute::IfName(n) => name = Some(n),
+                            LinkAttribute::IfAlias(a) => alias = Some(a),
+                            _ => {}
+                        }
+                    }
+                    Some(Interface {
+                        index: link.header.index,
+                        name: name?,
+                        alias,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Set the alias of link `index`: the owner's mark on a bridge.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<(), NetlinkError> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes = vec![LinkAttribute::IfAlias(alias.to_string())];
+        self.request(
+            RouteNetlinkMessage::SetLink(message),
+            0,
+            &format!("setting the alias of link {index}"),
+        )
+        .map(drop)
     }
 
     /// The index of the link called `name`, None when there is none.

@@ -210,7 +210,97 @@ pub fn unpublish(ports: &[Published]) -> Result<(), NftError> {
     Ok(())
 }
 
+/// Remove every published port whose target lies in one of `subnets`: the DNAT elements of
+/// a bridge being reclaimed, whose owner's records (that would name them) are gone.
+pub fn unpublish_into(subnets: &[super::Subnet]) -> Result<(), NftError> {
+    if subnets.is_empty() || !table_exists()? {
+        return Ok(());
+    }
+    let mut script = String::new();
+    for map in ["ports", "ports_on"] {
+        let output = Command::new("nft")
+            .args(["-j", "list", "map", "ip", TABLE, map])
+            .stderr(Stdio::null())
+            .output()
+            .map_err(NftError::Spawn)?;
+        if !output.status.success() {
+            continue;
+        }
+        let listing: serde_json::Value =
+            serde_json::from_slice(&output.stdout).map_err(|e| NftError::Failed {
+                what: format!("listing map {map}"),
+                message: e.to_string(),
+            })?;
+        for key in keys_targeting(&listing, subnets) {
+            script.push_str(&format!("delete element ip {TABLE} {map} {{ {key} }}\n"));
+        }
+    }
+    if script.is_empty() {
+        return Ok(());
+    }
+    apply(&script, "removing the ports of a reclaimed bridge")
+}
+
+/// The keys (`tcp . 8080`, `127.0.0.1 . tcp . 8080`) of the elements of an `nft -j list map`
+/// answer whose target address lies in one of `subnets`.
+fn keys_targeting(listing: &serde_json::Value, subnets: &[super::Subnet]) -> Vec<String> {
+    let concat = |value: &serde_json::Value| -> Option<Vec<String>> {
+        Some(
+            value
+                .get("concat")?
+                .as_array()?
+                .iter()
+                .map(|part| match part {
+                    serde_json::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        )
+    };
+    let entries = listing.get("nftables").and_then(|v| v.as_array());
+    entries
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.get("map")?.get("elem")?.as_array())
+        .flatten()
+        .filter_map(|element| {
+            let pair = element.as_array()?;
+            let key = concat(pair.first()?)?;
+            let target = concat(pair.get(1)?)?;
+            let ip: Ipv4Addr = target.first()?.parse().ok()?;
+            subnets
+                .iter()
+                .any(|s| s.contains(ip))
+                .then(|| key.join(" . "))
+        })
+        .collect()
+}
+
 fn is_missing(err: &NftError) -> bool {
     matches!(err, NftError::Failed { message, .. }
         if message.contains("No such file or directory") || message.contains("does not exist"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reclaimed_subnets_select_their_elements() {
+        // `nft -j list map ip husk ports_on` of nftables 1.0.6 (Debian 12).
+        let listing: serde_json::Value = serde_json::from_str(
+            r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family": "ip",
+            "name": "ports_on", "table": "husk", "elem": [
+            [{"concat": ["127.0.0.1", "tcp", 8081]}, {"concat": ["10.87.0.2", 80]}],
+            [{"concat": ["127.0.0.1", "udp", 53]}, {"concat": ["10.86.4.2", 53]}]]}}]}"#,
+        )
+        .unwrap();
+        let subnet: super::super::Subnet = "10.87.0.0/16".parse().unwrap();
+        assert_eq!(
+            keys_targeting(&listing, &[subnet]),
+            vec!["127.0.0.1 . tcp . 8081".to_string()]
+        );
+        assert!(keys_targeting(&listing, &["10.1.0.0/16".parse().unwrap()]).is_empty());
+        assert!(keys_targeting(&serde_json::json!({"nftables": 3}), &[subnet]).is_empty());
+    }
 }
