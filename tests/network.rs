@@ -1290,3 +1290,68 @@ fn bridge_is_the_default_and_roots_sharing_a_namespace_get_bridges_of_their_own(
         .iter()
         .any(|l| l.starts_with("husk-")));
 }
+
+/// A container of `lab`'s default isolation, root with CAP_NET_ADMIN on its own interface,
+/// reaches a neighbour with its own MAC and address, and nothing once it takes another address
+/// or another MAC: the bridge port is held to what husk gave it (nft table `bridge husk`).
+fn check_spoofed_sources_are_dropped(lab: &Lab) {
+    lab.husk.ok(&["network", "create", "guarded"]);
+    web(
+        lab,
+        "target",
+        "reached",
+        &["--network", "guarded", "--isolation", "process"],
+    );
+    let script = "\
+        t() { timeout 3 wget -qO- http://target/ 2>/dev/null || echo dropped; }
+        for i in $(seq 1 50); do timeout 3 wget -qO- http://target/ >/dev/null 2>&1 && break; sleep 0.2; done
+        echo own: $(t)
+        me=$(ip -o -4 addr show eth0 | awk '{ print $4 }')
+        spoofed=${me%.*}.200/${me#*/}
+        ip addr del $me dev eth0 && ip addr add $spoofed dev eth0
+        echo address: $(t)
+        ip addr del $spoofed dev eth0 && ip addr add $me dev eth0
+        echo back: $(t)
+        ip link set eth0 down && ip link set eth0 address 02:42:0a:56:00:63 && ip link set eth0 up
+        echo mac: $(t)";
+    let out = lab.husk.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "guarded",
+        "--cap-add",
+        "NET_ADMIN",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(
+        out,
+        "own: reached\naddress: dropped\nback: reached\nmac: dropped\n"
+    );
+}
+
+#[test]
+fn a_container_cannot_send_with_another_address_or_mac() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    check_spoofed_sources_are_dropped(&lab);
+    lab.husk.ok(&["rm", "-f", "target"]);
+    // Its guard goes with it.
+    assert_eq!(
+        lab.netns
+            .sh("nft list set bridge husk sources | grep -c veth || true")
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn vm_a_guest_cannot_send_with_another_address_or_mac() {
+    let Some(lab) = Lab::vm(module_path!()) else {
+        return;
+    };
+    check_spoofed_sources_are_dropped(&lab);
+}

@@ -526,9 +526,15 @@ fn host_network_shares_interfaces_and_resolv_conf() {
     };
     let (code, out, _) = f.run(opts, b"").unwrap();
     assert_eq!(code, 0, "{out}");
-    let mut host_ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+    // The interfaces of this test's own network namespace: /proc/self/net follows it, where
+    // this process's /sys may still be the machine's (cargo's runner enters a namespace of
+    // its own with nsenter, which leaves /sys as it was).
+    let mut host_ifaces: Vec<String> = std::fs::read_to_string("/proc/self/net/dev")
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|name| name.trim().to_string())
         .collect();
     host_ifaces.sort();
     let parts: Vec<&str> = out.split("--\n").collect();

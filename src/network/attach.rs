@@ -278,7 +278,7 @@ fn join_network(
             }
         }
     };
-    nft::publish(&published)?;
+    nft::admit(&endpoint.host_link, &endpoint.mac, ip, &published)?;
     attachment.join.hosts = hosts_file(&network, &record.id);
     rewrite_members_hosts(&network, &record.id);
     drop(lock);
@@ -298,7 +298,12 @@ pub fn release_container(root: &Path, container_id: &str) -> Result<(), NetworkE
         let Some(endpoint) = network.endpoints.remove(container_id) else {
             continue;
         };
-        nft::unpublish(&endpoint.published)?;
+        nft::dismiss(
+            &endpoint.host_link,
+            &endpoint.mac,
+            endpoint.ip,
+            &endpoint.published,
+        )?;
         Rtnl::open()?.delete_link(&endpoint.host_link)?;
         networks.save(&lock, &network)?;
         rewrite_members_hosts(&network, container_id);

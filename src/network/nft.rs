@@ -1,5 +1,6 @@
-//! husk's nftables table: NAT for outbound traffic, DNAT for published ports, isolation
-//! between networks. The rules are fixed and written once; what changes per network and per
+//! husk's nftables tables: NAT for outbound traffic, DNAT for published ports, isolation
+//! between networks (`ip husk`), and each container's bridge port held to its own MAC and
+//! address (`bridge husk`). The rules are fixed and written once; what changes per network and per
 //! container are set and map elements, added and deleted by value, so a cleanup never needs
 //! a rule handle and never touches another owner's rules. `nft` itself (Debian's nftables)
 //! applies them: its JSON/text input is the interface the nftables project keeps stable.
@@ -43,6 +44,25 @@ const DEFINITION: &str = r#"table ip husk {
 }
 "#;
 
+/// Anti-spoofing on the bridges: a frame entering a bridge from a container's port (its veth,
+/// its VM's tap: `guarded`) must carry that endpoint's MAC and, for IPv4 and ARP, its address
+/// (`sources`); anything else a container sends (another member's MAC or address, IPv6, other
+/// ethertypes: husk networks are IPv4) is dropped before the bridge learns or forwards it. A
+/// VM guest is root in its own kernel, and a process container with CAP_NET_RAW (Docker's
+/// default set) writes raw frames: neither may pose as a neighbour or as the gateway.
+const BRIDGE_DEFINITION: &str = r#"table bridge husk {
+  set guarded { type ifname; }
+  set sources { type ifname . ether_addr . ipv4_addr; }
+  chain prerouting {
+    type filter hook prerouting priority -300; policy accept;
+    iifname != @guarded accept
+    ether type ip iifname . ether saddr . ip saddr != @sources drop
+    ether type arp iifname . ether saddr . arp saddr ip != @sources drop
+    ether type != { ip, arp } drop
+  }
+}
+"#;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("running nft (Debian: nftables): {0}")]
@@ -81,8 +101,12 @@ fn apply(script: &str, what: &str) -> Result<(), NftError> {
 }
 
 fn table_exists() -> Result<bool, NftError> {
+    family_table_exists("ip")
+}
+
+fn family_table_exists(family: &str) -> Result<bool, NftError> {
     let status = Command::new("nft")
-        .args(["list", "table", "ip", TABLE])
+        .args(["list", "table", family, TABLE])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -93,10 +117,13 @@ fn table_exists() -> Result<bool, NftError> {
 /// The table with its fixed rules, created when missing (callers hold the network lock, so
 /// two husk calls never both create it).
 pub fn ensure_table() -> Result<(), NftError> {
-    if table_exists()? {
-        return Ok(());
+    if !table_exists()? {
+        apply(DEFINITION, "creating table ip husk")?;
     }
-    apply(DEFINITION, "creating table ip husk")
+    if !family_table_exists("bridge")? {
+        apply(BRIDGE_DEFINITION, "creating table bridge husk")?;
+    }
+    Ok(())
 }
 
 fn isolation_chain(bridge: &str) -> String {
@@ -162,46 +189,56 @@ fn element(port: &Published) -> (String, String) {
     }
 }
 
-/// DNAT for published ports, all in one transaction. One `nft` run in the common case (every
-/// run costs milliseconds): the table is made only when the first try finds it missing.
-pub fn publish(ports: &[Published]) -> Result<(), NftError> {
-    if ports.is_empty() {
-        return Ok(());
-    }
-    let mut script = String::new();
+/// The elements that admit one endpoint: its port guarded, its MAC and address as the only
+/// source allowed in through it, and its published ports.
+fn endpoint_elements(link: &str, mac: &str, ip: Ipv4Addr, ports: &[Published]) -> Vec<String> {
+    let mut elements = vec![
+        format!("bridge {TABLE} guarded {{ \"{link}\" }}"),
+        format!("bridge {TABLE} sources {{ \"{link}\" . {mac} . {ip} }}"),
+    ];
     for port in ports {
         let (map, element) = element(port);
-        script.push_str(&format!("add element ip {TABLE} {map} {{ {element} }}\n"));
+        elements.push(format!("ip {TABLE} {map} {{ {element} }}"));
     }
-    match apply(&script, "publishing ports") {
+    elements
+}
+
+/// A container joins: its guard and its DNAT elements, all in one transaction. One `nft` run
+/// in the common case (every run costs milliseconds): the tables are made only when the first
+/// try finds one missing.
+pub fn admit(link: &str, mac: &str, ip: Ipv4Addr, ports: &[Published]) -> Result<(), NftError> {
+    let script: String = endpoint_elements(link, mac, ip, ports)
+        .iter()
+        .map(|element| format!("add element {element}\n"))
+        .collect();
+    match apply(&script, "admitting a container") {
         Err(err) if is_missing(&err) => {
             ensure_table()?;
-            apply(&script, "publishing ports")
+            apply(&script, "admitting a container")
         }
         other => other,
     }
 }
 
-/// Remove published ports: one transaction, or, when some are already gone (or the whole
-/// table is), each alone, skipping the missing ones.
-pub fn unpublish(ports: &[Published]) -> Result<(), NftError> {
-    if ports.is_empty() {
-        return Ok(());
-    }
-    let delete = |port: &Published| {
-        let (map, element) = element(port);
-        // The key alone names an element of a map.
-        let key = element.split(" : ").next().unwrap_or_default().to_string();
-        format!("delete element ip {TABLE} {map} {{ {key} }}\n")
-    };
-    let all: String = ports.iter().map(delete).collect();
-    match apply(&all, "unpublishing ports") {
+/// A container leaves: what `admit` added, in one transaction, or, when some is already gone
+/// (or a whole table is, or it joined before husk guarded ports), each element alone, skipping
+/// the missing ones.
+pub fn dismiss(link: &str, mac: &str, ip: Ipv4Addr, ports: &[Published]) -> Result<(), NftError> {
+    // The key alone names an element of a map.
+    let deletes: Vec<String> = endpoint_elements(link, mac, ip, ports)
+        .into_iter()
+        .map(|element| match element.split_once(" : ") {
+            Some((key, _)) => format!("delete element {key} }}\n"),
+            None => format!("delete element {element}\n"),
+        })
+        .collect();
+    match apply(&deletes.concat(), "dismissing a container") {
         Ok(()) => return Ok(()),
         Err(err) if !is_missing(&err) => return Err(err),
         Err(_) => {}
     }
-    for port in ports {
-        if let Err(err) = apply(&delete(port), "unpublishing a port") {
+    for delete in &deletes {
+        if let Err(err) = apply(delete, "dismissing a container") {
             if !is_missing(&err) {
                 return Err(err);
             }
@@ -284,6 +321,31 @@ fn is_missing(err: &NftError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_is_guarded_by_its_port_mac_and_address() {
+        let port = Published {
+            host_ip: None,
+            host_port: 8080,
+            container_ip: Ipv4Addr::new(10, 87, 0, 2),
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        };
+        let elements = endpoint_elements(
+            "vethabc",
+            "02:42:0a:57:00:02",
+            Ipv4Addr::new(10, 87, 0, 2),
+            &[port],
+        );
+        assert_eq!(
+            elements,
+            [
+                "bridge husk guarded { \"vethabc\" }",
+                "bridge husk sources { \"vethabc\" . 02:42:0a:57:00:02 . 10.87.0.2 }",
+                "ip husk ports { tcp . 8080 : 10.87.0.2 . 80 }",
+            ]
+        );
+    }
 
     #[test]
     fn reclaimed_subnets_select_their_elements() {

@@ -1,6 +1,6 @@
 //! `refusals`: what a sandbox cannot honour is refused before anything is created, with one
-//! line naming the flag, never silently dropped. `-p` without a network in both isolations
-//! (`run` defaults to `--network none`); `--network host` and `--device` only in a VM, whose guest has its
+//! line naming the flag, never silently dropped. `-p` with `--network none` in both
+//! isolations; `--network host` and `--device` only in a VM, whose guest has its
 //! own kernel, network stack and devices (the deliberate difference), while a process
 //! container honours them.
 use crate::support::*;
@@ -12,7 +12,7 @@ fn flags_a_sandbox_cannot_honour_are_refused_with_one_line(iso: &str) {
         return;
     };
     let mut refused: Vec<(Vec<&str>, &str)> = vec![(
-        vec!["-p", "8080:80"],
+        vec!["--network", "none", "-p", "8080:80"],
         "conflicting options: port publishing",
     )];
     let vm_only: Vec<(Vec<&str>, &str)> = vec![
