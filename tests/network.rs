@@ -1089,6 +1089,13 @@ fn vm_and_process_containers_on_one_network_reach_each_other_by_name() {
     let mounts = lab.husk.ok(&["exec", "guest", "cat", "/proc/mounts"]);
     assert!(mounts.contains(" /etc/hosts tmpfs "), "{mounts}");
     assert!(mounts.contains(" /etc/resolv.conf tmpfs "), "{mounts}");
+    // A VM has one virtio-net device: a second network is refused with one line.
+    lab.husk.ok(&["network", "create", "second"]);
+    let out = lab.husk.run(&["network", "connect", "second", "guest"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("one virtio-net device"), "{stderr}");
 }
 
 #[test]
@@ -1354,4 +1361,86 @@ fn vm_a_guest_cannot_send_with_another_address_or_mac() {
         return;
     };
     check_spoofed_sources_are_dropped(&lab);
+}
+
+#[test]
+fn connect_and_disconnect_a_running_container_and_a_stopped_one() {
+    let Some(lab) = Lab::new(module_path!()) else {
+        return;
+    };
+    lab.husk.ok(&["network", "create", "front"]);
+    lab.husk.ok(&["network", "create", "back"]);
+    web(&lab, "api", "from-api", &["--network", "back"]);
+    lab.husk.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "--network",
+        "front",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let in_app = |script: &str| {
+        lab.husk
+            .ok(&["exec", "app", "sh", "-c", script])
+            .trim()
+            .to_string()
+    };
+    let interfaces = || in_app("ip -o -4 addr show | awk '{ print $2 }' | sort | xargs");
+    let reach_api = || in_app("timeout 3 wget -qO- http://api/ 2>/dev/null || echo unreachable");
+    assert_eq!(interfaces(), "eth0 lo");
+    assert_eq!(reach_api(), "unreachable");
+
+    // Running: eth1 on `back`, with an alias; names resolve both ways at once.
+    lab.husk
+        .ok(&["network", "connect", "--alias", "frontend", "back", "app"]);
+    assert_eq!(interfaces(), "eth0 eth1 lo");
+    assert_eq!(reach_api(), "from-api");
+    let from_api = lab
+        .husk
+        .ok(&["exec", "api", "sh", "-c", "grep -c frontend /etc/hosts"]);
+    assert_eq!(from_api.trim(), "1");
+    let networks = lab
+        .husk
+        .ok(&["inspect", "-f", "{{json .NetworkSettings.Networks}}", "app"]);
+    let networks: serde_json::Value = serde_json::from_str(&networks).unwrap();
+    let names: Vec<&String> = networks.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["back", "front"]);
+    // The default route stays with the first network.
+    assert!(in_app("ip route show default").contains("dev eth0"));
+    let out = lab.husk.run(&["network", "connect", "back", "app"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists in network back"));
+
+    // Running disconnect: eth1 and its address go, the name with them.
+    lab.husk.ok(&["network", "disconnect", "back", "app"]);
+    assert_eq!(interfaces(), "eth0 lo");
+    assert_eq!(reach_api(), "unreachable");
+    assert!(!lab
+        .husk
+        .ok(&["exec", "api", "cat", "/etc/hosts"])
+        .contains("frontend"));
+
+    // Stopped: connect is remembered, and the next start joins both.
+    lab.husk.ok(&["stop", "-t", "1", "app"]);
+    lab.husk.ok(&["network", "connect", "back", "app"]);
+    lab.husk.ok(&["start", "app"]);
+    assert_eq!(interfaces(), "eth0 eth1 lo");
+    assert_eq!(reach_api(), "from-api");
+
+    // Disconnecting the first network of a stopped container makes the next one first.
+    lab.husk.ok(&["stop", "-t", "1", "app"]);
+    lab.husk.ok(&["network", "disconnect", "front", "app"]);
+    lab.husk.ok(&["start", "app"]);
+    assert_eq!(interfaces(), "eth0 lo");
+    assert_eq!(reach_api(), "from-api");
+    let mode = lab
+        .husk
+        .ok(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", "app"]);
+    assert_eq!(mode.trim(), "back");
+
+    lab.husk.ok(&["rm", "-f", "app", "api"]);
+    lab.assert_released();
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use husk::container::spec::NetworkMode;
+use husk::container::spec::{ExtraNetwork, NetworkMode};
 use husk::container::{Containers, Status};
 use husk::display::Table;
 use husk::network::{Network, NetworkRequest, Networks, Subnet, DEFAULT_NETWORK};
@@ -24,9 +24,9 @@ pub enum NetworkCommand {
     Rm(RmArgs),
     /// Remove all networks no container uses.
     Prune(PruneArgs),
-    /// Connect a container that is not running to a network.
+    /// Connect a container to a network (a running process container gets eth1, eth2, ...).
     Connect(ConnectArgs),
-    /// Disconnect a container that is not running from its network.
+    /// Disconnect a container from a network.
     Disconnect(DisconnectArgs),
 }
 
@@ -93,7 +93,7 @@ pub struct ConnectArgs {
 
 #[derive(Debug, Args)]
 pub struct DisconnectArgs {
-    /// Accepted as Docker's; a stopped container has nothing to force.
+    /// Accepted as Docker's: the endpoint goes in any case.
     #[arg(short, long)]
     pub force: bool,
     pub network: String,
@@ -264,43 +264,70 @@ pub fn run(root: &Path, command: NetworkCommand) -> Result<i32> {
             let network = networks.find(&args.network)?;
             let store = Containers::open(root)?;
             let record = store.find(&args.container)?;
-            if record.effective_status() == Status::Running {
+            let options = &record.options;
+            let on_it = matches!(&options.network, NetworkMode::Network(n) if *n == network.name)
+                || options
+                    .extra_networks
+                    .iter()
+                    .any(|e| e.name == network.name);
+            if on_it {
                 bail!(
-                    "container {} is running: husk connects a container to a network before it starts (stop it, connect, start)",
-                    record.name
-                );
-            }
-            match &record.options.network {
-                NetworkMode::None => {}
-                NetworkMode::Network(name) if *name == network.name => {
-                    bail!(
-                        "endpoint with name {} already exists in network {}",
-                        record.name,
-                        network.name
-                    )
-                }
-                other => bail!(
-                    "container {} is on --network {}: a husk container has one network; disconnect it first",
+                    "endpoint with name {} already exists in network {}",
                     record.name,
-                    other.name()
-                ),
+                    network.name
+                );
             }
             if (args.ip.is_some() || !args.aliases.is_empty()) && !network.resolves_names() {
                 bail!("user specified IP address and aliases are supported on user defined networks only");
             }
-            store.update(&record.id, |r| {
-                r.options.network = NetworkMode::Network(network.name.clone());
-                r.options.ip = args.ip;
-                r.options.network_aliases = args.aliases.clone();
-            })?;
+            let running = record.effective_status() == Status::Running;
+            match &options.network {
+                NetworkMode::None if running => bail!(
+                    "container {} is running with --network none: it has no interface of husk's to add to (stop it, connect, start)",
+                    record.name
+                ),
+                NetworkMode::None => {
+                    store.update(&record.id, |r| {
+                        r.options.network = NetworkMode::Network(network.name.clone());
+                        r.options.ip = args.ip;
+                        r.options.network_aliases = args.aliases.clone();
+                    })?;
+                    return Ok(0);
+                }
+                NetworkMode::Host | NetworkMode::Container(_) => bail!(
+                    "container sharing network namespace with another container or host cannot be connected to any other network"
+                ),
+                NetworkMode::Network(_) => {}
+            }
+            if record.isolation == husk::container::Isolation::Vm {
+                bail!(
+                    "container {} runs with --isolation vm and is on one network: husk's monitor gives its guest one virtio-net device",
+                    record.name
+                );
+            }
+            let extra = ExtraNetwork {
+                name: network.name.clone(),
+                ip: args.ip,
+                aliases: args.aliases.clone(),
+            };
+            if running {
+                husk::network::attach::connect_running(root, &record, &extra)?;
+            }
+            store.update(&record.id, |r| r.options.extra_networks.push(extra.clone()))?;
             Ok(0)
         }
         NetworkCommand::Disconnect(args) => {
             let network = networks.find(&args.network)?;
             let store = Containers::open(root)?;
             let record = store.find(&args.container)?;
-            if !matches!(&record.options.network, NetworkMode::Network(name) if *name == network.name)
-            {
+            let first =
+                matches!(&record.options.network, NetworkMode::Network(n) if *n == network.name);
+            let extra = record
+                .options
+                .extra_networks
+                .iter()
+                .any(|e| e.name == network.name);
+            if !first && !extra {
                 bail!(
                     "container {} is not connected to network {}",
                     record.name,
@@ -308,16 +335,33 @@ pub fn run(root: &Path, command: NetworkCommand) -> Result<i32> {
                 );
             }
             if record.effective_status() == Status::Running {
-                bail!(
-                    "container {} is running: husk disconnects a container that is not running (stop it first)",
-                    record.name
-                );
+                if record.isolation == husk::container::Isolation::Vm {
+                    bail!(
+                        "container {} is running with --isolation vm: husk disconnects a VM container that is not running (stop it first)",
+                        record.name
+                    );
+                }
+                husk::network::attach::release_endpoint(root, &record.id, &network.id)?;
             }
             store.update(&record.id, |r| {
-                r.options.network = NetworkMode::None;
-                r.options.ip = None;
-                r.options.network_aliases.clear();
-                r.options.publish.clear();
+                let options = &mut r.options;
+                if first {
+                    options.publish.clear();
+                    if options.extra_networks.is_empty() {
+                        options.network = NetworkMode::None;
+                        options.ip = None;
+                        options.network_aliases.clear();
+                    } else {
+                        // The next network becomes the first: eth0 and the default route at
+                        // the next start.
+                        let next = options.extra_networks.remove(0);
+                        options.network = NetworkMode::Network(next.name);
+                        options.ip = next.ip;
+                        options.network_aliases = next.aliases;
+                    }
+                } else {
+                    options.extra_networks.retain(|e| e.name != network.name);
+                }
             })?;
             Ok(0)
         }

@@ -329,6 +329,8 @@ impl CreateArgs {
             nano_cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,
             pids_limit: self.pids_limit.filter(|&n| n > 0),
             network,
+            // `network connect` adds more; `run` joins one network, as Docker's does.
+            extra_networks: Vec::new(),
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             privileged: self.privileged,

@@ -124,6 +124,15 @@ impl NetworkMode {
     }
 }
 
+/// A network a container is on besides its first, with its address and aliases there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ExtraNetwork {
+    pub name: String,
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub aliases: Vec<String>,
+}
+
 /// The `run`/`create` flags that shape the spec.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -162,6 +171,8 @@ pub struct SpecOptions {
     pub ip: Option<std::net::Ipv4Addr>,
     /// `--network-alias`: more names the other members resolve.
     pub network_aliases: Vec<String>,
+    /// Networks joined besides `network` (`network connect`), as eth1, eth2, ...
+    pub extra_networks: Vec<ExtraNetwork>,
     /// `--add-host`, as /etc/hosts lines ("IP\tNAME").
     pub add_hosts: Vec<String>,
     /// `--dns`.

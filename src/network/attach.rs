@@ -125,9 +125,241 @@ pub fn attach(
         NetworkMode::None | NetworkMode::Host => Ok(None),
         NetworkMode::Container(other) => join_container(root, record, other).map(Some),
         NetworkMode::Network(name) => {
-            join_network(root, record, name, container_dir, hostname).map(Some)
+            let mut attachment = join_network(root, record, name, container_dir, hostname)?;
+            let extras = &record.options.extra_networks;
+            if extras.is_empty() {
+                return Ok(Some(attachment));
+            }
+            let Link::Namespace(netns) = &attachment.join.link else {
+                return Err(one_vm_network());
+            };
+            let netns = netns
+                .try_clone()
+                .map_err(super::io_err(Path::new("netns")))?;
+            for (index, extra) in extras.iter().enumerate() {
+                // On an error, dropping `attachment` releases every endpoint made so far.
+                join_another(
+                    root,
+                    record,
+                    extra,
+                    &netns,
+                    index + 1,
+                    container_dir,
+                    hostname,
+                )?;
+            }
+            attachment.join.hosts = hosts_file(&Networks::open(root)?.list()?, &record.id);
+            Ok(Some(attachment))
         }
     }
+}
+
+fn one_vm_network() -> NetworkError {
+    NetworkError::Address(
+        "a container with --isolation vm is on one network: husk's monitor gives its guest one \
+         virtio-net device"
+            .into(),
+    )
+}
+
+/// The host end of a container's link to its `index`th network (0: its first): `veth` or
+/// `tap` and eleven hex digits, the id's first eleven for the first network, the first ten
+/// and a digit the first network's name cannot end with for the others (at most 15).
+fn host_link_name(record: &Record, index: usize) -> Result<String, NetworkError> {
+    let kind = match record.isolation {
+        Isolation::Vm => "tap",
+        Isolation::Process => "veth",
+    };
+    let id = &record.id;
+    if index == 0 {
+        return Ok(format!("{kind}{}", &id[..11.min(id.len())]));
+    }
+    let first_last = id.chars().nth(10);
+    let digit = "0123456789abcdef"
+        .chars()
+        .filter(|c| Some(*c) != first_last)
+        .nth(index - 1)
+        .ok_or_else(|| {
+            NetworkError::Address("a container is on at most 16 networks in husk".into())
+        })?;
+    Ok(format!("{kind}{}{digit}", &id[..10.min(id.len())]))
+}
+
+/// Join one more network from inside the container's namespace `netns`, as `eth<index>`: an
+/// address there, no default route (that stays with the first network), names resolved. The
+/// endpoint is recorded first, as in `join_network`; on an error it is released again.
+pub fn join_another(
+    root: &Path,
+    record: &Record,
+    extra: &crate::container::spec::ExtraNetwork,
+    netns: &OwnedFd,
+    index: usize,
+    container_dir: &Path,
+    hostname: &str,
+) -> Result<(), NetworkError> {
+    if record.isolation == Isolation::Vm {
+        return Err(one_vm_network());
+    }
+    let networks = Networks::open(root)?;
+    let lock = networks.lock()?;
+    let mut network = networks.find(&extra.name)?;
+    if network.endpoints.contains_key(&record.id) {
+        return Err(NetworkError::Address(format!(
+            "endpoint with name {} already exists in network {}",
+            record.name, network.name
+        )));
+    }
+    let mut rtnl = Rtnl::open()?;
+    let bridge = ensure_bridge(&mut rtnl, &networks, &lock, &mut network)?;
+    let ip = network.allocate(extra.ip)?;
+    let mac = mac_for(ip);
+    let endpoint = Endpoint {
+        container_name: record.name.clone(),
+        ip,
+        mac: mac_text(mac),
+        aliases: extra.aliases.clone(),
+        host_link: host_link_name(record, index)?,
+        in_vm: false,
+        published: Vec::new(),
+        hosts_file: container_dir.join("etc").join("hosts"),
+        hostname: hostname.to_string(),
+        extra_hosts: record.options.add_hosts.clone(),
+    };
+    network
+        .endpoints
+        .insert(record.id.clone(), endpoint.clone());
+    networks.save(&lock, &network)?;
+    let configured = (|| -> Result<(), NetworkError> {
+        let interface = format!("eth{index}");
+        rtnl.create_veth(
+            &endpoint.host_link,
+            &interface,
+            mac,
+            netns.as_fd(),
+            bridge,
+            MTU,
+        )?;
+        let mut inside = rtnl_in(netns)?;
+        let eth = inside.link_index(&interface)?.ok_or_else(|| {
+            NetworkError::Address(format!("{interface} did not arrive in the container"))
+        })?;
+        inside.add_address(eth, ip, network.subnet.prefix)?;
+        inside.set_up(eth)?;
+        Ok(nft::admit(&endpoint.host_link, &endpoint.mac, ip, &[])?)
+    })();
+    if let Err(err) = configured {
+        drop(lock);
+        let _ = release_endpoint(root, &record.id, &network.id);
+        return Err(err);
+    }
+    let all = networks.list()?;
+    if endpoint.hosts_file.exists() {
+        let _ = std::fs::write(&endpoint.hosts_file, hosts_file(&all, &record.id));
+    }
+    rewrite_members_hosts(&all, &network, &record.id);
+    Ok(())
+}
+
+/// `network connect` of a running process container: one more interface in its namespace,
+/// the next `eth<N>` free.
+pub fn connect_running(
+    root: &Path,
+    record: &Record,
+    extra: &crate::container::spec::ExtraNetwork,
+) -> Result<(), NetworkError> {
+    if record.isolation == Isolation::Vm {
+        return Err(one_vm_network());
+    }
+    let pid = match (record.effective_status(), record.state.pid) {
+        (Status::Running, Some(pid)) => pid,
+        _ => {
+            return Err(NetworkError::Address(format!(
+                "container {} is not running",
+                record.name
+            )))
+        }
+    };
+    let netns: OwnedFd = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(super::io_err(Path::new("/proc/PID/ns/net")))?
+        .into();
+    let held: Vec<Endpoint> = super::endpoints_of(root, &record.id)
+        .into_iter()
+        .map(|(_, endpoint)| endpoint)
+        .collect();
+    let index = (1..16)
+        .find(|&index| {
+            host_link_name(record, index)
+                .is_ok_and(|name| !held.iter().any(|e| e.host_link == name))
+        })
+        .ok_or_else(|| {
+            NetworkError::Address("a container is on at most 16 networks in husk".into())
+        })?;
+    let hostname = held
+        .first()
+        .map(|e| e.hostname.clone())
+        .or_else(|| record.options.hostname.clone())
+        .unwrap_or_else(|| record.short_id().to_string());
+    let store = Containers::open(root).map_err(|e| NetworkError::Address(e.to_string()))?;
+    join_another(
+        root,
+        record,
+        extra,
+        &netns,
+        index,
+        &store.dir_of(&record.id),
+        &hostname,
+    )
+}
+
+/// The container leaves one network (`network disconnect` of a running container): its veth
+/// on it goes (and with it the interface inside), its address, guard and hosts entries.
+pub fn release_endpoint(
+    root: &Path,
+    container_id: &str,
+    network_id: &str,
+) -> Result<(), NetworkError> {
+    let networks = Networks::open(root)?;
+    let lock = networks.lock()?;
+    let mut network = networks.find(network_id)?;
+    let Some(endpoint) = network.endpoints.remove(container_id) else {
+        return Ok(());
+    };
+    nft::dismiss(
+        &endpoint.host_link,
+        &endpoint.mac,
+        endpoint.ip,
+        &endpoint.published,
+    )?;
+    Rtnl::open()?.delete_link(&endpoint.host_link)?;
+    networks.save(&lock, &network)?;
+    let all = networks.list()?;
+    if endpoint.hosts_file.exists() {
+        let _ = std::fs::write(&endpoint.hosts_file, hosts_file(&all, container_id));
+    }
+    rewrite_members_hosts(&all, &network, container_id);
+    Ok(())
+}
+
+/// An rtnetlink socket inside the namespace `netns` (opened there by this thread, which then
+/// returns to its own: a socket belongs to the namespace it was opened in).
+fn rtnl_in(netns: &OwnedFd) -> Result<Rtnl, NetworkError> {
+    let ours = File::open("/proc/thread-self/ns/net")
+        .map_err(super::io_err(Path::new("/proc/thread-self/ns/net")))?;
+    nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| {
+        NetworkError::Sys {
+            op: "entering the container's network namespace".into(),
+            source,
+        }
+    })?;
+    let _back = NamespaceReturn(ours.into());
+    Ok(Rtnl::open()?)
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// `--network container:ID`: the other container's namespace, hosts and resolv.conf.
@@ -212,21 +444,9 @@ fn join_network(
     let endpoint = Endpoint {
         container_name: record.name.clone(),
         ip,
-        mac: mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
+        mac: mac_text(mac),
         aliases: options.network_aliases.clone(),
-        host_link: format!(
-            "{}{}",
-            if record.isolation == Isolation::Vm {
-                "tap"
-            } else {
-                "veth"
-            },
-            &record.id[..11.min(record.id.len())]
-        ),
+        host_link: host_link_name(record, 0)?,
         in_vm: record.isolation == Isolation::Vm,
         published: published.clone(),
         hosts_file: container_dir.join("etc").join("hosts"),
@@ -279,8 +499,9 @@ fn join_network(
         }
     };
     nft::admit(&endpoint.host_link, &endpoint.mac, ip, &published)?;
-    attachment.join.hosts = hosts_file(&network, &record.id);
-    rewrite_members_hosts(&network, &record.id);
+    let all = networks.list()?;
+    attachment.join.hosts = hosts_file(&all, &record.id);
+    rewrite_members_hosts(&all, &network, &record.id);
     drop(lock);
     Ok(attachment)
 }
@@ -294,6 +515,7 @@ pub fn release_container(root: &Path, container_id: &str) -> Result<(), NetworkE
     }
     let networks = Networks::open(root)?;
     let lock = networks.lock()?;
+    let mut left = Vec::new();
     for mut network in networks.list()? {
         let Some(endpoint) = network.endpoints.remove(container_id) else {
             continue;
@@ -306,7 +528,13 @@ pub fn release_container(root: &Path, container_id: &str) -> Result<(), NetworkE
         )?;
         Rtnl::open()?.delete_link(&endpoint.host_link)?;
         networks.save(&lock, &network)?;
-        rewrite_members_hosts(&network, container_id);
+        left.push(network);
+    }
+    if !left.is_empty() {
+        let all = networks.list()?;
+        for network in &left {
+            rewrite_members_hosts(&all, network, container_id);
+        }
     }
     Ok(())
 }
@@ -582,19 +810,24 @@ fn reserve(request: &PortRequest) -> Result<(OwnedFd, u16), NetworkError> {
 const HOSTS_BASE: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
 fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
 
-/// A member's /etc/hosts: its own address and hostname, `--add-host`, and on a user-defined
-/// network every other member by name and alias (Docker resolves these through its embedded
-/// DNS; a file gives the same answers to every resolver, the static busybox one included).
-fn hosts_file(network: &Network, id: &str) -> String {
+/// A member's /etc/hosts: its own address and hostname, `--add-host`, and on each user-defined
+/// network it is on every other member by name and alias (Docker resolves these through its
+/// embedded DNS; a file gives the same answers to every resolver, the static busybox one
+/// included). `all` is every network of the root; only those the member is on count.
+fn hosts_file(all: &[Network], id: &str) -> String {
     let mut text = HOSTS_BASE.to_string();
-    let Some(me) = network.endpoints.get(id) else {
+    let mine: Vec<(&Network, &Endpoint)> = all
+        .iter()
+        .filter_map(|network| Some((network, network.endpoints.get(id)?)))
+        .collect();
+    let Some((_, first)) = mine.first() else {
         return text;
     };
-    for line in &me.extra_hosts {
+    for line in &first.extra_hosts {
         text.push_str(line);
         text.push('\n');
     }
-    if network.resolves_names() {
+    for (network, _) in mine.iter().filter(|(n, _)| n.resolves_names()) {
         for (other_id, other) in &network.endpoints {
             if other_id != id {
                 let mut names = vec![other.container_name.clone()];
@@ -604,21 +837,23 @@ fn hosts_file(network: &Network, id: &str) -> String {
             }
         }
     }
-    let mut own = vec![me.hostname.clone()];
-    if network.resolves_names() {
-        own.push(me.container_name.clone());
-        own.extend(me.aliases.iter().cloned());
+    for (network, me) in &mine {
+        let mut own = vec![me.hostname.clone()];
+        if network.resolves_names() {
+            own.push(me.container_name.clone());
+            own.extend(me.aliases.iter().cloned());
+        }
+        own.dedup();
+        text.push_str(&format!("{}\t{}\n", me.ip, own.join(" ")));
     }
-    own.dedup();
-    text.push_str(&format!("{}\t{}\n", me.ip, own.join(" ")));
     text
 }
 
-/// Every other member's /etc/hosts again, after one came or went. Written in place (the
-/// running container has the file bind-mounted; a rename would leave it the old inode); a VM
-/// member's goes to its guest agent through its supervisor (best effort: a VM that cannot be
-/// reached now gets the whole file at its next start).
-fn rewrite_members_hosts(network: &Network, changed: &str) {
+/// Every other member's /etc/hosts again, after one came to `network` or left it. Written
+/// in place (the running container has the file bind-mounted; a rename would leave it the old
+/// inode); a VM member's goes to its guest agent through its supervisor (best effort: a VM
+/// that cannot be reached now gets the whole file at its next start).
+fn rewrite_members_hosts(all: &[Network], network: &Network, changed: &str) {
     if !network.resolves_names() {
         return;
     }
@@ -626,7 +861,7 @@ fn rewrite_members_hosts(network: &Network, changed: &str) {
         if id == changed {
             continue;
         }
-        let text = hosts_file(network, id);
+        let text = hosts_file(all, id);
         if endpoint.in_vm {
             crate::vm::supervisor::update_hosts(id, &text);
         } else if endpoint.hosts_file.exists() {
@@ -694,7 +929,7 @@ mod tests {
 
     #[test]
     fn members_of_a_user_network_resolve_each_other() {
-        let hosts = hosts_file(&network("mynet"), &"a".repeat(64));
+        let hosts = hosts_file(&[network("mynet")], &"a".repeat(64));
         assert!(hosts.contains("10.86.0.3\tdb bbbbbbbbbbbb\n"), "{hosts}");
         assert!(hosts.contains("10.86.0.2\tweb-host web www\n"), "{hosts}");
         assert!(hosts.contains("10.0.0.9\tdb.example\n"));
@@ -702,7 +937,7 @@ mod tests {
 
     #[test]
     fn the_default_bridge_resolves_only_itself() {
-        let hosts = hosts_file(&network(super::super::DEFAULT_NETWORK), &"a".repeat(64));
+        let hosts = hosts_file(&[network(super::super::DEFAULT_NETWORK)], &"a".repeat(64));
         assert!(!hosts.contains("10.86.0.3"), "{hosts}");
         assert!(hosts.contains("10.86.0.2\tweb-host\n"), "{hosts}");
     }
