@@ -39,11 +39,13 @@ busybox=/bin/busybox
 file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || { echo "nested: $busybox is not static (apt-get install busybox-static)" >&2; exit 1; }
 
 # The modules L1 needs, each after what it depends on (read from the module's own .modinfo).
-# Then container networks: bridges, veth pairs, taps, and the nftables expressions husk's table
-# uses (NAT, masquerade, fib); crc32c_generic is what libcrc32c (for conntrack) asks the crypto
-# API for at run time, which modinfo does not list.
+# Then container networks: bridges, veth pairs, taps, and the nftables expressions husk's tables
+# use (NAT, masquerade, fib; meta in the bridge family, for the port guards); crc32c_generic is
+# what libcrc32c (for conntrack) asks the crypto API for at run time, which modinfo does not
+# list. (L1 has no modprobe: what the kernel would load on demand must be here.)
 wanted=(virtio_pci 9pnet_virtio 9p overlay kvm-amd
-  bridge veth tun crc32c_generic nf_tables nft_chain_nat nft_nat nft_masq nft_fib_ipv4 nft_ct)
+  bridge veth tun crc32c_generic nf_tables nft_chain_nat nft_nat nft_masq nft_fib_ipv4 nft_ct
+  nft_meta_bridge)
 
 # --- the L1 kernel: Debian's current linux-image-6.1.0-*-amd64, extracted, not installed ---
 pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ { print $2; exit }')
