@@ -318,26 +318,7 @@ pub fn release_endpoint(
     container_id: &str,
     network_id: &str,
 ) -> Result<(), NetworkError> {
-    let networks = Networks::open(root)?;
-    let lock = networks.lock()?;
-    let mut network = networks.find(network_id)?;
-    let Some(endpoint) = network.endpoints.remove(container_id) else {
-        return Ok(());
-    };
-    nft::dismiss(
-        &endpoint.host_link,
-        &endpoint.mac,
-        endpoint.ip,
-        &endpoint.published,
-    )?;
-    Rtnl::open()?.delete_link(&endpoint.host_link)?;
-    networks.save(&lock, &network)?;
-    let all = networks.list()?;
-    if endpoint.hosts_file.exists() {
-        let _ = std::fs::write(&endpoint.hosts_file, hosts_file(&all, container_id));
-    }
-    rewrite_members_hosts(&all, &network, container_id);
-    Ok(())
+    release(root, container_id, Some(network_id))
 }
 
 /// An rtnetlink socket inside the namespace `netns` (opened there by this thread, which then
@@ -509,14 +490,23 @@ fn join_network(
 /// Release everything a container holds on any network: its DNAT elements, veth, address
 /// and hosts entries. Idempotent: `rm` calls it whether or not a supervisor already did.
 pub fn release_container(root: &Path, container_id: &str) -> Result<(), NetworkError> {
-    let dir = root.join("networks");
-    if !dir.is_dir() {
+    release(root, container_id, None)
+}
+
+/// Release the container's endpoints, on every network or on `only` (an id): guard and DNAT
+/// elements, host link, address; then the hosts files of the members that stay (and its own,
+/// when it stays on other networks) lose its names.
+fn release(root: &Path, container_id: &str, only: Option<&str>) -> Result<(), NetworkError> {
+    if !root.join("networks").is_dir() {
         return Ok(());
     }
     let networks = Networks::open(root)?;
     let lock = networks.lock()?;
     let mut left = Vec::new();
     for mut network in networks.list()? {
+        if only.is_some_and(|id| id != network.id) {
+            continue;
+        }
         let Some(endpoint) = network.endpoints.remove(container_id) else {
             continue;
         };
@@ -528,13 +518,17 @@ pub fn release_container(root: &Path, container_id: &str) -> Result<(), NetworkE
         )?;
         Rtnl::open()?.delete_link(&endpoint.host_link)?;
         networks.save(&lock, &network)?;
-        left.push(network);
+        left.push((network, endpoint.hosts_file));
     }
-    if !left.is_empty() {
-        let all = networks.list()?;
-        for network in &left {
-            rewrite_members_hosts(&all, network, container_id);
+    if left.is_empty() {
+        return Ok(());
+    }
+    let all = networks.list()?;
+    for (network, own_hosts) in &left {
+        if own_hosts.exists() {
+            let _ = std::fs::write(own_hosts, hosts_file(&all, container_id));
         }
+        rewrite_members_hosts(&all, network, container_id);
     }
     Ok(())
 }
