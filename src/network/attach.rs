@@ -163,8 +163,8 @@ fn one_vm_network() -> NetworkError {
 }
 
 /// The host end of a container's link to its `index`th network (0: its first): `veth` or
-/// `tap` and eleven hex digits, the id's first eleven for the first network, the first ten
-/// and a digit the first network's name cannot end with for the others (at most 15).
+/// `tap` and eleven hex digits: the id's first eleven for the first network; for the others
+/// (at most 15) the first ten and a digit other than the id's eleventh, so no two collide.
 fn host_link_name(record: &Record, index: usize) -> Result<String, NetworkError> {
     let kind = match record.isolation {
         Isolation::Vm => "tap",
