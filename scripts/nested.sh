@@ -205,6 +205,12 @@ fi
 if [ ! -s "$job/status" ]; then
   echo "nested: L1 gave no exit status; its serial console said:" >&2
   tail -n 40 "$job/serial.log" >&2 || true
+  # A panicked L1 kernel (seen under TCG's emulated SVM) is a dead L1 like a stalled one: the
+  # caller may replace it (test-nested.sh runs what was left in a fresh L1).
+  if grep -q "Kernel panic - not syncing" "$job/serial.log" 2>/dev/null; then
+    echo "nested: L1's kernel panicked; stopped" >&2
+    exit 99
+  fi
   exit 125
 fi
 exit "$(cat "$job/status")"

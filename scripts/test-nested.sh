@@ -140,7 +140,7 @@ EOF
 } > "$job/run.sh"
 }
 
-# An L1 that stops making progress (scripts/nested.sh exits 99) is replaced by a fresh one for what it had
+# An L1 that stops making progress or whose kernel panics (scripts/nested.sh exits 99) is replaced by a fresh one for what it had
 # not finished (down to the test: see below), up to five L1s, all within one bound of
 # $HUSK_NESTED_TIMEOUT seconds.
 status=0
