@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use husk::container::spec::{build_spec, SpecOptions};
-use husk::process::{spawn, LaunchConfig};
+use husk::process::{spawn, LaunchConfig, Root};
 use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder};
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {
@@ -50,11 +50,15 @@ fn main() -> anyhow::Result<()> {
         let cgroup = format!("husk/{id}");
         let cfg = LaunchConfig {
             spec: &spec,
-            lower_dirs: &lower,
-            container_dir: &container_dir,
+            root: Root::Layers {
+                lower_dirs: &lower,
+                container_dir: &container_dir,
+            },
             cgroup_name: &cgroup,
             stdio: None,
             network: None,
+            netns: None,
+            start_gate: None,
         };
         let container = spawn(&cfg)?;
         spawned.push(start.elapsed().as_secs_f64() * 1e3);

@@ -17,6 +17,7 @@ packages=(
   nftables iperf3 curl    # container networks (NAT, published ports) and their tests
   hyperfine jq            # benchmark scripts
   docker.io               # Docker itself: output formats compared, a benchmark peer
+  podman containerd       # OCI runtime clients that drive husk-runc (tests/oci_runtime.rs)
   chromium                # renders husk compare's HTML report in a test
   libseccomp-dev libcap-ng-dev  # virtiofsd, built below
 )

@@ -44,7 +44,7 @@ if [ "$leftover_links" != 0 ] || [ "$leftover_nft" != 0 ] || [ "$leftover_netns"
   echo "the test suite left network state behind (or made it outside a test namespace)" >&2
   status=1
 fi
-leftover_cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 -path '*/husk/*' -type d 2>/dev/null | wc -l)
+leftover_cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 \( -path '*/husk/*' -o -path '*/husk-runc/*' \) -type d 2>/dev/null | wc -l)
 leftover_mounts=$(grep -cE ' /tmp/\.tmp[^ ]*/(containers|volumes)/' /proc/self/mountinfo || true)
 echo "== after the suite: husk cgroups left: $leftover_cgroups, mounts left under test roots: $leftover_mounts"
 if [ "$leftover_cgroups" != 0 ] || [ "$leftover_mounts" != 0 ]; then

@@ -8,6 +8,7 @@ pub mod cost;
 pub mod display;
 pub mod image;
 pub mod network;
+pub mod oci;
 pub mod process;
 pub mod runtime;
 pub mod vm;

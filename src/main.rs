@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod oci_cli;
 
 use clap::Parser;
 
@@ -9,6 +10,21 @@ use clap::Parser;
 const EXIT_RUNTIME_FAILED: i32 = 125;
 
 fn main() {
+    // Under a husk-runc name (a symlink to husk), the runc command line: podman's and
+    // containerd's contract, apart from husk's Docker-shaped one.
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if invoked_as.starts_with("husk-runc") {
+        let default = if invoked_as.ends_with("-vm") {
+            husk::oci::Isolation::Vm
+        } else {
+            husk::oci::Isolation::Process
+        };
+        std::process::exit(oci_cli::main(default));
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {

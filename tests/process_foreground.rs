@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use husk::container::spec::{build_spec, SpecOptions};
-use husk::process::{run_foreground, LaunchConfig};
+use husk::process::{run_foreground, LaunchConfig, Root};
 use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder};
 
 const MODE_ENV: &str = "HUSK_FOREGROUND_MODE";
@@ -60,11 +60,15 @@ fn foreground_helper() {
     let cgroup = format!("husk/{id}");
     let cfg = LaunchConfig {
         spec: &spec,
-        lower_dirs: &lower,
-        container_dir: &dir.join("container"),
+        root: Root::Layers {
+            lower_dirs: &lower,
+            container_dir: &dir.join("container"),
+        },
         cgroup_name: &cgroup,
         stdio: None,
         network: None,
+        netns: None,
+        start_gate: None,
     };
     let exit = run_foreground(&cfg, |_| {}).unwrap();
     std::process::exit(exit.code);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use husk::container::spec::{build_spec, SpecOptions};
-use husk::process::{self, LaunchConfig, ProcessError};
+use husk::process::{self, LaunchConfig, ProcessError, Root};
 use oci_spec::image::{ConfigBuilder, ImageConfiguration, ImageConfigurationBuilder};
 use oci_spec::runtime::Spec;
 
@@ -68,11 +68,15 @@ impl Fixture {
     ) -> LaunchConfig<'a> {
         LaunchConfig {
             spec,
-            lower_dirs: &self.lower,
-            container_dir: &self.container_dir,
+            root: Root::Layers {
+                lower_dirs: &self.lower,
+                container_dir: &self.container_dir,
+            },
             cgroup_name: cgroup,
             stdio,
             network: None,
+            netns: None,
+            start_gate: None,
         }
     }
 

@@ -576,6 +576,17 @@ const DEFAULT_ALLOWED_DEVICES: &[(LinuxDeviceType, Option<i64>, Option<i64>, &st
     (LinuxDeviceType::C, Some(136), None, "rwm"),  // pts/*
 ];
 
+/// The device nodes every container may use (runc's allowed devices), as rules to append to
+/// an OCI bundle's own: runc's spec denies everything and relies on the runtime adding these.
+pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    DEFAULT_ALLOWED_DEVICES
+        .iter()
+        .filter_map(|(typ, major, minor, access)| {
+            device_rule(true, *typ, *major, *minor, access).ok()
+        })
+        .collect()
+}
+
 fn device_rule(
     allow: bool,
     typ: LinuxDeviceType,

@@ -26,6 +26,8 @@ pub enum CgroupError {
     },
     #[error("cgroup {0} still has processes after killing them")]
     Busy(PathBuf),
+    #[error("cgroup {0} did not reach the requested freezer state")]
+    FreezerStuck(PathBuf),
     #[error(transparent)]
     DeviceFilter(#[from] super::device_filter::DeviceFilterError),
 }
@@ -35,8 +37,9 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Cgrou
     move |source| CgroupError::Io { op, path, source }
 }
 
-/// v1 controllers husk puts containers in: the ones its limits and accounting need.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "devices"];
+/// v1 controllers husk puts containers in: the ones its limits and accounting need, and the
+/// freezer for the OCI runtime's pause/resume.
+const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "devices", "freezer"];
 
 /// Where the cgroup hierarchies are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +166,78 @@ impl Cgroup {
         paths
     }
 
+    /// On a v1 (or hybrid) host, each hierarchy's mount name ("memory", "cpu,cpuacct") with
+    /// this cgroup's directory in it; empty on a unified host.
+    pub fn v1_hierarchies(&self) -> Vec<(String, PathBuf)> {
+        let CgroupLayout::Legacy(mounts) = &self.layout else {
+            return Vec::new();
+        };
+        let mut dirs: Vec<(String, PathBuf)> = mounts
+            .values()
+            .filter_map(|mount| {
+                let name = mount.file_name()?.to_string_lossy().into_owned();
+                Some((name, mount.join(&self.name)))
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// Stop every process of the cgroup (v2 cgroup.freeze, v1 freezer.state), waiting until
+    /// the kernel says they all are.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        self.set_frozen(true)
+    }
+
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        self.set_frozen(false)
+    }
+
+    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
+        match &self.layout {
+            CgroupLayout::Unified(root) => {
+                let path = root.join(&self.name).join("cgroup.freeze");
+                let text = std::fs::read_to_string(&path).map_err(io_err("reading", &path))?;
+                Ok(text.trim() == "1")
+            }
+            CgroupLayout::Legacy(_) => {
+                let path = self.controller_dir("freezer")?.join("freezer.state");
+                let text = std::fs::read_to_string(&path).map_err(io_err("reading", &path))?;
+                Ok(text.trim() != "THAWED")
+            }
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (path, value, done): (PathBuf, &str, &str) = match &self.layout {
+            CgroupLayout::Unified(root) => {
+                let dir = root.join(&self.name);
+                let value = if frozen { "1" } else { "0" };
+                write(&dir.join("cgroup.freeze"), value)?;
+                let want = if frozen { "frozen 1" } else { "frozen 0" };
+                (dir.join("cgroup.events"), "", want)
+            }
+            CgroupLayout::Legacy(_) => {
+                let path = self.controller_dir("freezer")?.join("freezer.state");
+                let value = if frozen { "FROZEN" } else { "THAWED" };
+                (path, value, value)
+            }
+        };
+        for _ in 0..500 {
+            if !value.is_empty() {
+                // v1 moves through FREEZING: writing again retries the stragglers.
+                write(&path, value)?;
+            }
+            let state = std::fs::read_to_string(&path).map_err(io_err("reading", &path))?;
+            if state.lines().any(|l| l.trim() == done) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Err(CgroupError::FreezerStuck(path))
+    }
+
     fn controller_dir(&self, controller: &'static str) -> Result<PathBuf, CgroupError> {
         match &self.layout {
             CgroupLayout::Unified(root) => Ok(root.join(&self.name)),
@@ -199,7 +274,8 @@ impl Cgroup {
         Ok(())
     }
 
-    fn apply(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
+    /// Write `resources` into the cgroup (at create, and for the OCI runtime's `update`).
+    pub fn apply(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
         let Some(res) = resources else { return Ok(()) };
         let unified = matches!(self.layout, CgroupLayout::Unified(_));
         if let Some(mem) = res.memory() {

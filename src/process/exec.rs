@@ -348,5 +348,6 @@ fn command(setup: CommandSetup) -> Result<std::convert::Infallible, InitFailure>
         seccomp,
         errors,
         trampoline,
+        None,
     )
 }

@@ -20,6 +20,12 @@ use super::user;
 pub const CODE_NOT_FOUND: u8 = 127;
 pub const CODE_NOT_EXECUTABLE: u8 = 126;
 pub const CODE_SETUP: u8 = 125;
+/// The whole report of an init that stopped at its start gate, ready to exec its command.
+pub const CODE_CREATED: u8 = b'C';
+
+/// Set once the init has reported [`CODE_CREATED`]: nobody reads the error pipe any more, so
+/// a later failure goes to the container's stderr and becomes its exit code.
+static PAST_START_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A setup failure: Docker-style code and one line of text for the user.
 pub struct InitFailure {
@@ -51,6 +57,8 @@ pub struct InitConfig<'a> {
     pub trampoline: RawFd,
     /// A network namespace to enter first (husk configured it; see src/network).
     pub netns: Option<RawFd>,
+    /// A listening socket: wait for a connection on it before the exec (OCI create/start).
+    pub start_gate: Option<RawFd>,
 }
 
 /// Run the init: returns only by exec'ing the command; on failure it reports and exits.
@@ -61,6 +69,11 @@ pub fn run(cfg: InitConfig) -> ! {
         Err(failure) => failure,
         Ok(never) => match never {},
     };
+    if PAST_START_GATE.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(std::io::stderr(), "husk: {}", failure.message);
+        // SAFETY: as below; the code is the container's exit status now.
+        unsafe { libc::_exit(i32::from(failure.code)) }
+    }
     let mut pipe = std::fs::File::from(cfg.errors);
     let _ = pipe.write_all(&[failure.code]);
     let _ = pipe.write_all(failure.message.as_bytes());
@@ -114,7 +127,57 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         &cfg.seccomp,
         cfg.errors.as_raw_fd(),
         cfg.trampoline,
+        cfg.start_gate,
     )
+}
+
+/// The OCI create/start split: report "created" (the parent's `spawn` returns and the
+/// runtime's `create` exits), then block until `start` connects to the gate, and answer it
+/// so that it knows the command is on its way.
+fn wait_for_start(gate: RawFd, errors: RawFd) -> Result<(), InitFailure> {
+    // SAFETY: a plain write of one byte to the error pipe we hold.
+    if unsafe { libc::write(errors, [CODE_CREATED].as_ptr().cast(), 1) } != 1 {
+        return Err(fail("reporting the container created"));
+    }
+    // The parent reads the pipe to EOF: /dev/null takes the pipe's place (the number stays
+    // valid for the trampoline, whose later report nobody waits for).
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| fail(format!("opening /dev/null: {e}")))?;
+    // SAFETY: dup2 onto the error pipe's number, which we own; closes the pipe.
+    if unsafe { libc::dup2(null.as_raw_fd(), errors) } < 0 {
+        return Err(fail("closing the error pipe"));
+    }
+    PAST_START_GATE.store(true, std::sync::atomic::Ordering::Relaxed);
+    loop {
+        // SAFETY: accept4 on the listening socket we hold; no address is asked for.
+        let conn = unsafe {
+            libc::accept4(
+                gate,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if conn < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(fail(format!("waiting for start: {err}")));
+        }
+        // SAFETY: a plain write of one byte to the connection we just accepted.
+        let sent = unsafe { libc::write(conn, b"1".as_ptr().cast(), 1) };
+        // SAFETY: closing the connection we own.
+        unsafe { libc::close(conn) };
+        if sent == 1 {
+            // SAFETY: closing the gate we own; nothing else uses it.
+            unsafe { libc::close(gate) };
+            return Ok(());
+        }
+        // The caller went away before the answer: wait for a real start.
+    }
 }
 
 /// umask, oom_score_adj and rlimits from the spec: the init's, and an `exec`'d process's,
@@ -201,6 +264,7 @@ pub(super) fn become_process(
     seccomp: &[BpfProgram],
     errors: RawFd,
     trampoline: RawFd,
+    start_gate: Option<RawFd>,
 ) -> Result<std::convert::Infallible, InitFailure> {
     let spec_user = process.user();
     let (uid, gid, mut groups, home) = match spec_user.username() {
@@ -246,6 +310,9 @@ pub(super) fn become_process(
         .collect::<Result<Vec<_>, _>>()?;
     let c_env = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
 
+    if let Some(gate) = start_gate {
+        wait_for_start(gate, errors)?;
+    }
     close_on_exec_from_3()?;
     reset_signals();
 

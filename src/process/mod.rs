@@ -107,10 +107,8 @@ fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> ProcessError {
 /// What to run and where.
 pub struct LaunchConfig<'a> {
     pub spec: &'a Spec,
-    /// Image layers, bottom first.
-    pub lower_dirs: &'a [PathBuf],
-    /// Holds upper/, work/, rootfs/ (the mountpoint) and etc/; kept until `rm`.
-    pub container_dir: &'a Path,
+    /// Image layers (bottom first) for husk's own containers, or an OCI bundle's root.
+    pub root: Root<'a>,
     /// Cgroup path below each hierarchy's root, e.g. "husk/<id>".
     pub cgroup_name: &'a str,
     /// stdin, stdout, stderr for a container without a terminal; None inherits husk's.
@@ -119,6 +117,26 @@ pub struct LaunchConfig<'a> {
     /// A network namespace made and configured by husk (src/network) for the init to enter
     /// instead of a fresh one, with the /etc/hosts and resolv.conf that go with it.
     pub network: Option<&'a crate::network::NetworkJoin>,
+    /// A network namespace to join that someone else made (an OCI bundle's namespace path,
+    /// e.g. podman's netavark namespace).
+    pub netns: Option<BorrowedFd<'a>>,
+    /// A listening unix socket: the init stops right before its command (everything set
+    /// up, the executable found) and execs it only once a connection arrives there. This is
+    /// the OCI runtime's create/start split; `spawn` returns at the stop.
+    pub start_gate: Option<BorrowedFd<'a>>,
+}
+
+/// Where a container's root filesystem comes from (see [`rootfs::RootSource`]).
+#[derive(Clone, Copy)]
+pub enum Root<'a> {
+    /// Image layers, bottom first, and the container dir that holds upper/, work/, rootfs/
+    /// (the mountpoint) and etc/, kept until `rm`.
+    Layers {
+        lower_dirs: &'a [PathBuf],
+        container_dir: &'a Path,
+    },
+    /// An OCI bundle's root directory, used in place.
+    Bundle(&'a Path),
 }
 
 /// A started container: its init process and the cgroup it runs in.
@@ -163,21 +181,37 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         None => Vec::new(),
     };
 
-    let dirs = rootfs::ContainerDirs::new(cfg.container_dir);
-    dirs.create()?;
-    let hostname = spec.hostname().clone().unwrap_or_default();
-    let plan = rootfs::RootfsPlan {
-        spec,
-        lower_dirs: cfg.lower_dirs,
-        dirs: &dirs,
-        hostname,
-        network: cfg.network.map(|n| (n.hosts.as_str(), n.resolv.as_str())),
+    let dirs = match cfg.root {
+        Root::Layers { container_dir, .. } => {
+            let dirs = rootfs::ContainerDirs::new(container_dir);
+            dirs.create()?;
+            Some(dirs)
+        }
+        Root::Bundle(_) => None,
     };
-    rootfs::write_etc_files(&plan)?;
+    let root = match (cfg.root, &dirs) {
+        (Root::Layers { lower_dirs, .. }, Some(dirs)) => {
+            rootfs::RootSource::Layers { lower_dirs, dirs }
+        }
+        (Root::Bundle(path), _) => rootfs::RootSource::Bundle(path),
+        (Root::Layers { .. }, None) => unreachable!("layers always get their dirs"),
+    };
 
     let layout = CgroupLayout::detect()?;
     let resources = linux.and_then(|l| l.resources().as_ref());
     let cgroup = Cgroup::create(layout, cfg.cgroup_name, resources)?;
+    let hostname = spec.hostname().clone().unwrap_or_default();
+    let plan = rootfs::RootfsPlan {
+        spec,
+        root,
+        hostname,
+        network: cfg.network.map(|n| (n.hosts.as_str(), n.resolv.as_str())),
+        cgroup_v1: cgroup.v1_hierarchies(),
+    };
+    if let Err(err) = rootfs::write_etc_files(&plan) {
+        let _ = cgroup.destroy();
+        return Err(err.into());
+    }
     // From here on, dropping `container` kills and reaps the init and removes the cgroup.
     let mut container = Container {
         pid: Pid::from_raw(0),
@@ -197,7 +231,12 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         None => (None, None),
     };
     let mut clone_flags = namespace_clone_flags(spec);
-    if cfg.network.and_then(|n| n.netns()).is_some() {
+    let netns = cfg
+        .network
+        .and_then(|n| n.netns())
+        .map(|fd| fd.as_raw_fd())
+        .or(cfg.netns.map(|fd| fd.as_raw_fd()));
+    if netns.is_some() {
         // The init enters husk's namespace rather than making an empty one.
         clone_flags &= !(libc::CLONE_NEWNET as libc::c_ulong);
     }
@@ -220,7 +259,8 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         stdio: cfg.stdio.map(|fds| fds.map(|fd| fd.as_raw_fd())),
         interactive,
         trampoline: trampoline::shared()?,
-        netns: cfg.network.and_then(|n| n.netns()).map(|fd| fd.as_raw_fd()),
+        netns,
+        start_gate: cfg.start_gate.map(|fd| fd.as_raw_fd()),
     };
 
     container.pid = if single_threaded() {
@@ -239,6 +279,10 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         .read_to_end(&mut report)
         .map_err(io("reading the container's start report"))?;
     let program = process.args().iter().flatten().next().map_or("", |p| p);
+    let stopped_at_gate = cfg.start_gate.is_some() && report == [init::CODE_CREATED];
+    if stopped_at_gate {
+        report.clear();
+    }
     if let Some(failure) = init::reported_failure(&report, program) {
         return Err(failure.into());
     }
@@ -391,6 +435,16 @@ impl Container {
     /// The init's pid in husk's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
+    }
+
+    /// Let the init live on by itself (the OCI runtime's `create` exits while its container
+    /// waits to be started): no kill on drop, and the cgroup stays for whoever deletes it.
+    pub fn detach(mut self) {
+        self.exit = Some(ExitInfo {
+            code: 0,
+            oom_killed: false,
+        });
+        self.cgroup = None;
     }
 
     /// The pty master when the spec asked for a terminal (a new descriptor each call).

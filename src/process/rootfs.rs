@@ -147,18 +147,37 @@ pub fn parse_mount_options(options: &[String]) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
+/// Where a container's root filesystem comes from.
+#[derive(Clone, Copy)]
+pub enum RootSource<'a> {
+    /// husk's own containers: image layers (bottom first) under an overlay whose upper and
+    /// work dirs, mountpoint and generated /etc files live in the container dir.
+    Layers {
+        lower_dirs: &'a [PathBuf],
+        dirs: &'a ContainerDirs,
+    },
+    /// An OCI bundle's root (husk-runc): used as it is, as runc does; the bundle's maker
+    /// (podman, containerd) wrote its /etc files and mounts.
+    Bundle(&'a Path),
+}
+
 /// Everything the rootfs needs, gathered before namespaces are entered.
 pub struct RootfsPlan<'a> {
     pub spec: &'a Spec,
-    pub lower_dirs: &'a [PathBuf],
-    pub dirs: &'a ContainerDirs,
+    pub root: RootSource<'a>,
     pub hostname: String,
     /// /etc/hosts and /etc/resolv.conf of a container on a network (src/network).
     pub network: Option<(&'a str, &'a str)>,
+    /// On a cgroup v1 host: (controller mount name, the container's own directory there), for
+    /// a spec `cgroup` mount (OCI bundles have one at /sys/fs/cgroup).
+    pub cgroup_v1: Vec<(String, PathBuf)>,
 }
 
 /// Write the generated /etc files into the container dir (host side, before the fork).
 pub fn write_etc_files(plan: &RootfsPlan) -> Result<(), RootfsError> {
+    let RootSource::Layers { dirs, .. } = plan.root else {
+        return Ok(());
+    };
     let host_network = !has_namespace(plan.spec, LinuxNamespaceType::Network);
     let hosts = if let Some((hosts, _)) = plan.network {
         hosts.to_string()
@@ -182,7 +201,7 @@ pub fn write_etc_files(plan: &RootfsPlan) -> Result<(), RootfsError> {
         ("hosts", hosts),
         ("resolv.conf", resolv),
     ] {
-        let path = plan.dirs.etc.join(name);
+        let path = dirs.etc.join(name);
         std::fs::write(&path, content).map_err(io("writing", &path))?;
     }
     Ok(())
@@ -213,34 +232,56 @@ pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
     )
     .map_err(sys("making mounts private on", root))?;
 
-    let dirs = plan.dirs;
-    let options = overlay_options(plan.lower_dirs, &dirs.upper, &dirs.work)?;
-    mount(
-        Some("overlay"),
-        &dirs.rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(sys("mounting overlay on", &dirs.rootfs))?;
+    let new_root = match plan.root {
+        RootSource::Layers { lower_dirs, dirs } => {
+            let options = overlay_options(lower_dirs, &dirs.upper, &dirs.work)?;
+            mount(
+                Some("overlay"),
+                &dirs.rootfs,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(options.as_str()),
+            )
+            .map_err(sys("mounting overlay on", &dirs.rootfs))?;
+            dirs.rootfs.as_path()
+        }
+        RootSource::Bundle(root) => {
+            // pivot_root needs a mount point: the bundle's root bound onto itself.
+            mount(
+                Some(root),
+                root,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys("bind-mounting the bundle root", root))?;
+            root
+        }
+    };
 
-    let rootfs = in_root::open_root(&dirs.rootfs)?;
+    let rootfs = in_root::open_root(new_root)?;
     for name in ["proc", "sys", "dev"] {
         require_directory(rootfs.as_fd(), name)?;
     }
-    for name in ["hostname", "hosts", "resolv.conf"] {
-        let dest = Path::new("/etc").join(name);
-        // An image's /etc/resolv.conf is often a link (to ../run/...): followed inside the
-        // rootfs, as Docker does, never onto the host.
-        let target = in_root::open(rootfs.as_fd(), &dest, Create::File, Symlinks::Contain)?;
-        bind(&dirs.etc.join(name), &target, &dest)?;
+    if let RootSource::Layers { dirs, .. } = plan.root {
+        for name in ["hostname", "hosts", "resolv.conf"] {
+            let dest = Path::new("/etc").join(name);
+            // An image's /etc/resolv.conf is often a link (to ../run/...): followed inside
+            // the rootfs, as Docker does, never onto the host.
+            let target = in_root::open(rootfs.as_fd(), &dest, Create::File, Symlinks::Contain)?;
+            bind(&dirs.etc.join(name), &target, &dest)?;
+        }
     }
     for m in spec_mounts(plan.spec) {
-        mount_spec(rootfs.as_fd(), m)?;
+        if m.typ().as_deref() == Some("cgroup") {
+            mount_cgroup(rootfs.as_fd(), m, &plan.cgroup_v1)?;
+        } else {
+            mount_spec(rootfs.as_fd(), m)?;
+        }
     }
     drop(rootfs);
 
-    pivot(&dirs.rootfs)?;
+    pivot(new_root)?;
     make_dev()?;
     make_passed_devices(plan.spec)?;
 
@@ -364,6 +405,71 @@ fn mount_spec(rootfs: BorrowedFd, m: &Mount) -> Result<(), RootfsError> {
         data,
     )
     .map_err(sys("mounting", dest))
+}
+
+/// A spec's `cgroup` mount (runc's shape: type cgroup, usually read-only, at /sys/fs/cgroup):
+/// cgroup2 on a unified host, where a cgroup namespace makes it show the container's own
+/// subtree. On v1 (and hybrid) hosts a tmpfs holding one directory per hierarchy, each a
+/// read-only bind of the container's own cgroup there: never the host's whole tree.
+fn mount_cgroup(
+    rootfs: BorrowedFd,
+    m: &Mount,
+    v1_dirs: &[(String, PathBuf)],
+) -> Result<(), RootfsError> {
+    let dest = m.destination();
+    check_destination(dest)?;
+    let (flags, _) = parse_mount_options(m.options().as_deref().unwrap_or_default());
+    let target = in_root::open(rootfs, dest, Create::Directory, Symlinks::Contain)?;
+    let at = in_root::fd_path(&target);
+    let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if v1_dirs.is_empty() {
+        return mount(
+            Some("cgroup"),
+            &at,
+            Some("cgroup2"),
+            flags | hardening,
+            None::<&str>,
+        )
+        .map_err(sys("mounting cgroup2 on", dest));
+    }
+    mount(
+        Some("tmpfs"),
+        &at,
+        Some("tmpfs"),
+        hardening,
+        Some("mode=755,size=64k"),
+    )
+    .map_err(sys("mounting tmpfs on", dest))?;
+    for (controller, dir) in v1_dirs {
+        let inside = dest.join(controller);
+        let sub = in_root::open(rootfs, &inside, Create::Directory, Symlinks::Contain)?;
+        let source = open_path(dir)?;
+        readonly_copy(
+            &source,
+            &sub,
+            MountAttrs::RDONLY | MountAttrs::NOSUID | MountAttrs::NODEV | MountAttrs::NOEXEC,
+            || {
+                Ok(in_root::open(
+                    rootfs,
+                    &inside,
+                    Create::Nothing,
+                    Symlinks::Contain,
+                )?)
+            },
+        )?;
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        let target = in_root::open(rootfs, dest, Create::Nothing, Symlinks::Contain)?;
+        mount(
+            None::<&str>,
+            &in_root::fd_path(&target),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hardening,
+            None::<&str>,
+        )
+        .map_err(sys("remounting read-only", dest))?;
+    }
+    Ok(())
 }
 
 fn open_path(path: &Path) -> Result<OwnedFd, RootfsError> {

@@ -16,7 +16,7 @@ use crate::container::teardown::cgroup_name;
 use crate::container::{Isolation, ProcessIdentity, Record};
 use crate::cost::Phase;
 use crate::process::exec::{exec, ExecConfig};
-use crate::process::{self, Cgroup, CgroupLayout, LaunchConfig};
+use crate::process::{self, Cgroup, CgroupLayout, LaunchConfig, Root};
 use crate::runtime::container::StartFailure;
 use crate::runtime::{archive, RuntimeConfig, RuntimeError};
 
@@ -297,11 +297,15 @@ fn launch<'b>(
 ) -> LaunchConfig<'b> {
     LaunchConfig {
         spec: ctx.spec,
-        lower_dirs: ctx.layers,
-        container_dir: dir,
+        root: Root::Layers {
+            lower_dirs: ctx.layers,
+            container_dir: dir,
+        },
         cgroup_name: cgroup,
         stdio,
         network,
+        netns: None,
+        start_gate: None,
     }
 }
 

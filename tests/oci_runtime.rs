@@ -1,0 +1,783 @@
+//! husk-runc, the OCI runtime command line: the lifecycle cases of the runtime spec's
+//! runtime.md as tests of their own, exec, hooks and the console socket, and then the real
+//! clients from Debian driving it: podman (`--runtime`) and containerd's runc shim
+//! (`ctr run --runc-binary`). Needs root and busybox-static; each test has its own `--root`,
+//! bundle and container ids.
+//!
+//! husk-runc's stdout and stderr go to files, never to pipes: the container inherits them
+//! (stdio is passed untouched), and a pipe would stay open for as long as it runs.
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A runtime root, a busybox bundle and the husk-runc name of the husk binary under test.
+struct Runc {
+    tmp: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+impl Runc {
+    fn new(test: &str) -> Option<Self> {
+        if !common::is_root() {
+            common::note_skip(test, "husk-runc needs root");
+            return None;
+        }
+        if common::host_busybox().is_none() {
+            common::note_skip(test, "busybox-static is not installed (scripts/setup.sh)");
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let binary = tmp.path().join("husk-runc");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_husk"), &binary).unwrap();
+        Some(Self { tmp, binary })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    /// A bundle `name` with a busybox root and a config.json of `husk-runc spec` whose
+    /// process runs `args`; `edit` changes the config further.
+    fn bundle(&self, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let bundle = self.tmp.path().join(name);
+        common::make_busybox_rootfs(&bundle.join("rootfs")).unwrap();
+        let out = self.run(&["spec", "--bundle", bundle.to_str().unwrap()]);
+        assert!(out.ok, "spec: {}", out.stderr);
+        let path = bundle.join("config.json");
+        let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config["process"]["terminal"] = Value::Bool(false);
+        config["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
+        config["hostname"] = Value::from("oci-test");
+        // The tests look for what their programs write into the root.
+        config["root"]["readonly"] = Value::Bool(false);
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        bundle
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(self.root()).args(args);
+        cmd
+    }
+
+    /// Run husk-runc with stdin closed and its output in files (see the module comment).
+    fn run(&self, args: &[&str]) -> Outcome {
+        let out_path = self.tmp.path().join(format!("out-{}", unique()));
+        let err_path = self.tmp.path().join(format!("err-{}", unique()));
+        let status = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).unwrap())
+            .stderr(std::fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        // The container may hold the files open (and write to them) for longer: read what
+        // husk-runc itself wrote, now.
+        let outcome = Outcome {
+            ok: status.success(),
+            code: status.code().unwrap_or(-1),
+            stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+        };
+        eprintln!("husk-runc {args:?} -> {} {outcome:?}", outcome.code);
+        outcome
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.ok, "husk-runc {args:?} failed: {}", out.stderr);
+        out.stdout
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_string()
+    }
+
+    fn wait_for_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.status(id) != want {
+            assert!(Instant::now() < deadline, "{id} never became {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        // Whatever a failed test left running goes, with its cgroup.
+        if let Ok(entries) = std::fs::read_dir(self.root()) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let _ = self
+                    .command(&["delete", "--force", &id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    ok: bool,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The container's cgroup directories on this host (any hierarchy will do: all hold it).
+fn cgroup_dir_exists(name: &str) -> bool {
+    [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+    ]
+    .iter()
+    .any(|root| Path::new(root).join(name).is_dir())
+}
+
+#[test]
+fn create_does_not_run_the_program_and_start_does() {
+    let Some(runc) = Runc::new("create_does_not_run_the_program_and_start_does") else {
+        return;
+    };
+    let bundle = runc.bundle(
+        "b",
+        &["sh", "-c", "echo ran > /ran; echo out-of-the-container"],
+        |_| {},
+    );
+    let b = bundle.to_str().unwrap();
+    let pid_file = runc.tmp.path().join("pid");
+    let out_path = runc.tmp.path().join("container-stdout");
+    // stdio is passed untouched: the container's stdout is the file husk-runc create got.
+    let status = runc
+        .command(&[
+            "create",
+            "--bundle",
+            b,
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "c1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let state = runc.state("c1");
+    assert_eq!(state["ociVersion"], "1.0.2");
+    assert_eq!(state["id"], "c1");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["bundle"], b);
+    let pid = state["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    // The init exists, its namespaces and cgroup too, but the program has not run.
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(cgroup_dir_exists("husk-runc/c1"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !bundle.join("rootfs/ran").exists(),
+        "create ran the program"
+    );
+    assert_eq!(runc.status("c1"), "created");
+
+    runc.ok(&["start", "c1"]);
+    wait_until("the program's file", || bundle.join("rootfs/ran").exists());
+    runc.wait_for_status("c1", "stopped");
+    assert_eq!(runc.state("c1")["pid"], 0);
+    assert_eq!(
+        std::fs::read_to_string(&out_path).unwrap(),
+        "out-of-the-container\n"
+    );
+
+    // runtime.md: start of a container that is not created fails; kill of a stopped one too.
+    let again = runc.run(&["start", "c1"]);
+    assert!(!again.ok);
+    assert!(again.stderr.contains("stopped"), "{}", again.stderr);
+    assert!(!runc.run(&["kill", "c1", "KILL"]).ok);
+
+    runc.ok(&["delete", "c1"]);
+    assert!(!cgroup_dir_exists("husk-runc/c1"));
+    let gone = runc.run(&["state", "c1"]);
+    assert!(!gone.ok);
+    assert!(gone.stderr.contains("does not exist"), "{}", gone.stderr);
+}
+
+#[test]
+fn delete_of_a_running_container_fails_until_it_is_killed() {
+    let Some(runc) = Runc::new("delete_of_a_running_container_fails_until_it_is_killed") else {
+        return;
+    };
+    let bundle = runc.bundle("b", &["sleep", "1000"], |_| {});
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "c2"]);
+    runc.ok(&["start", "c2"]);
+    assert_eq!(runc.status("c2"), "running");
+    let listed = runc.ok(&["list", "--format", "json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["id"], "c2");
+    assert_eq!(listed[0]["status"], "running");
+
+    let refused = runc.run(&["delete", "c2"]);
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("running"), "{}", refused.stderr);
+    assert_eq!(runc.status("c2"), "running", "a refused delete changed it");
+
+    let pids: Value = serde_json::from_str(&runc.ok(&["ps", "--format", "json", "c2"])).unwrap();
+    assert_eq!(pids.as_array().unwrap().len(), 1);
+    assert_eq!(pids[0], runc.state("c2")["pid"]);
+
+    runc.ok(&["pause", "c2"]);
+    assert_eq!(runc.status("c2"), "paused");
+    assert!(!runc.run(&["pause", "c2"]).ok);
+    runc.ok(&["resume", "c2"]);
+    assert_eq!(runc.status("c2"), "running");
+
+    runc.ok(&["kill", "c2", "KILL"]);
+    runc.wait_for_status("c2", "stopped");
+    runc.ok(&["delete", "c2"]);
+    assert!(!cgroup_dir_exists("husk-runc/c2"));
+
+    // --force takes a running container down in one step.
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "c3"]);
+    runc.ok(&["start", "c3"]);
+    let pid = runc.state("c3")["pid"].as_i64().unwrap();
+    runc.ok(&["delete", "--force", "c3"]);
+    assert!(!cgroup_dir_exists("husk-runc/c3"));
+    assert!(!runc.run(&["state", "c3"]).ok);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "the init lives on: {stat}"
+    );
+}
+
+#[test]
+fn an_id_is_taken_once_and_a_missing_command_fails_at_create() {
+    let Some(runc) = Runc::new("an_id_is_taken_once_and_a_missing_command_fails_at_create") else {
+        return;
+    };
+    let bundle = runc.bundle("b", &["sleep", "1000"], |_| {});
+    let b = bundle.to_str().unwrap();
+    runc.ok(&["create", "--bundle", b, "c4"]);
+    let twice = runc.run(&["create", "--bundle", b, "c4"]);
+    assert!(!twice.ok);
+    assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
+    assert_eq!(runc.status("c4"), "created");
+    assert!(!runc.run(&["create", "--bundle", b, "../escape"]).ok);
+
+    let missing = runc.bundle("missing", &["/no/such/program"], |_| {});
+    let failed = runc.run(&["create", "--bundle", missing.to_str().unwrap(), "c5"]);
+    assert!(!failed.ok);
+    assert!(
+        failed.stderr.contains("/no/such/program"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        !runc.root().join("c5").exists(),
+        "a failed create left state"
+    );
+    assert!(!cgroup_dir_exists("husk-runc/c5"));
+
+    // What husk cannot honour is refused with one line.
+    let userns = runc.bundle("userns", &["true"], |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+    });
+    let refused = runc.run(&["create", "--bundle", userns.to_str().unwrap(), "c6"]);
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("user namespaces"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+    let systemd = runc.run(&["--systemd-cgroup", "create", "--bundle", b, "c7"]);
+    assert!(!systemd.ok);
+    assert!(systemd.stderr.contains("--systemd-cgroup"));
+
+    // A created container can be killed, and is then deleted like a stopped one.
+    runc.ok(&["kill", "c4", "KILL"]);
+    runc.wait_for_status("c4", "stopped");
+    runc.ok(&["delete", "c4"]);
+}
+
+#[test]
+fn exec_runs_in_the_container_and_returns_its_code() {
+    let Some(runc) = Runc::new("exec_runs_in_the_container_and_returns_its_code") else {
+        return;
+    };
+    let bundle = runc.bundle("b", &["sleep", "1000"], |_| {});
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "c8"]);
+    assert!(
+        !runc.run(&["exec", "c8", "true"]).ok,
+        "exec into a container that was not started"
+    );
+    runc.ok(&["start", "c8"]);
+
+    let out = runc.run(&["exec", "c8", "sh", "-c", "hostname; exit 7"]);
+    assert_eq!(out.code, 7);
+    assert_eq!(out.stdout, "oci-test\n");
+    assert!(!runc.run(&["exec", "c8", "nosuch"]).ok);
+
+    // --process, as containerd's shim and podman's conmon pass it, detached with a pid file.
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "echo from-process-json > /exec-out; sleep 1000"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    let process_file = runc.tmp.path().join("process.json");
+    std::fs::write(&process_file, process.to_string()).unwrap();
+    let pid_file = runc.tmp.path().join("exec.pid");
+    runc.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--process",
+        process_file.to_str().unwrap(),
+        "c8",
+    ]);
+    wait_until("the exec'd process's file", || {
+        bundle.join("rootfs/exec-out").exists()
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pids: Value = serde_json::from_str(&runc.ok(&["ps", "--format", "json", "c8"])).unwrap();
+    assert!(
+        pids.as_array().unwrap().contains(&Value::from(pid)),
+        "{pids}"
+    );
+    // kill --all reaches the exec'd process too.
+    runc.ok(&["kill", "--all", "c8", "KILL"]);
+    runc.wait_for_status("c8", "stopped");
+    runc.ok(&["delete", "c8"]);
+}
+
+#[test]
+fn hooks_run_with_the_state_on_stdin() {
+    let Some(runc) = Runc::new("hooks_run_with_the_state_on_stdin") else {
+        return;
+    };
+    let dir = runc.tmp.path().to_path_buf();
+    let hook = |stage: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}/{stage}.json", dir.display())],
+        })
+    };
+    let bundle = runc.bundle("b", &["true"], |c| {
+        c["hooks"] = serde_json::json!({
+            "prestart": [hook("prestart")],
+            "createRuntime": [hook("createRuntime")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        });
+    });
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "c9"]);
+    for stage in ["prestart", "createRuntime"] {
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{stage}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(state["id"], "c9");
+        assert_eq!(state["status"], "creating");
+        assert!(state["pid"].as_i64().unwrap() > 0);
+    }
+    assert!(!dir.join("poststart.json").exists());
+    runc.ok(&["start", "c9"]);
+    let poststart: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("poststart.json")).unwrap()).unwrap();
+    assert_eq!(poststart["status"], "running");
+    runc.wait_for_status("c9", "stopped");
+    assert!(!dir.join("poststop.json").exists());
+    runc.ok(&["delete", "c9"]);
+    let poststop: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("poststop.json")).unwrap()).unwrap();
+    assert_eq!(poststop["status"], "stopped");
+
+    // A failing prestart hook fails create and leaves nothing behind.
+    let failing = runc.bundle("failing", &["true"], |c| {
+        c["hooks"] = serde_json::json!({
+            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}],
+        });
+    });
+    let out = runc.run(&["create", "--bundle", failing.to_str().unwrap(), "c10"]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("prestart hook"), "{}", out.stderr);
+    assert!(out.stderr.contains("nope"), "{}", out.stderr);
+    assert!(!runc.root().join("c10").exists());
+    assert!(!cgroup_dir_exists("husk-runc/c10"));
+}
+
+/// Receive one descriptor sent with SCM_RIGHTS.
+fn receive_fd(socket: &std::os::unix::net::UnixStream) -> OwnedFd {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    for cmsg in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: SCM_RIGHTS just installed this descriptor for us alone.
+            return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no descriptor came over the console socket");
+}
+
+#[test]
+fn the_pty_master_comes_over_the_console_socket() {
+    let Some(runc) = Runc::new("the_pty_master_comes_over_the_console_socket") else {
+        return;
+    };
+    let bundle = runc.bundle("b", &["sh", "-c", "tty; stty size"], |c| {
+        c["process"]["terminal"] = Value::Bool(true);
+        c["process"]["consoleSize"] = serde_json::json!({"height": 30, "width": 100});
+    });
+    let socket_path = runc.tmp.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let without = runc.run(&["create", "--bundle", bundle.to_str().unwrap(), "c11"]);
+    assert!(!without.ok, "a terminal without a console socket");
+    assert!(
+        without.stderr.contains("--console-socket"),
+        "{}",
+        without.stderr
+    );
+
+    let receiver = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        receive_fd(&socket)
+    });
+    runc.ok(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        socket_path.to_str().unwrap(),
+        "c11",
+    ]);
+    let master = std::fs::File::from(receiver.join().unwrap());
+    runc.ok(&["start", "c11"]);
+    let mut output = String::new();
+    let mut reader = std::io::BufReader::new(master);
+    // Read until the program ends (EIO on a pty master once the slave is closed).
+    let _ = std::io::Read::read_to_string(&mut reader, &mut output);
+    assert!(output.contains("/dev/pts/0"), "{output:?}");
+    assert!(output.contains("30 100"), "{output:?}");
+    runc.wait_for_status("c11", "stopped");
+    runc.ok(&["delete", "c11"]);
+}
+
+/// podman with its own storage in the test's temp dir (nothing of the host's podman is
+/// touched), cgroupfs as its cgroup manager, and husk-runc as its runtime.
+fn podman(runc: &Runc) -> Command {
+    let base = runc.tmp.path();
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(base.join("podman-storage"))
+        .arg("--runroot")
+        .arg(base.join("podman-run"))
+        .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+        .arg("--runtime")
+        .arg(&runc.binary)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn podman_ok(runc: &Runc, args: &[&str]) -> String {
+    let out = podman(runc).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "podman {args:?} -> {:?}\n{stdout}{stderr}",
+        out.status.code()
+    );
+    assert!(out.status.success(), "podman {args:?}: {stderr}");
+    stdout
+}
+
+#[test]
+fn podman_runs_containers_through_husk() {
+    let Some(runc) = Runc::new("podman_runs_containers_through_husk") else {
+        return;
+    };
+    if !common::cli::tool_exists("podman") {
+        skip!("podman is not installed (scripts/setup.sh installs it)");
+    }
+    let rootfs = runc.tmp.path().join("image-root");
+    common::make_busybox_rootfs(&rootfs).unwrap();
+    let tar = runc.tmp.path().join("busybox.tar");
+    common::tar_dir(&rootfs, &tar);
+    podman_ok(
+        &runc,
+        &[
+            "import",
+            tar.to_str().unwrap(),
+            "localhost/husk-oci-busybox:1",
+        ],
+    );
+    let image = "localhost/husk-oci-busybox:1";
+
+    let out = podman_ok(
+        &runc,
+        &["run", "--rm", image, "sh", "-c", "echo hello; hostname"],
+    );
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("hello"));
+    assert!(lines.next().is_some_and(|h| !h.is_empty()));
+
+    let volume = runc.tmp.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    podman_ok(
+        &runc,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/data", volume.display()),
+            image,
+            "sh",
+            "-c",
+            "echo kept > /data/file",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(volume.join("file")).unwrap(),
+        "kept\n"
+    );
+
+    let script = "trap 'echo got TERM; exit 7' TERM; echo started; while true; do sleep 0.1; done";
+    podman_ok(
+        &runc,
+        &["run", "-d", "--name", "web", image, "sh", "-c", script],
+    );
+    wait_until("the container's first log line", || {
+        podman(&runc)
+            .args(["logs", "web"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("started"))
+    });
+    let exec = podman(&runc)
+        .args(["exec", "web", "sh", "-c", "echo in-exec; exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(exec.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "in-exec\n");
+    let missing = podman(&runc)
+        .args(["exec", "web", "nosuch"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(127));
+    podman_ok(&runc, &["stop", "-t", "10", "web"]);
+    let code = podman_ok(&runc, &["inspect", "-f", "{{.State.ExitCode}}", "web"]);
+    assert_eq!(code.trim(), "7");
+    assert!(podman_ok(&runc, &["logs", "web"]).contains("got TERM"));
+    podman_ok(&runc, &["rm", "web"]);
+
+    // -it through a pty: podman's conmon gets the master over husk-runc's console socket.
+    if common::cli::tool_exists("script") {
+        let podman_line = format!(
+            "podman --root {base}/podman-storage --runroot {base}/podman-run --cgroup-manager \
+             cgroupfs --events-backend none --runtime {binary} run --rm -it {image} sh -c \
+             'tty; echo done'",
+            base = runc.tmp.path().display(),
+            binary = runc.binary.display(),
+        );
+        let out = Command::new("script")
+            .args(["-qec", &podman_line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("/dev/pts/0"), "{text}");
+        assert!(text.contains("done"), "{text}");
+    } else {
+        common::note_skip("podman -it", "script (util-linux) is not installed");
+    }
+    podman_ok(&runc, &["rmi", image]);
+    assert!(podman_ok(&runc, &["ps", "-aq"]).trim().is_empty());
+    // podman (with any runtime) leaves its conmon cgroup; once empty it is nobody's.
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(hierarchy.path().join("libpod_parent/conmon"));
+        let _ = std::fs::remove_dir(hierarchy.path().join("libpod_parent"));
+    }
+}
+
+/// containerd from Debian with its root, state and socket in the test's temp dir, killed
+/// when dropped.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_containerd(base: &Path) -> Containerd {
+    let socket = base.join("containerd.sock");
+    let config = base.join("containerd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{socket}\"\n",
+            root = base.join("containerd-root").display(),
+            state = base.join("containerd-state").display(),
+            socket = socket.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(base.join("containerd.log")).unwrap())
+        .stderr(std::fs::File::create(base.join("containerd.err")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("containerd's socket", || socket.exists());
+    Containerd { child, socket }
+}
+
+#[test]
+fn containerd_runs_containers_through_husk_runc() {
+    let Some(runc) = Runc::new("containerd_runs_containers_through_husk_runc") else {
+        return;
+    };
+    if !common::cli::tool_exists("containerd") || !common::cli::tool_exists("ctr") {
+        skip!("containerd is not installed (scripts/setup.sh installs it)");
+    }
+    let base = runc.tmp.path();
+    let rootfs = base.join("ctr-root");
+    common::make_busybox_rootfs(&rootfs).unwrap();
+    let containerd = start_containerd(base);
+    let ctr = |args: &[&str]| {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&containerd.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        eprintln!(
+            "ctr {args:?} -> {:?}\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let binary = runc.binary.to_str().unwrap().to_string();
+    let root = rootfs.to_str().unwrap().to_string();
+    // The runc v2 shim drives husk-runc: create, start, wait, delete.
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        &binary,
+        "--rootfs",
+        &root,
+        "ctr1",
+        "sh",
+        "-c",
+        "echo from-containerd; exit 4",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-containerd\n");
+    assert_eq!(out.status.code(), Some(4));
+
+    // Detached, then exec (the shim passes --process and --detach), kill and delete.
+    let out = ctr(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        &binary,
+        "--rootfs",
+        &root,
+        "ctr2",
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success());
+    let out = ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "ctr2",
+        "sh",
+        "-c",
+        "echo in-exec; exit 5",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-exec\n");
+    assert_eq!(out.status.code(), Some(5));
+    let out = ctr(&["task", "ps", "ctr2"]);
+    assert!(out.status.success());
+    assert!(ctr(&["task", "kill", "--signal", "SIGKILL", "ctr2"])
+        .status
+        .success());
+    wait_until("ctr2 to stop", || {
+        String::from_utf8_lossy(&ctr(&["task", "ls"]).stdout)
+            .lines()
+            .any(|l| l.starts_with("ctr2") && l.contains("STOPPED"))
+    });
+    assert!(ctr(&["task", "delete", "ctr2"]).status.success());
+    assert!(ctr(&["container", "delete", "ctr2"]).status.success());
+    assert!(!cgroup_dir_exists("default/ctr2"));
+}
