@@ -896,7 +896,16 @@ fn check_udp_is_published(lab: &Lab, test: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(lab.husk.logs("listener").contains("datagram"));
+    // The answer can come back before the listener's own line reaches its log (a VM's output
+    // travels through the guest's console), so the log is awaited, not read once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lab.husk.logs("listener").contains("datagram") {
+        assert!(
+            Instant::now() < deadline,
+            "the listener's log never showed the datagram"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A container of `lab`'s default isolation reaches a server in a second namespace of the
