@@ -41,35 +41,52 @@ enum LogFormat {
     Json,
 }
 
+/// What `create` and `run` share, as runc spells it.
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    #[arg(long, short = 'b', default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Refused: husk always pivots into the container's root.
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted: husk never creates a new session keyring.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    id: String,
+}
+
+impl CreateArgs {
+    /// Create the container these arguments name; returns its id.
+    fn create(self, runtime: &OciRuntime) -> anyhow::Result<String> {
+        if self.no_pivot {
+            anyhow::bail!("--no-pivot is not supported: husk always uses pivot_root");
+        }
+        let opts = CreateOptions {
+            pid_file: self.pid_file,
+            console_socket: self.console_socket,
+        };
+        runtime.create(&self.id, &self.bundle, &opts)?;
+        Ok(self.id)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Verb {
     /// Create a container from a bundle; its program waits for `start`.
     Create {
-        #[arg(long, short = 'b', default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
-        /// Refused: husk always pivots into the container's root.
-        #[arg(long = "no-pivot")]
-        no_pivot: bool,
-        /// Accepted: husk never creates a new session keyring.
-        #[arg(long = "no-new-keyring")]
-        no_new_keyring: bool,
-        id: String,
+        #[command(flatten)]
+        create: CreateArgs,
     },
     /// Create and start in one step, waiting for the program unless --detach.
     Run {
-        #[arg(long, short = 'b', default_value = ".")]
-        bundle: PathBuf,
-        #[arg(long = "pid-file")]
-        pid_file: Option<PathBuf>,
-        #[arg(long = "console-socket")]
-        console_socket: Option<PathBuf>,
+        #[command(flatten)]
+        create: CreateArgs,
         #[arg(long, short = 'd')]
         detach: bool,
-        id: String,
     },
     /// Run the program of a created container.
     Start { id: String },
@@ -214,35 +231,11 @@ fn run(cli: RuncCli, default_isolation: Isolation) -> anyhow::Result<i32> {
     }
     let runtime = OciRuntime::new(cli.root, default_isolation);
     match cli.command {
-        Verb::Create {
-            bundle,
-            pid_file,
-            console_socket,
-            no_pivot,
-            no_new_keyring: _,
-            id,
-        } => {
-            if no_pivot {
-                anyhow::bail!("--no-pivot is not supported: husk always uses pivot_root");
-            }
-            let opts = CreateOptions {
-                pid_file,
-                console_socket,
-            };
-            runtime.create(&id, &bundle, &opts)?;
+        Verb::Create { create } => {
+            create.create(&runtime)?;
         }
-        Verb::Run {
-            bundle,
-            pid_file,
-            console_socket,
-            detach,
-            id,
-        } => {
-            let opts = CreateOptions {
-                pid_file,
-                console_socket,
-            };
-            runtime.create(&id, &bundle, &opts)?;
+        Verb::Run { create, detach } => {
+            let id = create.create(&runtime)?;
             let pid = runtime.state(&id)?.pid;
             if let Err(err) = runtime.start(&id) {
                 let _ = runtime.delete(&id, true);

@@ -332,6 +332,20 @@ fn an_id_is_taken_once_and_a_missing_command_fails_at_create() {
     let systemd = runc.run(&["--systemd-cgroup", "create", "--bundle", b, "c7"]);
     assert!(!systemd.ok);
     assert!(systemd.stderr.contains("--systemd-cgroup"));
+    // `run` takes `create`'s flags and refuses what `create` refuses, before anything exists.
+    for verb in ["create", "run"] {
+        let no_pivot = runc.run(&[verb, "--no-pivot", "--bundle", b, "c8"]);
+        assert!(!no_pivot.ok, "{verb} --no-pivot was accepted");
+        assert!(
+            no_pivot.stderr.contains("--no-pivot"),
+            "{}",
+            no_pivot.stderr
+        );
+        assert!(
+            !runc.run(&["state", "c8"]).ok,
+            "{verb} --no-pivot left a container"
+        );
+    }
 
     // A created container can be killed, and is then deleted like a stopped one.
     runc.ok(&["kill", "c4", "KILL"]);
@@ -636,7 +650,12 @@ fn podman_runs_containers_through_husk() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        assert!(
+            out.status.success(),
+            "{}: {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains("/dev/pts/0"), "{text}");
         assert!(text.contains("done"), "{text}");
     } else {

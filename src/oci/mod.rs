@@ -17,7 +17,7 @@ pub mod hooks;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::container::spec::ANNOTATION_INTERACTIVE;
 use crate::container::ProcessIdentity;
 use crate::process::exec::{exec, ExecConfig};
+use crate::process::send_fd;
 use crate::process::{self, Cgroup, CgroupError, CgroupLayout, LaunchConfig, ProcessError, Root};
 
 /// The bundle annotation that picks a container's isolation (crun's `run.oci.handler` is the
@@ -289,7 +290,7 @@ impl OciRuntime {
             let master = container.pty_master().ok_or_else(|| {
                 ProcessError::Setup("the container did not hand over its terminal".into())
             })?;
-            send_fd(console, &master).map_err(io(
+            send_fd(console, master.as_fd(), b"/dev/ptmx").map_err(io(
                 "sending the pty over",
                 opts.console_socket.as_deref().unwrap_or(Path::new("")),
             ))?;
@@ -535,7 +536,7 @@ impl OciRuntime {
         let master = running.pty_master();
         match (console, master) {
             (Some(console), Some(master)) => {
-                send_fd(&console, &master).map_err(io(
+                send_fd(&console, master.as_fd(), b"/dev/ptmx").map_err(io(
                     "sending the pty over",
                     opts.console_socket.as_deref().unwrap_or(Path::new("")),
                 ))?;
@@ -794,23 +795,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
     let tmp = path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()));
     std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("writing", path))
-}
-
-/// Send a descriptor over a unix socket (SCM_RIGHTS), as runc does with the console
-/// socket: one message, the fd attached.
-fn send_fd(socket: &UnixStream, fd: &OwnedFd) -> std::io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [fd.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .map(|_| ())
-    .map_err(std::io::Error::from)
 }
 
 /// `exec -t` with no console socket: our own terminal in raw mode, relayed to the process's

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -220,7 +220,7 @@ pub(super) fn open_terminal(
         // SAFETY: TIOCSWINSZ reads the winsize we own from a pty master we hold.
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
-    send_fd(console, master.as_raw_fd())
+    send_fd(console, master.as_fd(), b"p")
         .map_err(|e| fail(format!("sending the pty to husk: {e}")))?;
     drop(master);
     let slave = std::fs::OpenOptions::new()
@@ -483,10 +483,17 @@ fn dup_onto(fd: RawFd, target: RawFd) -> Result<(), InitFailure> {
     Ok(())
 }
 
-fn send_fd(socket: &UnixStream, fd: RawFd) -> nix::Result<usize> {
+/// Send a descriptor over a unix socket (SCM_RIGHTS): one message, the fd attached. Used for
+/// the pty master, from init to husk and from husk-runc to a runc console socket. A message
+/// must carry some payload: runc's console socket gets the terminal's name, as runc sends it.
+pub(crate) fn send_fd(
+    socket: &UnixStream,
+    fd: BorrowedFd<'_>,
+    payload: &[u8],
+) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [fd];
-    let iov = [std::io::IoSlice::new(b"p")];
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(payload)];
     sendmsg::<()>(
         socket.as_raw_fd(),
         &iov,
@@ -494,6 +501,8 @@ fn send_fd(socket: &UnixStream, fd: RawFd) -> nix::Result<usize> {
         MsgFlags::empty(),
         None,
     )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
 }
 
 /// husk blocks and handles signals for forwarding; the command must start with defaults.

@@ -15,6 +15,7 @@ pub mod exec;
 mod foreground;
 mod in_root;
 mod init;
+pub(crate) use init::send_fd;
 pub use init::{capability_names, rlimit_name};
 pub mod rootfs;
 pub mod seccomp;
