@@ -21,12 +21,14 @@ tier=(
   "cost_compare json_has_every_field_for_both_isolations vm_runs_killed_mid_way_are_reported_not_averaged"
   "conformance ::vm:: a_named_volume_is_shared_between_the_isolations a_killed_vm_monitor_or_supervisor_leaves_no_daemon_behind"
   "network vm_"
+  "oci_runtime vm_"
 )
 # Each binary's bound in L1, about four times what it takes on a 2-core CI machine: a binary
 # that passes it has hung, and is listed (with what every process in L1 was doing) and run once
 # more, since TCG's emulated SVM has been seen to stall a run that passes when repeated.
 declare -A bound_s=([vmm_kvm]=120 [vmm_cli]=120 [vmm_guest_boot]=180 [cli_vm]=900
-  [cost_ledger]=300 [cost_compare]=600 [conformance]=2400 [network]=900)
+  [cost_ledger]=300 [cost_compare]=600 [conformance]=2400 [network]=900
+  [oci_runtime]=900)
 
 if [ $# -gt 0 ]; then
   chosen=()

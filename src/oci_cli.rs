@@ -176,6 +176,17 @@ enum Verb {
         #[arg(long, short = 'b', default_value = ".")]
         bundle: PathBuf,
     },
+    /// The process that holds a VM container's VM (started by `create`, never by hand).
+    #[command(name = "__vm-hold", hide = true)]
+    VmHold {
+        #[arg(long)]
+        rootfs: PathBuf,
+        #[arg(long)]
+        cgroup: String,
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        id: String,
+    },
 }
 
 /// Entry point for the husk-runc name: returns the process exit code.
@@ -229,7 +240,7 @@ fn run(cli: RuncCli, default_isolation: Isolation) -> anyhow::Result<i32> {
              --cgroup-manager cgroupfs, or containerd's SystemdCgroup = false)"
         );
     }
-    let runtime = OciRuntime::new(cli.root, default_isolation);
+    let runtime = OciRuntime::new(cli.root.clone(), default_isolation);
     match cli.command {
         Verb::Create { create } => {
             create.create(&runtime)?;
@@ -244,7 +255,7 @@ fn run(cli: RuncCli, default_isolation: Isolation) -> anyhow::Result<i32> {
             if detach {
                 return Ok(0);
             }
-            let code = wait_for_exit(pid);
+            let code = oci::wait_for_exit(pid);
             runtime.delete(&id, true)?;
             return Ok(code);
         }
@@ -316,6 +327,20 @@ fn run(cli: RuncCli, default_isolation: Isolation) -> anyhow::Result<i32> {
         }
         Verb::Features => print_json(&features())?,
         Verb::Spec { bundle } => write_default_spec(&bundle)?,
+        Verb::VmHold {
+            rootfs,
+            cgroup,
+            console_socket,
+            id,
+        } => {
+            return Ok(oci::vm::hold(&oci::vm::HoldArgs {
+                root: cli.root,
+                id,
+                rootfs,
+                cgroup,
+                console_socket,
+            }))
+        }
     }
     Ok(0)
 }
@@ -325,18 +350,6 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
-}
-
-/// `run` in the foreground: the init is our child, reaped here for its code.
-fn wait_for_exit(pid: i32) -> i32 {
-    loop {
-        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return code,
-            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
-            Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(_) => return 255,
-        }
-    }
 }
 
 fn list(states: &[State], format: &str, quiet: bool) -> anyhow::Result<()> {

@@ -38,6 +38,38 @@ impl Runc {
         Some(Self { tmp, binary })
     }
 
+    /// A runtime whose VM containers run on the monitor of `common::vm_monitor`. podman and
+    /// containerd do not pass their environment on to the runtime, so the VM settings go into
+    /// a wrapper named husk-runc, which is what an operator writes on a host that needs them.
+    fn new_vm(test: &str) -> Option<Self> {
+        let (kernel, agent) = match common::guest_assets() {
+            Ok(assets) => assets.clone(),
+            Err(why) => {
+                common::note_skip(test, &why);
+                return None;
+            }
+        };
+        let mut runc = Self::new(test)?;
+        let dir = runc.tmp.path().join("vm-runtime");
+        std::fs::create_dir(&dir).unwrap();
+        let wrapper = dir.join("husk-runc");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/bash\nexport HUSK_VMM={} HUSK_KERNEL={} HUSK_AGENT={}\nexec -a husk-runc {} \"$@\"\n",
+                common::vm_monitor(),
+                kernel.display(),
+                agent.display(),
+                env!("CARGO_BIN_EXE_husk"),
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        runc.binary = wrapper;
+        Some(runc)
+    }
+
     fn root(&self) -> PathBuf {
         self.tmp.path().join("state")
     }
@@ -529,6 +561,224 @@ fn the_pty_master_comes_over_the_console_socket() {
     runc.ok(&["delete", "c11"]);
 }
 
+/// A process that exists and is not a zombie (the holder's reaper is whoever adopted it).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        !state.starts_with('Z') && !state.starts_with('X')
+    })
+}
+
+/// The bundle annotation that asks husk-runc for VM isolation.
+fn in_a_vm(config: &mut Value) {
+    config["annotations"]["io.husk.isolation"] = Value::from("vm");
+}
+
+fn host_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn vm_containers_follow_the_runc_lifecycle_in_their_own_guest() {
+    let Some(runc) = Runc::new_vm("vm_containers_follow_the_runc_lifecycle_in_their_own_guest")
+    else {
+        return;
+    };
+    let data = runc.tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("from-host"), "").unwrap();
+    let motd = runc.tmp.path().join("motd");
+    std::fs::write(&motd, "bound-file\n").unwrap();
+    let script = "echo ran > /ran; uname -r; cat /etc/motd; ls /data; \
+                  trap 'echo got TERM; exit 7' TERM; while true; do sleep 0.1; done";
+    let bundle = runc.bundle("b", &["sh", "-c", script], |c| {
+        in_a_vm(c);
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(serde_json::json!({"destination": "/data", "type": "bind",
+            "source": data, "options": ["rbind", "rw"]}));
+        mounts.push(
+            serde_json::json!({"destination": "/etc/motd", "type": "bind",
+            "source": motd, "options": ["bind", "ro"]}),
+        );
+    });
+    let b = bundle.to_str().unwrap();
+    let pid_file = runc.tmp.path().join("pid");
+    let out_path = runc.tmp.path().join("container-stdout");
+    let status = runc
+        .command(&[
+            "create",
+            "--bundle",
+            b,
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "v1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let state = runc.state("v1");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["annotations"]["io.husk.isolation"], "vm");
+    // The pid is the process that holds the VM; the guest is up, the program has not run.
+    let pid = state["pid"].as_i64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    assert!(cgroup_dir_exists("husk-runc/v1"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !bundle.join("rootfs/ran").exists(),
+        "create ran the program"
+    );
+    assert_eq!(runc.status("v1"), "created");
+
+    runc.ok(&["start", "v1"]);
+    assert!(!runc.run(&["start", "v1"]).ok, "started twice");
+    // The guest's writes land in the bundle's root on the host (it is shared, not copied).
+    wait_until("the program's file", || bundle.join("rootfs/ran").exists());
+    wait_until("the program's output", || {
+        std::fs::read_to_string(&out_path).is_ok_and(|o| o.contains("from-host"))
+    });
+    let output = std::fs::read_to_string(&out_path).unwrap();
+    let mut lines = output.lines();
+    let guest_release = lines.next().unwrap().to_string();
+    assert_ne!(
+        guest_release,
+        host_release(),
+        "the program ran on the host's kernel"
+    );
+    assert_eq!(lines.next(), Some("bound-file"));
+    assert_eq!(runc.status("v1"), "running");
+    assert!(!runc.run(&["delete", "v1"]).ok, "deleted while running");
+
+    // exec runs in the guest, with its code, and through the directory bind.
+    let out = runc.run(&[
+        "exec",
+        "v1",
+        "sh",
+        "-c",
+        "uname -r; echo x > /data/from-guest; exit 3",
+    ]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), guest_release);
+    assert!(data.join("from-guest").exists());
+    assert!(
+        !runc
+            .run(&["exec", "v1", "sh", "-c", "echo no > /etc/motd"])
+            .ok,
+        "ro bind written"
+    );
+    // Detached with a pid file, as conmon and the containerd shim run it.
+    let process = serde_json::json!({
+        "args": ["sh", "-c", "echo detached > /exec-out"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    let process_file = runc.tmp.path().join("process.json");
+    std::fs::write(&process_file, process.to_string()).unwrap();
+    let exec_pid = runc.tmp.path().join("exec.pid");
+    runc.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        "--process",
+        process_file.to_str().unwrap(),
+        "v1",
+    ]);
+    wait_until("the detached exec's file", || {
+        bundle.join("rootfs/exec-out").exists()
+    });
+    assert!(std::fs::read_to_string(&exec_pid)
+        .unwrap()
+        .trim()
+        .parse::<i32>()
+        .is_ok());
+
+    // pause freezes the VM (its monitor is in the container's cgroup); resume thaws it.
+    runc.ok(&["pause", "v1"]);
+    assert_eq!(runc.status("v1"), "paused");
+    runc.ok(&["resume", "v1"]);
+    assert_eq!(runc.status("v1"), "running");
+    let update = runc.tmp.path().join("resources.json");
+    std::fs::write(&update, r#"{"memory":{"limit":134217728}}"#).unwrap();
+    let refused = runc.run(&["update", "--resources", update.to_str().unwrap(), "v1"]);
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("guest"), "{}", refused.stderr);
+
+    // kill reaches the guest's process, whose trap runs.
+    runc.ok(&["kill", "v1", "TERM"]);
+    runc.wait_for_status("v1", "stopped");
+    wait_until("the trap's line", || {
+        std::fs::read_to_string(&out_path).is_ok_and(|o| o.contains("got TERM"))
+    });
+    runc.ok(&["delete", "v1"]);
+    assert!(!cgroup_dir_exists("husk-runc/v1"));
+    assert!(!alive(pid), "the holder outlived delete");
+
+    // run in the foreground returns the program's code.
+    let short = runc.bundle("short", &["sh", "-c", "exit 42"], in_a_vm);
+    let out = runc.run(&["run", "--bundle", short.to_str().unwrap(), "v2"]);
+    assert_eq!(out.code, 42, "{}", out.stderr);
+    assert!(!runc.root().join("v2").exists());
+
+    // What a guest cannot be given is refused in one line, and nothing is left.
+    let netns = runc.bundle("netns", &["true"], |c| {
+        in_a_vm(c);
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = Value::from("/proc/self/ns/net");
+            }
+        }
+    });
+    let out = runc.run(&["create", "--bundle", netns.to_str().unwrap(), "v3"]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("network"), "{}", out.stderr);
+    assert!(!runc.root().join("v3").exists());
+}
+
+#[test]
+fn vm_containers_get_their_pty_over_the_console_socket() {
+    let Some(runc) = Runc::new_vm("vm_containers_get_their_pty_over_the_console_socket") else {
+        return;
+    };
+    let bundle = runc.bundle("b", &["sh", "-c", "tty; stty size"], |c| {
+        in_a_vm(c);
+        c["process"]["terminal"] = Value::Bool(true);
+        c["process"]["consoleSize"] = serde_json::json!({"height": 30, "width": 100});
+    });
+    let socket_path = runc.tmp.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        receive_fd(&socket)
+    });
+    runc.ok(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        socket_path.to_str().unwrap(),
+        "v4",
+    ]);
+    let master = std::fs::File::from(receiver.join().unwrap());
+    runc.ok(&["start", "v4"]);
+    let mut output = String::new();
+    let mut reader = std::io::BufReader::new(master);
+    let _ = std::io::Read::read_to_string(&mut reader, &mut output);
+    assert!(output.contains("/dev/pts/0"), "{output:?}");
+    assert!(output.contains("30 100"), "{output:?}");
+    runc.wait_for_status("v4", "stopped");
+    runc.ok(&["delete", "v4"]);
+}
+
 /// podman with its own storage in the test's temp dir (nothing of the host's podman is
 /// touched), cgroupfs as its cgroup manager, and husk-runc as its runtime.
 fn podman(runc: &Runc) -> Command {
@@ -543,6 +793,10 @@ fn podman(runc: &Runc) -> Command {
         .arg(&runc.binary)
         .stdin(Stdio::null());
     cmd
+}
+
+fn podman_args(runc: &Runc, args: &[String]) -> String {
+    podman_ok(runc, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn podman_ok(runc: &Runc, args: &[&str]) -> String {
@@ -565,12 +819,40 @@ fn podman_runs_containers_through_husk() {
     if !common::cli::tool_exists("podman") {
         skip!("podman is not installed (scripts/setup.sh installs it)");
     }
+    podman_cases(&runc, &[]);
+}
+
+/// The same podman cases with the annotation that picks VM isolation (and no network: a VM
+/// container cannot join podman's network namespace yet).
+#[test]
+fn vm_podman_runs_containers_through_husk() {
+    let Some(runc) = Runc::new_vm("vm_podman_runs_containers_through_husk") else {
+        return;
+    };
+    if !common::cli::tool_exists("podman") {
+        skip!("podman is not installed (scripts/setup.sh installs it)");
+    }
+    podman_cases(
+        &runc,
+        &["--annotation", "io.husk.isolation=vm", "--network", "none"],
+    );
+}
+
+/// podman run --rm, a volume, -d/logs/exec/stop/rm and -it, with `isolation` after `run`.
+fn podman_cases(runc: &Runc, isolation: &[&str]) {
+    let vm = !isolation.is_empty();
+    let run = |rest: &[&str]| -> Vec<String> {
+        let mut args = vec!["run".to_string()];
+        args.extend(isolation.iter().map(|a| a.to_string()));
+        args.extend(rest.iter().map(|a| a.to_string()));
+        args
+    };
     let rootfs = runc.tmp.path().join("image-root");
     common::make_busybox_rootfs(&rootfs).unwrap();
     let tar = runc.tmp.path().join("busybox.tar");
     common::tar_dir(&rootfs, &tar);
     podman_ok(
-        &runc,
+        runc,
         &[
             "import",
             tar.to_str().unwrap(),
@@ -579,20 +861,21 @@ fn podman_runs_containers_through_husk() {
     );
     let image = "localhost/husk-oci-busybox:1";
 
-    let out = podman_ok(
-        &runc,
-        &["run", "--rm", image, "sh", "-c", "echo hello; hostname"],
+    let out = podman_args(
+        runc,
+        &run(&["--rm", image, "sh", "-c", "echo hello; hostname; uname -r"]),
     );
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("hello"));
     assert!(lines.next().is_some_and(|h| !h.is_empty()));
+    // In a VM the program runs on the guest's kernel.
+    assert_eq!(lines.next() != Some(host_release().as_str()), vm, "{out}");
 
     let volume = runc.tmp.path().join("volume");
     std::fs::create_dir(&volume).unwrap();
-    podman_ok(
-        &runc,
-        &[
-            "run",
+    podman_args(
+        runc,
+        &run(&[
             "--rm",
             "-v",
             &format!("{}:/data", volume.display()),
@@ -600,7 +883,7 @@ fn podman_runs_containers_through_husk() {
             "sh",
             "-c",
             "echo kept > /data/file",
-        ],
+        ]),
     );
     assert_eq!(
         std::fs::read_to_string(volume.join("file")).unwrap(),
@@ -608,41 +891,42 @@ fn podman_runs_containers_through_husk() {
     );
 
     let script = "trap 'echo got TERM; exit 7' TERM; echo started; while true; do sleep 0.1; done";
-    podman_ok(
-        &runc,
-        &["run", "-d", "--name", "web", image, "sh", "-c", script],
+    podman_args(
+        runc,
+        &run(&["-d", "--name", "web", image, "sh", "-c", script]),
     );
     wait_until("the container's first log line", || {
-        podman(&runc)
+        podman(runc)
             .args(["logs", "web"])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("started"))
     });
-    let exec = podman(&runc)
+    let exec = podman(runc)
         .args(["exec", "web", "sh", "-c", "echo in-exec; exit 3"])
         .output()
         .unwrap();
     assert_eq!(exec.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&exec.stdout), "in-exec\n");
-    let missing = podman(&runc)
+    let missing = podman(runc)
         .args(["exec", "web", "nosuch"])
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(127));
-    podman_ok(&runc, &["stop", "-t", "10", "web"]);
-    let code = podman_ok(&runc, &["inspect", "-f", "{{.State.ExitCode}}", "web"]);
+    podman_ok(runc, &["stop", "-t", "10", "web"]);
+    let code = podman_ok(runc, &["inspect", "-f", "{{.State.ExitCode}}", "web"]);
     assert_eq!(code.trim(), "7");
-    assert!(podman_ok(&runc, &["logs", "web"]).contains("got TERM"));
-    podman_ok(&runc, &["rm", "web"]);
+    assert!(podman_ok(runc, &["logs", "web"]).contains("got TERM"));
+    podman_ok(runc, &["rm", "web"]);
 
     // -it through a pty: podman's conmon gets the master over husk-runc's console socket.
     if common::cli::tool_exists("script") {
         let podman_line = format!(
             "podman --root {base}/podman-storage --runroot {base}/podman-run --cgroup-manager \
-             cgroupfs --events-backend none --runtime {binary} run --rm -it {image} sh -c \
-             'tty; echo done'",
+             cgroupfs --events-backend none --runtime {binary} run {isolation} --rm -it {image} \
+             sh -c 'tty; echo done'",
             base = runc.tmp.path().display(),
             binary = runc.binary.display(),
+            isolation = isolation.join(" "),
         );
         let out = Command::new("script")
             .args(["-qec", &podman_line, "/dev/null"])
@@ -661,8 +945,8 @@ fn podman_runs_containers_through_husk() {
     } else {
         common::note_skip("podman -it", "script (util-linux) is not installed");
     }
-    podman_ok(&runc, &["rmi", image]);
-    assert!(podman_ok(&runc, &["ps", "-aq"]).trim().is_empty());
+    podman_ok(runc, &["rmi", image]);
+    assert!(podman_ok(runc, &["ps", "-aq"]).trim().is_empty());
     // podman (with any runtime) leaves its conmon cgroup; once empty it is nobody's.
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
@@ -723,6 +1007,22 @@ fn containerd_runs_containers_through_husk_runc() {
     if !common::cli::tool_exists("containerd") || !common::cli::tool_exists("ctr") {
         skip!("containerd is not installed (scripts/setup.sh installs it)");
     }
+    containerd_cases(&runc, &[]);
+}
+
+#[test]
+fn vm_containerd_runs_containers_through_husk_runc() {
+    let Some(runc) = Runc::new_vm("vm_containerd_runs_containers_through_husk_runc") else {
+        return;
+    };
+    if !common::cli::tool_exists("containerd") || !common::cli::tool_exists("ctr") {
+        skip!("containerd is not installed (scripts/setup.sh installs it)");
+    }
+    containerd_cases(&runc, &["--annotation", "io.husk.isolation=vm"]);
+}
+
+/// ctr run --rm, then -d with task exec, ps, kill and delete, `isolation` after `run`.
+fn containerd_cases(runc: &Runc, isolation: &[&str]) {
     let base = runc.tmp.path();
     let rootfs = base.join("ctr-root");
     common::make_busybox_rootfs(&rootfs).unwrap();
@@ -746,33 +1046,31 @@ fn containerd_runs_containers_through_husk_runc() {
     let binary = runc.binary.to_str().unwrap().to_string();
     let root = rootfs.to_str().unwrap().to_string();
     // The runc v2 shim drives husk-runc: create, start, wait, delete.
-    let out = ctr(&[
-        "run",
+    // ctr's flags come before its arguments; --rootfs is a flag, the root the first argument.
+    let run = |flag: &str, rest: &[&str]| {
+        let mut args = vec!["run", flag];
+        args.extend_from_slice(isolation);
+        args.extend_from_slice(&["--runc-binary", &binary, "--rootfs", &root]);
+        args.extend_from_slice(rest);
+        ctr(&args)
+    };
+    let out = run(
         "--rm",
-        "--runc-binary",
-        &binary,
-        "--rootfs",
-        &root,
-        "ctr1",
-        "sh",
-        "-c",
-        "echo from-containerd; exit 4",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-containerd\n");
+        &["ctr1", "sh", "-c", "echo from-containerd; uname -r; exit 4"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("from-containerd"));
+    // In a VM the program runs on the guest's kernel.
+    assert_eq!(
+        lines.next() != Some(host_release().as_str()),
+        !isolation.is_empty(),
+        "{stdout}"
+    );
     assert_eq!(out.status.code(), Some(4));
 
     // Detached, then exec (the shim passes --process and --detach), kill and delete.
-    let out = ctr(&[
-        "run",
-        "-d",
-        "--runc-binary",
-        &binary,
-        "--rootfs",
-        &root,
-        "ctr2",
-        "sleep",
-        "1000",
-    ]);
+    let out = run("-d", &["ctr2", "sleep", "1000"]);
     assert!(out.status.success());
     let out = ctr(&[
         "task",

@@ -2,7 +2,7 @@
 //!
 //! Boot: mount /proc, /sys and devtmpfs; mount the read-only image disk (/dev/vda, erofs or
 //! ext4) and the container's writable disk (/dev/vdb, ext4) under an overlay and make it the
-//! root; open the virtio console port; then serve the host (rootfs_agent::agent::serve) and, when
+//! root, or, when the host shares one (husk-runc's bundles), a virtio-fs root; open the virtio console port; then serve the host (rootfs_agent::agent::serve) and, when
 //! the container process is gone, sync and reboot, which ends the VM.
 
 use std::fs::{self, OpenOptions};
@@ -26,6 +26,8 @@ const CONSOLE: &str = "/dev/hvc0";
 const AGENT_PORT_NAME: &str = "husk.agent";
 const IMAGE_DISK: &str = "/dev/vda";
 const WRITABLE_DISK: &str = "/dev/vdb";
+/// The virtio-fs tag of a root shared from the host (husk-runc's bundles).
+const ROOT_SHARE_TAG: &str = rootfs_agent::protocol::ROOT_SHARE_TAG;
 
 fn main() {
     if std::process::id() != 1 {
@@ -162,6 +164,21 @@ fn find_console() -> Option<String> {
 /// Overlay the image disk (lower) and the writable disk (upper) and make the result the root.
 /// Without an image disk the agent stays in the initramfs (the host learns it from Ready).
 fn enter_container_root(ready: &mut ReadyInfo) -> Result<()> {
+    fs::create_dir_all("/newroot")?;
+    // An OCI bundle's root (husk-runc): the host's directory itself, over virtio-fs, so the
+    // container's writes land where its runtime's caller (podman, containerd) looks.
+    if mount(
+        Some(ROOT_SHARE_TAG),
+        "/newroot",
+        Some("virtiofs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .is_ok()
+    {
+        ready.image_fs = Some("virtiofs".to_string());
+        return switch_into("/newroot");
+    }
     if !wait_for(IMAGE_DISK, Duration::from_millis(500)) {
         eprintln!("rootfs-agent: no image disk at {IMAGE_DISK}, staying in the initramfs");
         return Ok(());
@@ -191,9 +208,13 @@ fn enter_container_root(ready: &mut ReadyInfo) -> Result<()> {
         MsFlags::empty(),
         Some(opts),
     )?;
+    switch_into("/newroot")
+}
 
+/// Move the kernel filesystems into the new root and make it `/`.
+fn switch_into(newroot: &str) -> Result<()> {
     for dir in ["proc", "sys", "dev"] {
-        let target = format!("/newroot/{dir}");
+        let target = format!("{newroot}/{dir}");
         fs::create_dir_all(&target)?;
         mount(
             Some(&*format!("/{dir}")),
@@ -206,7 +227,7 @@ fn enter_container_root(ready: &mut ReadyInfo) -> Result<()> {
     }
     mount_fs(
         "devpts",
-        "/newroot/dev/pts",
+        &format!("{newroot}/dev/pts"),
         "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
@@ -215,29 +236,40 @@ fn enter_container_root(ready: &mut ReadyInfo) -> Result<()> {
     // without it.
     if let Err(e) = mount_fs(
         "cgroup2",
-        "/newroot/sys/fs/cgroup",
+        &format!("{newroot}/sys/fs/cgroup"),
         "cgroup2",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     ) {
         eprintln!("rootfs-agent: {e:#}");
     }
-    let ptmx = Path::new("/newroot/dev/ptmx");
+    let ptmx = format!("{newroot}/dev/ptmx");
+    let ptmx = Path::new(&ptmx);
     if !ptmx.exists() || fs::read_link(ptmx).is_err() {
         let _ = fs::remove_file(ptmx);
         std::os::unix::fs::symlink("pts/ptmx", ptmx)?;
     }
     mount_fs(
         "shm",
-        "/newroot/dev/shm",
+        &format!("{newroot}/dev/shm"),
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777"),
     )?;
+    // POSIX message queues, as runc gives every container; best effort like cgroup2.
+    if let Err(e) = mount_fs(
+        "mqueue",
+        &format!("{newroot}/dev/mqueue"),
+        "mqueue",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    ) {
+        eprintln!("rootfs-agent: {e:#}");
+    }
 
     // The initramfs root cannot be pivoted away; move the new root over it and chroot, as
     // switch_root does. The agent binary stays mapped from the old root.
-    chdir("/newroot").context("entering the container root")?;
+    chdir(newroot).context("entering the container root")?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .context("moving the container root to /")?;
     chroot(".").context("chroot into the container root")?;

@@ -47,6 +47,9 @@ pub const MAX_MOUNTS: usize = 64;
 pub const MAX_MASKED_PATHS: usize = 128;
 /// A virtio-fs tag is at most 36 bytes (the device's config space, virtio 1.2 5.11.4).
 pub const MAX_FS_TAG: usize = 36;
+/// The virtio-fs tag the agent boots into as the container's root when the host offers it
+/// (an OCI bundle's root directory) instead of image and writable disks.
+pub const ROOT_SHARE_TAG: &str = "husk-root";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -697,6 +700,10 @@ pub struct GuestMount {
     pub target: String,
     #[serde(default)]
     pub readonly: bool,
+    /// For a share: mount only this file or directory of it (relative to the share's root),
+    /// as a bind; how a file bind (an OCI runtime's /etc/hosts) reaches the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subpath: Option<String>,
 }
 
 /// An absolute path, at most PATH_MAX, with no NUL and no `..`, that is not `/` itself.
@@ -734,7 +741,17 @@ impl GuestMount {
             GuestMountKind::Tmpfs if !self.source.is_empty() => {
                 invalid(format!("a tmpfs takes no source, got {:?}", self.source))
             }
-            _ => Ok(()),
+            GuestMountKind::Tmpfs if self.subpath.is_some() => {
+                invalid("a tmpfs has no subpath".to_string())
+            }
+            _ => match &self.subpath {
+                Some(sub) if !is_clean_absolute(&format!("/{sub}")) || sub.starts_with('/') => {
+                    invalid(format!(
+                        "subpath {sub:?} is not a relative path inside the share without '..'"
+                    ))
+                }
+                _ => Ok(()),
+            },
         }
     }
 }
@@ -1158,6 +1175,7 @@ mod tests {
             source: source.into(),
             target: target.into(),
             readonly: false,
+            subpath: None,
         };
         let mut start = StartRequest {
             hostname: None,
@@ -1182,8 +1200,23 @@ mod tests {
             source: "husk-fs0".into(),
             target: "/t".into(),
             readonly: false,
+            subpath: None,
         }];
         assert!(start.validate().is_err(), "tmpfs with a source accepted");
+        for (subpath, ok) in [
+            ("0", true),
+            ("etc/hosts", true),
+            ("/etc", false),
+            ("../x", false),
+            ("a/../../b", false),
+            ("", false),
+        ] {
+            start.mounts = vec![GuestMount {
+                subpath: Some(subpath.into()),
+                ..share("husk-files", "/etc/hosts")
+            }];
+            assert_eq!(start.validate().is_ok(), ok, "subpath {subpath:?}");
+        }
         start.mounts = vec![share("husk-fs0", "/data"); MAX_MOUNTS + 1];
         assert!(start.validate().is_err(), "too many mounts accepted");
     }

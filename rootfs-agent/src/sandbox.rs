@@ -435,6 +435,10 @@ fn is_mount_point(path: &Path) -> bool {
 fn mount_guest_mounts(mounts: &[GuestMount]) -> Result<(), String> {
     for m in mounts {
         let target = Path::new(&m.target);
+        if let Some(subpath) = &m.subpath {
+            mount_share_subpath(m, subpath)?;
+            continue;
+        }
         if !target.is_dir() {
             std::fs::create_dir_all(target)
                 .map_err(|e| format!("creating the mount point {}: {e}", m.target))?;
@@ -470,6 +474,60 @@ fn mount_guest_mounts(mounts: &[GuestMount]) -> Result<(), String> {
         if m.kind == GuestMountKind::Virtiofs {
             widen_readahead(target);
         }
+    }
+    Ok(())
+}
+
+/// Bind one file or directory of a share onto the mount's target: the share is mounted on a
+/// scratch point in the guest's /dev (memory, outside anything the container keeps), the
+/// entry bound, and the scratch mount detached again, so the rest of the share is never
+/// reachable from the container.
+fn mount_share_subpath(m: &GuestMount, subpath: &str) -> Result<(), String> {
+    let scratch = Path::new("/dev/.husk-share");
+    std::fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    mount(
+        Some(m.source.as_str()),
+        scratch,
+        Some("virtiofs"),
+        MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mounting virtio-fs {}: {e}", m.source))?;
+    let result = bind_share_entry(&scratch.join(subpath), m);
+    let _ = nix::mount::umount2(scratch, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir(scratch);
+    result
+}
+
+fn bind_share_entry(source: &Path, m: &GuestMount) -> Result<(), String> {
+    let target = Path::new(&m.target);
+    let meta = std::fs::symlink_metadata(source)
+        .map_err(|e| format!("{} in virtio-fs {}: {e}", source.display(), m.source))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(target)
+    } else {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating the mount point {}: {e}", m.target))?;
+        }
+        match std::fs::symlink_metadata(target) {
+            Ok(_) => Ok(()),
+            Err(_) => std::fs::File::create(target).map(drop),
+        }
+    }
+    .map_err(|e| format!("creating the mount point {}: {e}", m.target))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("binding {} on {}: {e}", source.display(), m.target))?;
+    if m.readonly {
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("making {} read-only: {e}", m.target))?;
     }
     Ok(())
 }

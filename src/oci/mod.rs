@@ -14,6 +14,7 @@
 //! read from the kernel each time.
 
 pub mod hooks;
+pub mod vm;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -112,8 +113,10 @@ impl std::fmt::Display for Status {
 }
 
 /// Which isolation a bundle asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Isolation {
+    #[default]
     Process,
     Vm,
 }
@@ -128,6 +131,9 @@ struct Record {
     cgroup: String,
     created: DateTime<Utc>,
     annotations: HashMap<String, String>,
+    /// For a VM container the init is the process that holds the VM.
+    #[serde(default)]
+    isolation: Isolation,
 }
 
 /// The OCI state (runtime.md "State"), with runc's extra fields that containerd's go-runc
@@ -219,18 +225,12 @@ impl OciRuntime {
             why: e.to_string(),
         })?;
         let annotations = spec.annotations().clone().unwrap_or_default();
-        match isolation_of(&annotations, self.default_isolation)? {
-            Isolation::Process => {}
-            Isolation::Vm => {
-                return Err(OciError::Unsupported(
-                    "VM isolation through husk-runc is not built yet: use `husk run --isolation \
-                     vm`, or io.husk.isolation=process"
-                        .into(),
-                ))
-            }
-        }
+        let isolation = isolation_of(&annotations, self.default_isolation)?;
         let rootfs = root_path(&spec, &bundle)?;
         let netns = refuse_unsupported(&spec)?;
+        if isolation == Isolation::Vm {
+            vm::refuse_unsupported(&spec, netns.is_some())?;
+        }
         let cgroup = cgroup_name(&spec, id)?;
         prepare_spec(&mut spec);
         let terminal = spec
@@ -238,10 +238,7 @@ impl OciRuntime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let console = match (terminal, &opts.console_socket) {
-            (true, Some(path)) => {
-                Some(UnixStream::connect(path).map_err(io("connecting to console socket", path))?)
-            }
+        match (terminal, &opts.console_socket) {
             (true, None) => {
                 return Err(OciError::Unsupported(
                     "process.terminal is true: --console-socket is required".into(),
@@ -252,20 +249,62 @@ impl OciRuntime {
                     "--console-socket is only for process.terminal true".into(),
                 ))
             }
-            (false, None) => None,
-        };
+            _ => {}
+        }
         let saved = dir.join(SPEC_FILE);
         spec.save(&saved).map_err(|e| OciError::Bundle {
             path: saved.clone(),
             why: e.to_string(),
         })?;
+        let mut record = Record {
+            id: id.to_string(),
+            bundle: bundle.clone(),
+            rootfs,
+            init: ProcessIdentity {
+                pid: 0,
+                start_time: 0,
+            },
+            cgroup,
+            created: Utc::now(),
+            annotations,
+            isolation,
+        };
+        if isolation == Isolation::Vm {
+            let args = vm::HoldArgs {
+                root: self.root.clone(),
+                id: id.to_string(),
+                rootfs: record.rootfs.clone(),
+                cgroup: record.cgroup.clone(),
+                console_socket: opts.console_socket.clone(),
+            };
+            let pid = vm::spawn_holder(&args, dir)?;
+            let result = ProcessIdentity::of(pid)
+                .ok_or_else(|| OciError::InitGone(id.to_string()))
+                .and_then(|init| {
+                    record.init = init;
+                    self.finish_create(&record, dir, &spec, opts)
+                });
+            if result.is_err() {
+                // SAFETY: kill(2) with integers; the holder is our child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                vm::cleanup(&self.root, id, &record.cgroup);
+            }
+            return result;
+        }
+
+        let console = match &opts.console_socket {
+            Some(path) => {
+                Some(UnixStream::connect(path).map_err(io("connecting to console socket", path))?)
+            }
+            None => None,
+        };
         let gate_path = dir.join(GATE_FILE);
         let gate = UnixListener::bind(&gate_path).map_err(io("creating", &gate_path))?;
-
         let launch = LaunchConfig {
             spec: &spec,
-            root: Root::Bundle(&rootfs),
-            cgroup_name: &cgroup,
+            root: Root::Bundle(&record.rootfs),
+            cgroup_name: &record.cgroup,
             stdio: None,
             network: None,
             netns: netns.as_ref().map(|fd| fd.as_fd()),
@@ -273,17 +312,8 @@ impl OciRuntime {
         };
         let container = process::spawn(&launch)?;
         drop(gate);
-        let init = ProcessIdentity::of(container.pid())
+        record.init = ProcessIdentity::of(container.pid())
             .ok_or_else(|| OciError::InitGone(id.to_string()))?;
-        let record = Record {
-            id: id.to_string(),
-            bundle: bundle.clone(),
-            rootfs,
-            init,
-            cgroup,
-            created: Utc::now(),
-            annotations,
-        };
         // From here on a failure must also take the container down: `container` kills its
         // init and removes its cgroup when dropped.
         if let Some(console) = &console {
@@ -295,7 +325,21 @@ impl OciRuntime {
                 opts.console_socket.as_deref().unwrap_or(Path::new("")),
             ))?;
         }
-        let state = self.state_of(&record, dir, Status::Creating);
+        self.finish_create(&record, dir, &spec, opts)?;
+        container.detach();
+        Ok(())
+    }
+
+    /// The end of `create` for both isolations: the prestart and createRuntime hooks, then
+    /// the record and the pid file, which make the container exist for the other verbs.
+    fn finish_create(
+        &self,
+        record: &Record,
+        dir: &Path,
+        spec: &Spec,
+        opts: &CreateOptions,
+    ) -> Result<(), OciError> {
+        let state = self.state_of(record, dir, Status::Creating);
         if let Some(hooks) = spec.hooks() {
             for hook in hooks.prestart().iter().flatten() {
                 hooks::run(hook, &state, "prestart")?;
@@ -304,11 +348,10 @@ impl OciRuntime {
                 hooks::run(hook, &state, "createRuntime")?;
             }
         }
-        write_atomically(&dir.join(STATE_FILE), &serde_json::to_vec(&record).unwrap())?;
+        write_atomically(&dir.join(STATE_FILE), &serde_json::to_vec(record).unwrap())?;
         if let Some(pid_file) = &opts.pid_file {
-            write_atomically(pid_file, container.pid().to_string().as_bytes())?;
+            write_atomically(pid_file, record.init.pid.to_string().as_bytes())?;
         }
-        container.detach();
         Ok(())
     }
 
@@ -323,8 +366,21 @@ impl OciRuntime {
         let mut gate =
             UnixStream::connect(&gate_path).map_err(|_| OciError::InitGone(id.to_string()))?;
         let mut ack = [0u8; 1];
-        if gate.read_exact(&mut ack).is_err() || ack != *b"1" {
+        if gate.read_exact(&mut ack).is_err() {
             return Err(OciError::InitGone(id.to_string()));
+        }
+        if ack != *b"1" {
+            // A VM's holder says why the guest did not run the process.
+            let mut why = String::new();
+            let _ = (&mut gate).take(64 << 10).read_to_string(&mut why);
+            return Err(OciError::Unsupported(format!(
+                "the container {id} did not start: {}",
+                if why.is_empty() {
+                    "its init is gone"
+                } else {
+                    why.trim()
+                }
+            )));
         }
         std::fs::remove_file(&gate_path).map_err(io("removing", &gate_path))?;
         let state = self.state_of(&record, &dir, Status::Running);
@@ -394,7 +450,9 @@ impl OciRuntime {
         if status == Status::Stopped {
             return Err(wrong(id, status, "kill", "created, running or paused"));
         }
-        let pids = if all {
+        // A VM container's processes are in its guest: the holder relays the signal there
+        // (its cgroup holds the monitor, which a signal would stop under the guest).
+        let pids = if all && record.isolation == Isolation::Process {
             self.cgroup(&record)?.pids()?
         } else {
             vec![record.init.pid]
@@ -436,8 +494,12 @@ impl OciRuntime {
             // SAFETY: kill(2) with integers; the pid was just checked to be the init.
             unsafe { libc::kill(record.init.pid, libc::SIGKILL) };
         }
-        // Whatever is left (an exec'd process, a daemon the command forked) goes too.
+        // Whatever is left (an exec'd process, a daemon the command forked, a VM's monitor
+        // and virtio-fs daemons) goes too.
         cgroup.destroy()?;
+        if record.isolation == Isolation::Vm {
+            vm::cleanup(&self.root, id, &record.cgroup);
+        }
         let state = self.state_of(&record, &dir, Status::Stopped);
         std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
         for hook in spec
@@ -491,6 +553,15 @@ impl OciRuntime {
         if status == Status::Stopped {
             return Err(wrong(id, status, "update", "created, running or paused"));
         }
+        if record.isolation == Isolation::Vm
+            && (resources.memory().is_some() || resources.pids().is_some())
+        {
+            return Err(OciError::Unsupported(
+                "update cannot change a VM container's memory or pids: they size its guest, \
+                 fixed at create"
+                    .into(),
+            ));
+        }
         if resources.devices().is_some() {
             return Err(OciError::Unsupported(
                 "update cannot change device rules; they are fixed at create".into(),
@@ -507,6 +578,9 @@ impl OciRuntime {
         let status = status_of(&record, &dir);
         if status != Status::Running {
             return Err(wrong(id, status, "exec", "running"));
+        }
+        if record.isolation == Isolation::Vm {
+            return vm::exec(&self.root, id, &record.rootfs, &spec, process, opts);
         }
         let terminal = process.terminal().unwrap_or(false);
         let console = match (terminal, &opts.console_socket) {
@@ -786,6 +860,18 @@ fn prepare_spec(spec: &mut Spec) {
                 caps.set_ambient(Some(kept.into_iter().collect()));
             }
             process.set_capabilities(Some(caps));
+        }
+    }
+}
+
+/// Wait for our child `pid`; its exit code, 128+N for a signal (a shell's convention).
+pub fn wait_for_exit(pid: i32) -> i32 {
+    loop {
+        match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return code,
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return 255,
         }
     }
 }

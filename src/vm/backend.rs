@@ -94,8 +94,10 @@ pub struct VmPlan {
     pub hypervisor: Hypervisor,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    pub image_disk: PathBuf,
-    pub writable_disk: PathBuf,
+    /// The image's read-only disk; None when the root is shared over virtio-fs instead.
+    pub image_disk: Option<PathBuf>,
+    /// The container's writable disk; None with a shared root.
+    pub writable_disk: Option<PathBuf>,
     pub memory_mib: u32,
     pub vcpus: u8,
     /// The guest's serial console (kernel log), kept next to the container for diagnosis.
@@ -127,23 +129,7 @@ pub fn plan(
     options: &SpecOptions,
 ) -> Result<VmPlan, VmError> {
     let hypervisor = settings.hypervisor;
-    let host = vmm::probe_host_for(settings.kernel.clone());
-    let kernel = match hypervisor {
-        Hypervisor::Husk => {
-            if let Some(blocker) = host.blocker() {
-                return Err(VmError::Invalid(format!(
-                    "{blocker} (or run the guest under QEMU with HUSK_VMM=qemu)"
-                )));
-            }
-            host.guest_kernel.clone()
-        }
-        Hypervisor::Qemu => host.guest_kernel.clone(),
-    }
-    .ok_or_else(|| {
-        VmError::Invalid(
-            "no guest kernel: build one with guest-kernel/build.sh or set HUSK_KERNEL".into(),
-        )
-    })?;
+    let (kernel, hardware_kvm) = guest_kernel(settings)?;
     let (memory_mib, vcpus) = guest_size(options)?;
     let agent = locate_agent(settings.agent.as_deref())?;
     let (shares, guest_mounts) = virtiofs::plan_mounts(&options.mounts);
@@ -159,8 +145,11 @@ pub fn plan(
         hypervisor,
         kernel,
         initrd: initramfs(root, &agent)?,
-        image_disk: image_disk(root, image_id, layers)?,
-        writable_disk: writable_disk(container_dir, super::DEFAULT_WRITABLE_DISK_BYTES)?,
+        image_disk: Some(image_disk(root, image_id, layers)?),
+        writable_disk: Some(writable_disk(
+            container_dir,
+            super::DEFAULT_WRITABLE_DISK_BYTES,
+        )?),
         memory_mib,
         vcpus,
         serial_log: container_dir.join("serial.log"),
@@ -170,7 +159,88 @@ pub fn plan(
         share_log: container_dir.join("virtiofsd.log"),
         virtiofsd,
         monitor_seccomp: settings.monitor_seccomp,
-        hardware_kvm: host.kind == vmm::KvmKind::Hardware,
+        hardware_kvm,
+    })
+}
+
+/// The guest kernel to boot, and whether the host's KVM is hardware-assisted; refused in one
+/// line when husk's own monitor cannot run here.
+fn guest_kernel(settings: &super::VmSettings) -> Result<(PathBuf, bool), VmError> {
+    let host = vmm::probe_host_for(settings.kernel.clone());
+    let kernel = match settings.hypervisor {
+        Hypervisor::Husk => {
+            if let Some(blocker) = host.blocker() {
+                return Err(VmError::Invalid(format!(
+                    "{blocker} (or run the guest under QEMU with HUSK_VMM=qemu)"
+                )));
+            }
+            host.guest_kernel.clone()
+        }
+        Hypervisor::Qemu => host.guest_kernel.clone(),
+    }
+    .ok_or_else(|| {
+        VmError::Invalid(
+            "no guest kernel: build one with guest-kernel/build.sh or set HUSK_KERNEL".into(),
+        )
+    })?;
+    Ok((kernel, host.kind == vmm::KvmKind::Hardware))
+}
+
+/// What a guest booted from a host directory needs: an OCI bundle's root, which husk-runc
+/// shares over virtio-fs as the guest's root (no disks), plus the bundle's own binds.
+pub struct SharedRootGuest<'a> {
+    pub rootfs: &'a Path,
+    pub read_only: bool,
+    pub memory_mib: u32,
+    pub vcpus: u8,
+    /// Further shares and the guest mounts of the bundle (binds, tmpfs).
+    pub shares: Vec<Share>,
+    pub guest_mounts: Vec<GuestMount>,
+}
+
+/// The plan for a guest whose root is a shared host directory; the files it keeps (console
+/// log, daemon log) go into `state_dir`, its sockets into a directory named by `key`.
+pub fn plan_shared_root(
+    settings: &super::VmSettings,
+    root: &Path,
+    state_dir: &Path,
+    key: &str,
+    guest: SharedRootGuest,
+) -> Result<VmPlan, VmError> {
+    let (kernel, hardware_kvm) = guest_kernel(settings)?;
+    if guest.memory_mib < MIN_MEMORY_MIB {
+        return Err(VmError::Invalid(format!(
+            "a memory limit of {}m is too small for a VM: the guest needs at least \
+             {MIN_MEMORY_MIB}m",
+            guest.memory_mib
+        )));
+    }
+    let agent = locate_agent(settings.agent.as_deref())?;
+    let virtiofsd = virtiofs::locate_daemon(settings.virtiofsd.as_deref())?;
+    let mut shares = vec![Share {
+        tag: rootfs_agent::protocol::ROOT_SHARE_TAG.to_string(),
+        source: guest.rootfs.to_path_buf(),
+        read_only: guest.read_only,
+    }];
+    shares.extend(guest.shares);
+    let runtime_dir = PathBuf::from("/run/husk").join(key);
+    std::fs::create_dir_all(&runtime_dir).map_err(VmError::io("creating", &runtime_dir))?;
+    Ok(VmPlan {
+        hypervisor: settings.hypervisor,
+        kernel,
+        initrd: initramfs(root, &agent)?,
+        image_disk: None,
+        writable_disk: None,
+        memory_mib: guest.memory_mib,
+        vcpus: guest.vcpus.clamp(1, vmm::MAX_VCPUS),
+        serial_log: state_dir.join("serial.log"),
+        runtime_dir,
+        shares,
+        guest_mounts: guest.guest_mounts,
+        share_log: state_dir.join("virtiofsd.log"),
+        virtiofsd: Some(virtiofsd),
+        monitor_seccomp: settings.monitor_seccomp,
+        hardware_kvm,
     })
 }
 
@@ -517,13 +587,9 @@ fn boot_qemu(
     daemons: &[Daemon],
     nic: Option<Nic>,
 ) -> Result<(UnixStream, Monitor), VmError> {
-    let mut config = QemuConfig::new(
-        &plan.kernel,
-        &plan.initrd,
-        &plan.image_disk,
-        &plan.runtime_dir,
-    );
-    config.writable_disk = Some(plan.writable_disk.clone());
+    let mut config = QemuConfig::new(&plan.kernel, &plan.initrd, Path::new(""), &plan.runtime_dir);
+    config.image_disk = plan.image_disk.clone();
+    config.writable_disk = plan.writable_disk.clone();
     config.memory_mib = plan.memory_mib;
     config.cpus = plan.vcpus;
     config.kvm = plan.hardware_kvm;

@@ -53,15 +53,12 @@ impl MonitorProcess {
             .append(true)
             .open(&log_path)
             .map_err(VmError::io("opening", &log_path))?;
-        let image = format!("{}:ro", plan.image_disk.display());
-        let writable = format!("{}:rw", plan.writable_disk.display());
         let mut command = Command::new("/proc/self/exe");
         command
             .args(["vm", "boot", "--kernel"])
             .arg(&plan.kernel)
             .arg("--initrd")
             .arg(&plan.initrd)
-            .args(["--disk", &image, "--disk", &writable])
             .args(["--memory", &format!("{}M", plan.memory_mib)])
             .args(["--cpus", &plan.vcpus.to_string()])
             .arg("--serial-log")
@@ -69,6 +66,14 @@ impl MonitorProcess {
             .args(["--console-fd", &CONSOLE_FD.to_string()])
             .args(["--report-fd", &REPORT_FD.to_string()])
             .args(["--seccomp", plan.monitor_seccomp.name()]);
+        // vda is the image, vdb the writable disk (the agent finds them by name).
+        for (disk, mode) in [(&plan.image_disk, "ro"), (&plan.writable_disk, "rw")] {
+            if let Some(disk) = disk {
+                command
+                    .arg("--disk")
+                    .arg(format!("{}:{mode}", disk.display()));
+            }
+        }
         for share in shares {
             let mut fs = std::ffi::OsString::from(format!("{}=", share.tag));
             fs.push(&share.socket);

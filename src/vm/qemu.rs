@@ -25,7 +25,8 @@ pub struct QemuConfig {
     /// ELF vmlinux with a PVH note (guest-kernel/build.sh builds one) or a bzImage.
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    pub image_disk: PathBuf,
+    /// None: no disks at all, the root comes over virtio-fs (husk-runc's bundles).
+    pub image_disk: Option<PathBuf>,
     pub writable_disk: Option<PathBuf>,
     pub memory_mib: u32,
     pub cpus: u8,
@@ -49,7 +50,7 @@ impl QemuConfig {
         QemuConfig {
             kernel: kernel.to_path_buf(),
             initrd: initrd.to_path_buf(),
-            image_disk: image_disk.to_path_buf(),
+            image_disk: Some(image_disk.to_path_buf()),
             writable_disk: None,
             memory_mib: 256,
             cpus: 1,
@@ -79,7 +80,11 @@ impl QemuGuest {
                 cfg.memory_mib, cfg.cpus
             )));
         }
-        let image_drive = drive_arg("img", &cfg.image_disk, true)?;
+        let image_drive = cfg
+            .image_disk
+            .as_deref()
+            .map(|image| drive_arg("img", image, true))
+            .transpose()?;
         let rw_drive = cfg
             .writable_disk
             .as_deref()
@@ -135,10 +140,12 @@ impl QemuGuest {
         .args([
             "-append",
             "console=ttyS0 quiet panic=-1 reboot=t no_timer_check",
-        ])
-        .arg("-drive")
-        .arg(image_drive)
-        .args(["-device", "virtio-blk-device,drive=img"]);
+        ]);
+        if let Some(image) = image_drive {
+            cmd.arg("-drive")
+                .arg(image)
+                .args(["-device", "virtio-blk-device,drive=img"]);
+        }
         if let Some(rw) = rw_drive {
             cmd.arg("-drive")
                 .arg(rw)

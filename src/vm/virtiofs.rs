@@ -56,6 +56,7 @@ pub fn plan_mounts(mounts: &[UserMount]) -> (Vec<Share>, Vec<GuestMount>) {
                     source: tag,
                     target: mount.destination.clone(),
                     readonly: mount.read_only,
+                    subpath: None,
                 });
             }
             MountKind::Tmpfs => guest.push(GuestMount {
@@ -63,6 +64,7 @@ pub fn plan_mounts(mounts: &[UserMount]) -> (Vec<Share>, Vec<GuestMount>) {
                 source: String::new(),
                 target: mount.destination.clone(),
                 readonly: mount.read_only,
+                subpath: None,
             }),
         }
     }
