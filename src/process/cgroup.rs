@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
@@ -210,32 +210,53 @@ impl Cgroup {
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
-        let (path, value, done): (PathBuf, &str, &str) = match &self.layout {
+        // runc waits this long too: a task in uninterruptible sleep freezes when it wakes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let result = match &self.layout {
             CgroupLayout::Unified(root) => {
                 let dir = root.join(&self.name);
-                let value = if frozen { "1" } else { "0" };
-                write(&dir.join("cgroup.freeze"), value)?;
+                let events = dir.join("cgroup.events");
+                write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
                 let want = if frozen { "frozen 1" } else { "frozen 0" };
-                (dir.join("cgroup.events"), "", want)
+                loop {
+                    let state = read(&events)?;
+                    if state.lines().any(|l| l.trim() == want) {
+                        break Ok(());
+                    }
+                    // The v2 freezer never freezes kernel threads yet counts them, so
+                    // "frozen 1" never comes while one sits in the cgroup. KVM puts one
+                    // there for every VM (kvm-nx-lpage-recovery, attached to the VMM's
+                    // cgroups): then every user task stopped is the kernel's word.
+                    if frozen && user_tasks_stopped_beside_kernel_threads(&dir)? {
+                        break Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        break Err(CgroupError::FreezerStuck(events));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
             CgroupLayout::Legacy(_) => {
                 let path = self.controller_dir("freezer")?.join("freezer.state");
                 let value = if frozen { "FROZEN" } else { "THAWED" };
-                (path, value, value)
+                loop {
+                    // v1 moves through FREEZING: writing again retries the stragglers.
+                    write(&path, value)?;
+                    if read(&path)?.trim() == value {
+                        break Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        break Err(CgroupError::FreezerStuck(path));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
         };
-        for _ in 0..500 {
-            if !value.is_empty() {
-                // v1 moves through FREEZING: writing again retries the stragglers.
-                write(&path, value)?;
-            }
-            let state = std::fs::read_to_string(&path).map_err(io_err("reading", &path))?;
-            if state.lines().any(|l| l.trim() == done) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        if result.is_err() && frozen {
+            // Never leave a container half frozen: a failed pause leaves it running.
+            let _ = self.set_frozen(false);
         }
-        Err(CgroupError::FreezerStuck(path))
+        result
     }
 
     fn controller_dir(&self, controller: &'static str) -> Result<PathBuf, CgroupError> {
@@ -505,6 +526,10 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::write(path, value).map_err(io_err("writing", path))
 }
 
+fn read(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(io_err("reading", path))
+}
+
 /// v1: each rule is one write to devices.allow or devices.deny, in order (a deny of `a`
 /// first clears what the parent allowed).
 fn write_device_rules(
@@ -590,6 +615,63 @@ fn read_keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
                 format!("no {key}"),
             ))
         })
+}
+
+/// PF_KTHREAD in the flags field of /proc/TID/stat (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// What /proc/TID/stat says about a task of a cgroup that is being frozen.
+#[derive(Debug, PartialEq, Eq)]
+enum FreezeView {
+    /// A kernel thread: the v2 freezer leaves it running.
+    KernelThread,
+    /// A user task that is not running. After cgroup.freeze was written every user task has
+    /// been woken with the freeze trap pending, so one seen asleep afterwards sleeps in it
+    /// (an interruptible sleep with a signal pending returns at once).
+    Stopped,
+    /// A user task still on its way to the trap.
+    Running,
+}
+
+fn freeze_view(stat: &str) -> Option<FreezeView> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    let flags: u64 = fields.nth(5)?.parse().ok()?;
+    Some(if flags & PF_KTHREAD != 0 {
+        FreezeView::KernelThread
+    } else if state == "R" {
+        FreezeView::Running
+    } else {
+        FreezeView::Stopped
+    })
+}
+
+/// Whether the cgroup tree at `dir` holds a kernel thread and every user task in it is
+/// stopped: the freeze is complete but cgroup.events cannot say so.
+fn user_tasks_stopped_beside_kernel_threads(dir: &Path) -> Result<bool, CgroupError> {
+    let mut kernel_threads = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for tid in read(&dir.join("cgroup.threads"))?.split_whitespace() {
+            // A task that exited meanwhile has no stat and no say.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
+                continue;
+            };
+            match freeze_view(&stat) {
+                Some(FreezeView::KernelThread) => kernel_threads += 1,
+                Some(FreezeView::Stopped) => {}
+                Some(FreezeView::Running) | None => return Ok(false),
+            }
+        }
+        let entries = std::fs::read_dir(&dir).map_err(io_err("listing", &dir))?;
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(kernel_threads > 0)
 }
 
 #[cfg(test)]
@@ -815,5 +897,49 @@ mod tests {
             !tmp.path().join("husk/x").exists(),
             "failed create must clean up"
         );
+    }
+
+    #[test]
+    fn freeze_view_reads_state_and_kernel_thread_flag_after_the_command_name() {
+        let kthread = "812 (kvm-nx-lpage-recovery-790) S 2 0 0 0 -1 2129984 0 0 0 0 0 0";
+        assert_eq!(freeze_view(kthread), Some(FreezeView::KernelThread));
+        let running = "42 (a) b) R) R 1 42 42 0 -1 4194560 9 0 0 0";
+        assert_eq!(freeze_view(running), Some(FreezeView::Running));
+        let asleep = "43 (virtiofsd) S 1 43 43 0 -1 4194368 9 0 0 0";
+        assert_eq!(freeze_view(asleep), Some(FreezeView::Stopped));
+        assert_eq!(freeze_view("44 (cut"), None);
+    }
+
+    #[test]
+    fn a_kernel_thread_beside_sleeping_tasks_counts_as_frozen_and_a_running_task_does_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let leaf = tmp.path().join("child");
+        std::fs::create_dir(&leaf).unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let sleeper_tid = sleeper.id().to_string();
+        // Wait until the child sleeps (it runs while it execs).
+        let stat = format!("/proc/{sleeper_tid}/stat");
+        while freeze_view(&std::fs::read_to_string(&stat).unwrap()) != Some(FreezeView::Stopped) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // kthreadd (pid 2) is a kernel thread on every Linux.
+        std::fs::write(tmp.path().join("cgroup.threads"), "2\n").unwrap();
+        std::fs::write(leaf.join("cgroup.threads"), format!("{sleeper_tid}\n")).unwrap();
+        assert!(user_tasks_stopped_beside_kernel_threads(tmp.path()).unwrap());
+
+        // Without a kernel thread the kernel's own frozen 1 is the answer: keep waiting.
+        std::fs::write(tmp.path().join("cgroup.threads"), "").unwrap();
+        assert!(!user_tasks_stopped_beside_kernel_threads(tmp.path()).unwrap());
+
+        // A task reading its own stat is running: this test thread.
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        let own_tid = link.file_name().unwrap().to_str().unwrap().to_string();
+        std::fs::write(tmp.path().join("cgroup.threads"), format!("2\n{own_tid}\n")).unwrap();
+        assert!(!user_tasks_stopped_beside_kernel_threads(tmp.path()).unwrap());
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
     }
 }
