@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             network: None,
             netns: None,
             start_gate: None,
+            hooks: None,
         };
         let container = spawn(&cfg)?;
         spawned.push(start.elapsed().as_secs_f64() * 1e3);

@@ -14,7 +14,7 @@ use husk::vm::{connect_agent, run_in_guest};
 use rootfs_agent::agent::{serve, AgentError, ServeOptions, SessionEnd};
 use rootfs_agent::client::{AgentClient, ProcessIo};
 use rootfs_agent::protocol::{
-    read_frame, Frame, FrameKind, ProcessSpec, ReadyInfo, StartRequest, INITIAL_WINDOW,
+    read_frame, Frame, FrameKind, GuestHook, ProcessSpec, ReadyInfo, StartRequest, INITIAL_WINDOW,
 };
 
 /// A shared buffer usable as a `Write + Send` sink.
@@ -129,6 +129,57 @@ fn exit_codes_follow_shell_conventions() {
         None,
     );
     assert_eq!(code, 126);
+}
+
+/// husk-runc's startContainer hooks for a VM: run in order, with the state on stdin and only
+/// their own environment, before the process; a failing one stops the start with its stderr.
+#[test]
+fn start_hooks_run_before_the_process_and_a_failing_one_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().display();
+    let hook = |script: String, env: Vec<String>| GuestHook {
+        path: "/bin/sh".into(),
+        args: vec!["sh".into(), "-c".into(), script],
+        env,
+        timeout: None,
+    };
+    let mut start = sh(&format!("cat {dir}/first {dir}/second"));
+    start.hook_state = r#"{"id":"v9","status":"created"}"#.into();
+    start.start_hooks = vec![
+        hook(format!("cat > {dir}/first; echo"), Vec::new()),
+        hook(
+            format!("echo \" $MARK\" > {dir}/second"),
+            vec!["MARK=second-hook".into()],
+        ),
+    ];
+    let (code, out, err, _) = run(start, None);
+    assert_eq!(code, 0, "{}", err.text());
+    assert_eq!(
+        out.text(),
+        "{\"id\":\"v9\",\"status\":\"created\"} second-hook\n"
+    );
+
+    let mut start = sh(&format!("touch {dir}/process-ran"));
+    start.start_hooks = vec![hook("echo refused >&2; exit 3".into(), Vec::new())];
+    let (code, _, err, _) = run(start, None);
+    assert_ne!(code, 0);
+    assert!(
+        err.text().contains("startContainer hook /bin/sh"),
+        "{}",
+        err.text()
+    );
+    assert!(err.text().contains("refused"), "{}", err.text());
+    assert!(!tmp.path().join("process-ran").exists());
+
+    let mut start = sh(&format!("touch {dir}/process-ran"));
+    start.start_hooks = vec![GuestHook {
+        timeout: Some(1),
+        ..hook("sleep 30".into(), Vec::new())
+    }];
+    let (code, _, err, _) = run(start, None);
+    assert_ne!(code, 0);
+    assert!(err.text().contains("timeout of 1s"), "{}", err.text());
+    assert!(!tmp.path().join("process-ran").exists());
 }
 
 #[test]

@@ -441,59 +441,173 @@ fn exec_runs_in_the_container_and_returns_its_code() {
     runc.ok(&["delete", "c8"]);
 }
 
+/// A hook (run by /bin/sh: the host's, or the container's for startContainer) that saves
+/// its stdin to `<dir>/<stage>.json` and then runs `then` with $pid the state's pid.
+fn saving_hook(dir: &Path, stage: &str, then: &str) -> Value {
+    let script = format!(
+        "cat > {dir}/{stage}.json; pid=$(grep -o '\"pid\":[0-9]*' {dir}/{stage}.json | cut -d: -f2); {then}",
+        dir = dir.display()
+    );
+    serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+}
+
+fn saved_state(dir: &Path, stage: &str) -> Value {
+    let path = dir.join(format!("{stage}.json"));
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap()
+}
+
 #[test]
 fn hooks_run_with_the_state_on_stdin() {
     let Some(runc) = Runc::new("hooks_run_with_the_state_on_stdin") else {
         return;
     };
     let dir = runc.tmp.path().to_path_buf();
-    let hook = |stage: &str| {
-        serde_json::json!({
-            "path": "/bin/sh",
-            "args": ["sh", "-c", format!("cat > {}/{stage}.json", dir.display())],
-        })
+    let d = dir.display().to_string();
+    let rootfs = dir.join("b/rootfs");
+    let r = rootfs.display().to_string();
+    // prestart and createRuntime run in the runtime's namespaces while the init waits
+    // before pivot_root: its root is still the host's, and its mounts are in place.
+    let before_pivot = |stage: &str| {
+        saving_hook(
+            &dir,
+            stage,
+            &format!(
+                "readlink /proc/$pid/root > {d}/{stage}.root; \
+                 readlink /proc/self/ns/mnt > {d}/{stage}.mnt"
+            ),
+        )
     };
-    let bundle = runc.bundle("b", &["true"], |c| {
-        c["hooks"] = serde_json::json!({
-            "prestart": [hook("prestart")],
-            "createRuntime": [hook("createRuntime")],
-            "poststart": [hook("poststart")],
-            "poststop": [hook("poststop")],
-        });
-    });
+    // createContainer runs in the container's mount namespace, before the pivot: the
+    // container's own /proc is mounted in its root already (with the init as its pid 1).
+    let create_container = saving_hook(
+        &dir,
+        "createContainer",
+        &format!(
+            "readlink /proc/self/ns/mnt > {d}/createContainer.mnt; \
+             test -d {r}/proc/1 && echo mounted > {d}/createContainer.proc"
+        ),
+    );
+    // startContainer's path resolves in the container (its busybox sh), after the pivot.
+    let start_container = serde_json::json!({"path": "/bin/sh",
+        "args": ["sh", "-c", "cat > /startContainer.json"]});
+    let bundle = runc.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "test -f /startContainer.json && echo yes > /program-saw-hook",
+        ],
+        |c| {
+            c["hooks"] = serde_json::json!({
+                "prestart": [before_pivot("prestart")],
+                "createRuntime": [before_pivot("createRuntime")],
+                "createContainer": [create_container],
+                "startContainer": [start_container],
+                "poststart": [saving_hook(&dir, "poststart", "true")],
+                "poststop": [saving_hook(&dir, "poststop", "true")],
+            });
+        },
+    );
     runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "c9"]);
+    let init_pid = runc.state("c9")["pid"].as_i64().unwrap();
+    let init_mnt = std::fs::read_link(format!("/proc/{init_pid}/ns/mnt")).unwrap();
+    let own_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    assert_ne!(init_mnt, own_mnt);
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     for stage in ["prestart", "createRuntime"] {
-        let state: Value =
-            serde_json::from_slice(&std::fs::read(dir.join(format!("{stage}.json"))).unwrap())
-                .unwrap();
+        let state = saved_state(&dir, stage);
         assert_eq!(state["id"], "c9");
         assert_eq!(state["status"], "creating");
-        assert!(state["pid"].as_i64().unwrap() > 0);
+        assert_eq!(
+            state["pid"].as_i64().unwrap(),
+            init_pid,
+            "{stage} sees the host pid"
+        );
+        assert_eq!(
+            read(&format!("{stage}.root")),
+            "/",
+            "{stage} ran after pivot_root"
+        );
+        assert_eq!(
+            read(&format!("{stage}.mnt")),
+            own_mnt.display().to_string(),
+            "{stage} ran outside the runtime namespace"
+        );
     }
+    let state = saved_state(&dir, "createContainer");
+    assert_eq!(state["status"], "creating");
+    assert_eq!(state["pid"], 1, "the pid as the container sees it");
+    assert_eq!(read("createContainer.mnt"), init_mnt.display().to_string());
+    assert_eq!(read("createContainer.proc"), "mounted");
+    assert!(
+        !rootfs.join("startContainer.json").exists(),
+        "startContainer ran at create"
+    );
     assert!(!dir.join("poststart.json").exists());
+
     runc.ok(&["start", "c9"]);
-    let poststart: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("poststart.json")).unwrap()).unwrap();
-    assert_eq!(poststart["status"], "running");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(rootfs.join("startContainer.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["id"], "c9");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["pid"], 1);
+    assert_eq!(saved_state(&dir, "poststart")["status"], "running");
     runc.wait_for_status("c9", "stopped");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("program-saw-hook")).unwrap(),
+        "yes\n",
+        "the program ran before startContainer"
+    );
     assert!(!dir.join("poststop.json").exists());
     runc.ok(&["delete", "c9"]);
-    let poststop: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("poststop.json")).unwrap()).unwrap();
-    assert_eq!(poststop["status"], "stopped");
+    assert_eq!(saved_state(&dir, "poststop")["status"], "stopped");
 
-    // A failing prestart hook fails create and leaves nothing behind.
-    let failing = runc.bundle("failing", &["true"], |c| {
+    // A failing prestart or createContainer hook fails create and leaves nothing behind.
+    for (n, stage) in ["prestart", "createContainer"].into_iter().enumerate() {
+        let id = format!("hook-fail-{n}");
+        let failing = runc.bundle(&format!("failing-{stage}"), &["true"], |c| {
+            c["hooks"] = serde_json::json!({
+                stage: [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}],
+            });
+        });
+        let out = runc.run(&["create", "--bundle", failing.to_str().unwrap(), &id]);
+        assert!(!out.ok);
+        assert!(
+            out.stderr.contains(&format!("{stage} hook")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("nope"), "{}", out.stderr);
+        assert!(!runc.root().join(&id).exists());
+        assert!(!cgroup_dir_exists(&format!("husk-runc/{id}")));
+    }
+
+    // A failing startContainer hook fails start and stops the container before its program.
+    let failing = runc.bundle("failing-start", &["touch", "/program-ran"], |c| {
         c["hooks"] = serde_json::json!({
-            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}],
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no-start >&2; exit 4"]}],
         });
     });
-    let out = runc.run(&["create", "--bundle", failing.to_str().unwrap(), "c10"]);
+    runc.ok(&[
+        "create",
+        "--bundle",
+        failing.to_str().unwrap(),
+        "hook-fail-start",
+    ]);
+    let out = runc.run(&["start", "hook-fail-start"]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("prestart hook"), "{}", out.stderr);
-    assert!(out.stderr.contains("nope"), "{}", out.stderr);
-    assert!(!runc.root().join("c10").exists());
-    assert!(!cgroup_dir_exists("husk-runc/c10"));
+    assert!(out.stderr.contains("startContainer hook"), "{}", out.stderr);
+    assert!(out.stderr.contains("no-start"), "{}", out.stderr);
+    runc.wait_for_status("hook-fail-start", "stopped");
+    assert!(!failing.join("rootfs/program-ran").exists());
+    runc.ok(&["delete", "hook-fail-start"]);
 }
 
 /// Receive one descriptor sent with SCM_RIGHTS.
@@ -742,6 +856,104 @@ fn vm_containers_follow_the_runc_lifecycle_in_their_own_guest() {
     assert!(!out.ok);
     assert!(out.stderr.contains("network"), "{}", out.stderr);
     assert!(!runc.root().join("v3").exists());
+}
+
+/// Kata's placement of the hooks for a VM: prestart, createRuntime and createContainer on
+/// the host once the guest is up (the holder's namespaces are the runtime's), startContainer
+/// in the guest, in the container's root, before the program.
+#[test]
+fn vm_hooks_run_on_the_host_and_in_the_guest() {
+    let Some(runc) = Runc::new_vm("vm_hooks_run_on_the_host_and_in_the_guest") else {
+        return;
+    };
+    let dir = runc.tmp.path().to_path_buf();
+    let d = dir.display().to_string();
+    let host_hook = |stage: &str| {
+        saving_hook(
+            &dir,
+            stage,
+            &format!("readlink /proc/self/ns/mnt > {d}/{stage}.mnt"),
+        )
+    };
+    let start_container = serde_json::json!({"path": "/bin/sh",
+        "args": ["sh", "-c", "cat > /startContainer.json; uname -r > /startContainer.kernel"]});
+    let bundle = runc.bundle(
+        "b",
+        &[
+            "sh",
+            "-c",
+            "test -f /startContainer.json && echo yes > /program-saw-hook",
+        ],
+        |c| {
+            in_a_vm(c);
+            c["hooks"] = serde_json::json!({
+                "prestart": [host_hook("prestart")],
+                "createRuntime": [host_hook("createRuntime")],
+                "createContainer": [host_hook("createContainer")],
+                "startContainer": [start_container],
+            });
+        },
+    );
+    let rootfs = bundle.join("rootfs");
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "v5"]);
+    let holder = runc.state("v5")["pid"].as_i64().unwrap();
+    let own_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    for stage in ["prestart", "createRuntime", "createContainer"] {
+        let state = saved_state(&dir, stage);
+        assert_eq!(state["id"], "v5");
+        assert_eq!(state["status"], "creating");
+        assert_eq!(
+            state["pid"].as_i64().unwrap(),
+            holder,
+            "{stage}: the holder's pid"
+        );
+        let mnt = std::fs::read_to_string(dir.join(format!("{stage}.mnt"))).unwrap();
+        assert_eq!(
+            mnt.trim(),
+            own_mnt.display().to_string(),
+            "{stage} ran in the guest"
+        );
+    }
+    assert!(
+        !rootfs.join("startContainer.json").exists(),
+        "startContainer ran at create"
+    );
+
+    runc.ok(&["start", "v5"]);
+    runc.wait_for_status("v5", "stopped");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(rootfs.join("startContainer.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["id"], "v5");
+    assert_eq!(state["status"], "created");
+    let kernel = std::fs::read_to_string(rootfs.join("startContainer.kernel")).unwrap();
+    assert_ne!(
+        kernel.trim(),
+        host_release(),
+        "startContainer ran on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("program-saw-hook")).unwrap(),
+        "yes\n",
+        "the program ran before startContainer"
+    );
+    runc.ok(&["delete", "v5"]);
+
+    // A failing startContainer hook in the guest fails start, and the program never runs.
+    let failing = runc.bundle("failing", &["touch", "/program-ran"], |c| {
+        in_a_vm(c);
+        c["hooks"] = serde_json::json!({
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no-start >&2; exit 4"]}],
+        });
+    });
+    runc.ok(&["create", "--bundle", failing.to_str().unwrap(), "v6"]);
+    let out = runc.run(&["start", "v6"]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("startContainer hook"), "{}", out.stderr);
+    assert!(out.stderr.contains("no-start"), "{}", out.stderr);
+    runc.wait_for_status("v6", "stopped");
+    assert!(!failing.join("rootfs/program-ran").exists());
+    runc.ok(&["delete", "v6"]);
 }
 
 #[test]

@@ -69,6 +69,7 @@ fn foreground_helper() {
         network: None,
         netns: None,
         start_gate: None,
+        hooks: None,
     };
     let exit = run_foreground(&cfg, |_| {}).unwrap();
     std::process::exit(exit.code);

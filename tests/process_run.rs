@@ -77,6 +77,7 @@ impl Fixture {
             network: None,
             netns: None,
             start_gate: None,
+            hooks: None,
         }
     }
 

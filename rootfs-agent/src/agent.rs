@@ -303,24 +303,31 @@ impl Session {
                 if let (true, Some(name)) = (self.opts.sandbox, &start.hostname) {
                     nix::unistd::sethostname(name).map_err(sys("sethostname"))?;
                 }
-                if self.opts.sandbox {
-                    match sandbox::prepare(&start)
-                        .and_then(|cgroup| Ok((cgroup, sandbox::enter_pid_namespace(&start)?)))
-                    {
-                        Ok((cgroup, proc_view)) => {
-                            self.cgroup = cgroup;
-                            self.proc_view = Some(proc_view);
-                        }
-                        Err(message) => {
-                            return self.report_spawn_failure(
-                                0,
-                                "container setup",
-                                SpawnFailure {
-                                    code: SETUP_FAILED_EXIT,
-                                    message,
-                                },
-                            );
-                        }
+                // The startContainer hooks run once the mounts are in place and before the
+                // PID namespace, whose first child must be the container's process.
+                let prepared = if self.opts.sandbox {
+                    sandbox::prepare(&start).and_then(|cgroup| {
+                        crate::hooks::run_start_hooks(&start)?;
+                        Ok(Some((cgroup, sandbox::enter_pid_namespace(&start)?)))
+                    })
+                } else {
+                    crate::hooks::run_start_hooks(&start).map(|()| None)
+                };
+                match prepared {
+                    Ok(Some((cgroup, proc_view))) => {
+                        self.cgroup = cgroup;
+                        self.proc_view = Some(proc_view);
+                    }
+                    Ok(None) => {}
+                    Err(message) => {
+                        return self.report_spawn_failure(
+                            0,
+                            "container setup",
+                            SpawnFailure {
+                                code: SETUP_FAILED_EXIT,
+                                message,
+                            },
+                        );
                     }
                 }
                 self.spawn(0, &start.process)?;

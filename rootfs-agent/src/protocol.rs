@@ -602,6 +602,54 @@ pub struct StartRequest {
     /// The container is on a network: the guest's virtio-net interface and its /etc files.
     #[serde(default)]
     pub network: Option<GuestNetwork>,
+    /// OCI startContainer hooks (husk-runc), run in this order once the container's mounts
+    /// are in place and before its process; the first failure fails the start.
+    #[serde(default)]
+    pub start_hooks: Vec<GuestHook>,
+    /// The container's OCI state (JSON), each hook's stdin.
+    #[serde(default)]
+    pub hook_state: String,
+}
+
+/// Most startContainer hooks in one request.
+pub const MAX_HOOKS: usize = 32;
+/// Most bytes of the hook state: it goes into a pipe before the hook runs, so it must fit
+/// the pipe's 64 KiB.
+pub const MAX_HOOK_STATE: usize = 32 << 10;
+
+/// An OCI hook (config.md "POSIX-platform Hooks") as the agent runs it: `path` resolved in
+/// the container's root, `args` with argv[0] first, `env` alone, killed after `timeout`
+/// seconds when set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestHook {
+    pub path: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub timeout: Option<u32>,
+}
+
+impl GuestHook {
+    fn validate(&self) -> Result<()> {
+        let invalid = |why: String| ProtocolError::Invalid { what: "hook", why };
+        if !self.path.starts_with('/') || self.path.len() > 4096 || self.path.contains('\0') {
+            return Err(invalid(format!(
+                "{:?} is not an absolute path without NUL",
+                self.path
+            )));
+        }
+        if self.args.len() > MAX_ARGS || self.env.len() > MAX_ENV {
+            return Err(invalid(format!(
+                "more than {MAX_ARGS} args or {MAX_ENV} env entries"
+            )));
+        }
+        if self.args.iter().chain(&self.env).any(|a| a.contains('\0')) {
+            return Err(invalid("an arg or env entry holds a NUL".into()));
+        }
+        Ok(())
+    }
 }
 
 /// Most bytes of a generated /etc/hosts or /etc/resolv.conf (a network of thousands of
@@ -807,6 +855,15 @@ impl StartRequest {
                 what: "pids limit",
                 why: "0 would allow no process at all".into(),
             });
+        }
+        if self.start_hooks.len() > MAX_HOOKS || self.hook_state.len() > MAX_HOOK_STATE {
+            return Err(ProtocolError::Invalid {
+                what: "hooks",
+                why: format!("more than {MAX_HOOKS} hooks or a state over {MAX_HOOK_STATE} bytes"),
+            });
+        }
+        for hook in &self.start_hooks {
+            hook.validate()?;
         }
         if let Some(h) = &self.hostname {
             if h.is_empty()
@@ -1109,6 +1166,25 @@ mod tests {
         let mut no_pids = start("/proc/kcore");
         no_pids.limits.pids_max = Some(0);
         assert!(no_pids.validate().is_err(), "a pids limit of 0");
+
+        let hook = |path: &str| GuestHook {
+            path: path.into(),
+            args: vec!["x".into()],
+            env: Vec::new(),
+            timeout: None,
+        };
+        let mut hooked = start("/proc/kcore");
+        hooked.start_hooks = vec![hook("/bin/hook")];
+        assert!(hooked.validate().is_ok());
+        for bad in ["bin/hook", "/a\0b"] {
+            hooked.start_hooks = vec![hook(bad)];
+            assert!(hooked.validate().is_err(), "hook {bad:?} accepted");
+        }
+        hooked.start_hooks = vec![hook("/bin/hook"); MAX_HOOKS + 1];
+        assert!(hooked.validate().is_err(), "more hooks than the limit");
+        hooked.start_hooks = vec![hook("/bin/hook")];
+        hooked.hook_state = "x".repeat(MAX_HOOK_STATE + 1);
+        assert!(hooked.validate().is_err(), "a state over the limit");
     }
 
     /// A sysctl name can only name a file below /proc/sys: no '/', no empty word, no "..".

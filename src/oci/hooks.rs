@@ -2,7 +2,8 @@
 //! the container's state as JSON on its stdin, its own args and env, and an optional timeout
 //! in seconds after which it is killed.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
+use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,7 +38,27 @@ pub enum HookError {
 
 /// Run one hook to completion; an error when it cannot start, exits non-zero or times out.
 pub fn run(hook: &Hook, state: &State, stage: &'static str) -> Result<(), HookError> {
+    run_with_state(hook, &serde_json::to_vec(state).unwrap_or_default(), stage)
+}
+
+/// [`run`] with the state already serialized. No thread and no pipe: the container's init
+/// runs the createContainer and startContainer hooks with this (it must stay single-threaded
+/// for the confinement that follows), and a hook that leaves a daemon holding its stderr
+/// cannot stall the runtime. stdin is a memfd holding the state; stderr another, of which
+/// the first 4 KiB go into the error.
+pub fn run_with_state(hook: &Hook, state: &[u8], stage: &'static str) -> Result<(), HookError> {
     let path = hook.path().display().to_string();
+    let spawn_error = |source: std::io::Error| HookError::Spawn {
+        stage,
+        path: path.clone(),
+        source,
+    };
+    let mut stdin = memfd("husk-hook-state").map_err(spawn_error)?;
+    stdin
+        .write_all(state)
+        .and_then(|()| stdin.rewind())
+        .map_err(spawn_error)?;
+    let mut stderr = memfd("husk-hook-stderr").map_err(spawn_error)?;
     let mut command = Command::new(hook.path());
     let args = hook.args().clone().unwrap_or_default();
     // args[0] is argv[0], as execv takes it (config.md).
@@ -51,35 +72,11 @@ pub fn run(hook: &Hook, state: &State, stage: &'static str) -> Result<(), HookEr
         }
     }
     let mut child = command
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(stderr.try_clone().map_err(spawn_error)?))
         .spawn()
-        .map_err(|source| HookError::Spawn {
-            stage,
-            path: path.clone(),
-            source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine: a broken pipe is not its failure.
-        let _ = stdin.write_all(&serde_json::to_vec(state).unwrap_or_default());
-    }
-    // Drained by a thread: a hook that fills the pipe must not stall on us while we wait.
-    let stderr_reader = child.stderr.take().map(|mut pipe| {
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let room = 4096usize.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            String::from_utf8_lossy(&kept).into_owned()
-        })
-    });
+        .map_err(spawn_error)?;
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
@@ -88,13 +85,7 @@ pub fn run(hook: &Hook, state: &State, stage: &'static str) -> Result<(), HookEr
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(source) => {
-                return Err(HookError::Spawn {
-                    stage,
-                    path,
-                    source,
-                })
-            }
+            Err(source) => return Err(spawn_error(source)),
         }
         if let Some((seconds, at)) = deadline {
             if Instant::now() >= at {
@@ -112,9 +103,10 @@ pub fn run(hook: &Hook, state: &State, stage: &'static str) -> Result<(), HookEr
     if status.success() {
         return Ok(());
     }
-    let stderr = stderr_reader
-        .and_then(|reader| reader.join().ok())
-        .unwrap_or_default();
+    let mut kept = Vec::new();
+    let _ = stderr.rewind();
+    let _ = (&mut stderr).take(4096).read_to_end(&mut kept);
+    let stderr = String::from_utf8_lossy(&kept);
     let stderr = stderr.trim();
     Err(HookError::Failed {
         stage,
@@ -126,4 +118,16 @@ pub fn run(hook: &Hook, state: &State, stage: &'static str) -> Result<(), HookEr
             format!(": {stderr}")
         },
     })
+}
+
+/// An anonymous file (close-on-exec; the hook gets its own copy as 0 or 2).
+fn memfd(name: &str) -> std::io::Result<std::fs::File> {
+    let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is new and ours alone.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }

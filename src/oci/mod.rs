@@ -30,7 +30,9 @@ use crate::container::spec::ANNOTATION_INTERACTIVE;
 use crate::container::ProcessIdentity;
 use crate::process::exec::{exec, ExecConfig};
 use crate::process::send_fd;
-use crate::process::{self, Cgroup, CgroupError, CgroupLayout, LaunchConfig, ProcessError, Root};
+use crate::process::{
+    self, Cgroup, CgroupError, CgroupLayout, LaunchConfig, LaunchHooks, ProcessError, Root,
+};
 
 /// The bundle annotation that picks a container's isolation (crun's `run.oci.handler` is the
 /// same idea): `process` or `vm`.
@@ -69,6 +71,9 @@ pub enum OciError {
     BadSignal(String),
     #[error("the container {0} did not start: its init is gone")]
     InitGone(String),
+    /// The init or the guest refused to run the program (a startContainer hook failed).
+    #[error("{0}")]
+    StartFailed(String),
     #[error("{0}")]
     Hook(#[from] hooks::HookError),
     #[error(transparent)]
@@ -282,7 +287,20 @@ impl OciRuntime {
                 .ok_or_else(|| OciError::InitGone(id.to_string()))
                 .and_then(|init| {
                     record.init = init;
-                    self.finish_create(&record, dir, &spec, opts)
+                    // Kata's order for a VM: the guest is up, the container not yet made;
+                    // createContainer runs on the host too, in the namespaces of the holder
+                    // (the monitor's), which are the runtime's. startContainer runs in the
+                    // guest (oci/vm.rs).
+                    let state = self.state_of(&record, dir, Status::Creating);
+                    run_create_runtime_hooks(&spec, &state)?;
+                    for hook in spec
+                        .hooks()
+                        .iter()
+                        .flat_map(|h| h.create_container().iter().flatten())
+                    {
+                        hooks::run(hook, &state, "createContainer")?;
+                    }
+                    self.finish_create(&record, dir, opts)
                 });
             if result.is_err() {
                 // SAFETY: kill(2) with integers; the holder is our child, not yet reaped.
@@ -301,6 +319,18 @@ impl OciRuntime {
         };
         let gate_path = dir.join(GATE_FILE);
         let gate = UnixListener::bind(&gate_path).map_err(io("creating", &gate_path))?;
+        let creating = self.state_of(&record, dir, Status::Creating);
+        let state_json = serde_json::to_value(&creating).map_err(|e| OciError::Bundle {
+            path: saved.clone(),
+            why: e.to_string(),
+        })?;
+        let before_pivot = |pid: i32| -> Result<(), String> {
+            let state = State {
+                pid,
+                ..creating.clone()
+            };
+            run_create_runtime_hooks(&spec, &state).map_err(|e| e.to_string())
+        };
         let launch = LaunchConfig {
             spec: &spec,
             root: Root::Bundle(&record.rootfs),
@@ -309,6 +339,10 @@ impl OciRuntime {
             network: None,
             netns: netns.as_ref().map(|fd| fd.as_fd()),
             start_gate: Some(gate.as_fd()),
+            hooks: Some(LaunchHooks {
+                state: &state_json,
+                before_pivot: &before_pivot,
+            }),
         };
         let container = process::spawn(&launch)?;
         drop(gate);
@@ -325,29 +359,20 @@ impl OciRuntime {
                 opts.console_socket.as_deref().unwrap_or(Path::new("")),
             ))?;
         }
-        self.finish_create(&record, dir, &spec, opts)?;
+        self.finish_create(&record, dir, opts)?;
         container.detach();
         Ok(())
     }
 
-    /// The end of `create` for both isolations: the prestart and createRuntime hooks, then
-    /// the record and the pid file, which make the container exist for the other verbs.
+    /// The end of `create` for both isolations: the record and the pid file, which make the
+    /// container exist for the other verbs. (The hooks ran before: a process container's
+    /// while its init waited before pivot_root, a VM's in `create_in`.)
     fn finish_create(
         &self,
         record: &Record,
         dir: &Path,
-        spec: &Spec,
         opts: &CreateOptions,
     ) -> Result<(), OciError> {
-        let state = self.state_of(record, dir, Status::Creating);
-        if let Some(hooks) = spec.hooks() {
-            for hook in hooks.prestart().iter().flatten() {
-                hooks::run(hook, &state, "prestart")?;
-            }
-            for hook in hooks.create_runtime().iter().flatten() {
-                hooks::run(hook, &state, "createRuntime")?;
-            }
-        }
         write_atomically(&dir.join(STATE_FILE), &serde_json::to_vec(record).unwrap())?;
         if let Some(pid_file) = &opts.pid_file {
             write_atomically(pid_file, record.init.pid.to_string().as_bytes())?;
@@ -373,7 +398,7 @@ impl OciRuntime {
             // A VM's holder says why the guest did not run the process.
             let mut why = String::new();
             let _ = (&mut gate).take(64 << 10).read_to_string(&mut why);
-            return Err(OciError::Unsupported(format!(
+            return Err(OciError::StartFailed(format!(
                 "the container {id} did not start: {}",
                 if why.is_empty() {
                     "its init is gone"
@@ -783,27 +808,24 @@ fn refuse_unsupported(spec: &Spec) -> Result<Option<OwnedFd>, OciError> {
             _ => {}
         }
     }
-    if let Some(hooks) = spec.hooks() {
-        if hooks
-            .create_container()
-            .as_ref()
-            .is_some_and(|h| !h.is_empty())
-            || hooks
-                .start_container()
-                .as_ref()
-                .is_some_and(|h| !h.is_empty())
-        {
-            return unsupported(
-                "createContainer and startContainer hooks are not supported yet; prestart, \
-                 createRuntime, poststart and poststop are"
-                    .into(),
-            );
-        }
-    }
     if spec.process().is_none() {
         return unsupported("the spec has no process".into());
     }
     Ok(netns)
+}
+
+/// runtime.md steps 4 and 5: prestart (deprecated, run just before createRuntime as runc
+/// does) and createRuntime, in the runtime namespace; the first failure fails `create`.
+fn run_create_runtime_hooks(spec: &Spec, state: &State) -> Result<(), OciError> {
+    if let Some(spec_hooks) = spec.hooks() {
+        for hook in spec_hooks.prestart().iter().flatten() {
+            hooks::run(hook, state, "prestart")?;
+        }
+        for hook in spec_hooks.create_runtime().iter().flatten() {
+            hooks::run(hook, state, "createRuntime")?;
+        }
+    }
+    Ok(())
 }
 
 /// The cgroup the container gets, relative to each hierarchy's root: the spec's

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use nix::sys::signal::{SigSet, Signal};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
-use rootfs_agent::protocol::{GuestMount, GuestMountKind};
+use rootfs_agent::protocol::{GuestHook, GuestMount, GuestMountKind};
 use sha2::{Digest, Sha256};
 
 use super::{io, OciError, GATE_FILE};
@@ -315,9 +315,37 @@ fn run(
     mask: SigSet,
 ) -> Result<(Arc<rootfs_agent::client::Process>, Supervision), OciError> {
     let layers = [args.rootfs.clone()];
-    let request = backend::start_request(&booted.spec, &layers, &booted.plan.guest_mounts, None)
-        .map_err(vm)?;
-    let process = booted.guest.start(&request, own_stdio()?).map_err(vm)?;
+    let mut request =
+        backend::start_request(&booted.spec, &layers, &booted.plan.guest_mounts, None)
+            .map_err(vm)?;
+    request.start_hooks = start_hooks(&booted.spec);
+    if !request.start_hooks.is_empty() {
+        let runtime = super::OciRuntime::new(args.root.clone(), super::Isolation::Vm);
+        let state = super::State {
+            // The pid the container's process gets in its namespace, as the hook, which
+            // runs in the guest, would see it (config.md).
+            pid: 1,
+            status: super::Status::Created,
+            ..runtime.state(&args.id)?
+        };
+        request.hook_state = serde_json::to_string(&state).unwrap_or_default();
+    }
+    // The agent tells why it could not start the process (a startContainer hook failed, the
+    // command is missing) on the process's stderr, before its exit: kept for `start`.
+    let mut stdio = own_stdio()?;
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    stdio.stderr = Box::new(KeepFirst {
+        inner: stdio.stderr,
+        kept: Arc::clone(&told),
+    });
+    let process = booted.guest.start(&request, stdio).map_err(vm)?;
+    if process.pid().map_err(|e| vm(e.into()))?.is_none() {
+        let told = told.lock().unwrap_or_else(|p| p.into_inner());
+        let why = String::from_utf8_lossy(&told);
+        return Err(OciError::StartFailed(
+            why.trim().trim_start_matches("husk-agent: ").to_string(),
+        ));
+    }
     let process = Arc::new(process);
     let supervision = Supervision::start(
         &key(&args.root, &args.id),
@@ -326,6 +354,48 @@ fn run(
         booted.guest.agent(),
     );
     Ok((process, supervision))
+}
+
+/// The spec's startContainer hooks as the guest agent runs them: the path resolved in the
+/// container's root, which is the guest's.
+fn start_hooks(spec: &Spec) -> Vec<GuestHook> {
+    spec.hooks()
+        .iter()
+        .flat_map(|h| h.start_container().iter().flatten())
+        .map(|hook| GuestHook {
+            path: hook.path().to_string_lossy().into_owned(),
+            args: hook.args().clone().unwrap_or_default(),
+            env: hook.env().clone().unwrap_or_default(),
+            timeout: hook
+                .timeout()
+                .filter(|t| *t > 0)
+                .map(|t| u32::try_from(t).unwrap_or(u32::MAX)),
+        })
+        .collect()
+}
+
+/// A writer that passes everything on and keeps the first [`KeepFirst::LIMIT`] bytes.
+struct KeepFirst {
+    inner: Box<dyn Write + Send>,
+    kept: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl KeepFirst {
+    const LIMIT: usize = 4096;
+}
+
+impl Write for KeepFirst {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let room = Self::LIMIT.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// This process's stdin, stdout and stderr as the agent client's streams.

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,9 @@ pub const CODE_NOT_EXECUTABLE: u8 = 126;
 pub const CODE_SETUP: u8 = 125;
 /// The whole report of an init that stopped at its start gate, ready to exec its command.
 pub const CODE_CREATED: u8 = b'C';
+/// The first byte of the report of an init whose root is mounted but not yet entered: it
+/// waits for the runtime's prestart and createRuntime hooks (one byte on its resume pipe).
+pub const CODE_BEFORE_PIVOT: u8 = b'P';
 
 /// Set once the init has reported [`CODE_CREATED`]: nobody reads the error pipe any more, so
 /// a later failure goes to the container's stderr and becomes its exit code.
@@ -59,6 +62,31 @@ pub struct InitConfig<'a> {
     pub netns: Option<RawFd>,
     /// A listening socket: wait for a connection on it before the exec (OCI create/start).
     pub start_gate: Option<RawFd>,
+    /// The OCI hooks around the pivot and the start (husk-runc); None for husk's containers.
+    pub hooks: Option<InitHooks<'a>>,
+}
+
+/// runtime.md's lifecycle steps 4 to 7 as the init sees them: it stops before pivot_root
+/// for the runtime's prestart and createRuntime hooks, then runs the createContainer hooks
+/// itself in the container's namespaces, and the startContainer hooks once `start` opened the
+/// gate, right before the command.
+pub struct InitHooks<'a> {
+    /// The container's OCI state; the init sets `pid` (its own, as the container sees it,
+    /// which config.md asks for hooks run in the container namespace) and `status`.
+    pub state: &'a serde_json::Value,
+    /// Read end of the pipe on which the runtime answers [`CODE_BEFORE_PIVOT`] with one byte.
+    pub resume: RawFd,
+    /// Its write end: the init closes its copy, so a runtime gone away reads as EOF.
+    pub resume_writer: RawFd,
+}
+
+impl InitHooks<'_> {
+    fn state_json(&self, status: &str) -> Vec<u8> {
+        let mut state = self.state.clone();
+        state["pid"] = serde_json::Value::from(std::process::id());
+        state["status"] = serde_json::Value::from(status);
+        serde_json::to_vec(&state).unwrap_or_default()
+    }
 }
 
 /// Run the init: returns only by exec'ing the command; on failure it reports and exits.
@@ -110,7 +138,11 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
     if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         rootfs_agent::sandbox::write_sysctls(sysctls.iter()).map_err(fail)?;
     }
-    rootfs::setup(&cfg.plan).map_err(fail)?;
+    let new_root = rootfs::mount_root(&cfg.plan).map_err(fail)?;
+    if let Some(hooks) = &cfg.hooks {
+        run_create_hooks(spec, cfg.errors.as_raw_fd(), hooks)?;
+    }
+    rootfs::enter_root(&cfg.plan, new_root).map_err(fail)?;
     if rootfs::has_namespace(spec, LinuxNamespaceType::Network) && cfg.netns.is_none() {
         rootfs::loopback_up().map_err(fail)?;
     }
@@ -127,14 +159,63 @@ fn prepare_and_exec(cfg: &InitConfig) -> Result<std::convert::Infallible, InitFa
         &cfg.seccomp,
         cfg.errors.as_raw_fd(),
         cfg.trampoline,
-        cfg.start_gate,
+        cfg.start_gate.map(|gate| StartGate {
+            socket: gate,
+            hooks: cfg.hooks.as_ref(),
+            spec,
+        }),
     )
 }
 
+/// Mounts done, pivot_root not yet: the runtime runs prestart and createRuntime (in its own
+/// namespaces, with our host pid), and then we run createContainer here (runtime.md: in the
+/// container namespace, the path resolved in the runtime's, which is what this mount
+/// namespace still shows before the pivot).
+fn run_create_hooks(spec: &Spec, errors: RawFd, hooks: &InitHooks) -> Result<(), InitFailure> {
+    // SAFETY: closing this process's copy of the runtime's end of the resume pipe.
+    unsafe { libc::close(hooks.resume_writer) };
+    // SAFETY: a plain write of one byte to the error pipe we hold.
+    if unsafe { libc::write(errors, [CODE_BEFORE_PIVOT].as_ptr().cast(), 1) } != 1 {
+        return Err(fail("reporting the root mounted"));
+    }
+    let mut answer = [0u8; 1];
+    loop {
+        // SAFETY: a read of one byte into our buffer from the pipe we hold.
+        let n = unsafe { libc::read(hooks.resume, answer.as_mut_ptr().cast(), 1) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if n != 1 || answer != *b"1" {
+            // The runtime reports its own hook's failure; this is for a runtime that died.
+            return Err(fail("the runtime did not finish its createRuntime hooks"));
+        }
+        break;
+    }
+    // SAFETY: closing the read end we own; nothing else uses it.
+    unsafe { libc::close(hooks.resume) };
+    for hook in spec
+        .hooks()
+        .iter()
+        .flat_map(|h| h.create_container().iter().flatten())
+    {
+        crate::oci::hooks::run_with_state(hook, &hooks.state_json("creating"), "createContainer")
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// The start gate of an OCI container, and the startContainer hooks that run once it opens.
+pub(super) struct StartGate<'a> {
+    socket: RawFd,
+    hooks: Option<&'a InitHooks<'a>>,
+    spec: &'a Spec,
+}
+
 /// The OCI create/start split: report "created" (the parent's `spawn` returns and the
-/// runtime's `create` exits), then block until `start` connects to the gate, and answer it
-/// so that it knows the command is on its way.
-fn wait_for_start(gate: RawFd, errors: RawFd) -> Result<(), InitFailure> {
+/// runtime's `create` exits), then block until `start` connects to the gate, run the
+/// startContainer hooks, and answer it: "1" when the command is on its way, else "0" and why.
+fn wait_for_start(start: &StartGate, errors: RawFd) -> Result<(), InitFailure> {
+    let gate = start.socket;
     // SAFETY: a plain write of one byte to the error pipe we hold.
     if unsafe { libc::write(errors, [CODE_CREATED].as_ptr().cast(), 1) } != 1 {
         return Err(fail("reporting the container created"));
@@ -167,16 +248,48 @@ fn wait_for_start(gate: RawFd, errors: RawFd) -> Result<(), InitFailure> {
             }
             return Err(fail(format!("waiting for start: {err}")));
         }
-        // SAFETY: a plain write of one byte to the connection we just accepted.
-        let sent = unsafe { libc::write(conn, b"1".as_ptr().cast(), 1) };
-        // SAFETY: closing the connection we own.
-        unsafe { libc::close(conn) };
-        if sent == 1 {
+        // SAFETY: the connection is new and ours alone.
+        let mut conn = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(conn) });
+        let hooks_ran = start.run_start_hooks();
+        let answer = match &hooks_ran {
+            Ok(()) => b"1".to_vec(),
+            Err(failure) => format!("0{}", failure.message).into_bytes(),
+        };
+        let sent = conn.write_all(&answer).is_ok();
+        drop(conn);
+        // A hook runs once: after one, this start is the start even if its caller is gone.
+        if sent || start.has_start_hooks() {
             // SAFETY: closing the gate we own; nothing else uses it.
             unsafe { libc::close(gate) };
-            return Ok(());
+            return hooks_ran;
         }
         // The caller went away before the answer: wait for a real start.
+    }
+}
+
+impl StartGate<'_> {
+    fn start_hooks(&self) -> impl Iterator<Item = &oci_spec::runtime::Hook> {
+        self.hooks
+            .and(self.spec.hooks().as_ref())
+            .into_iter()
+            .flat_map(|h| h.start_container().iter().flatten())
+    }
+
+    fn has_start_hooks(&self) -> bool {
+        self.start_hooks().next().is_some()
+    }
+
+    /// runtime.md: startContainer hooks run in the container namespace, after the start
+    /// operation is called and before the program; a failure stops the container.
+    fn run_start_hooks(&self) -> Result<(), InitFailure> {
+        let Some(hooks) = self.hooks else {
+            return Ok(());
+        };
+        for hook in self.start_hooks() {
+            crate::oci::hooks::run_with_state(hook, &hooks.state_json("created"), "startContainer")
+                .map_err(fail)?;
+        }
+        Ok(())
     }
 }
 
@@ -264,7 +377,7 @@ pub(super) fn become_process(
     seccomp: &[BpfProgram],
     errors: RawFd,
     trampoline: RawFd,
-    start_gate: Option<RawFd>,
+    start_gate: Option<StartGate>,
 ) -> Result<std::convert::Infallible, InitFailure> {
     let spec_user = process.user();
     let (uid, gid, mut groups, home) = match spec_user.username() {
@@ -310,7 +423,7 @@ pub(super) fn become_process(
         .collect::<Result<Vec<_>, _>>()?;
     let c_env = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
 
-    if let Some(gate) = start_gate {
+    if let Some(gate) = &start_gate {
         wait_for_start(gate, errors)?;
     }
     close_on_exec_from_3()?;

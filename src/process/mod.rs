@@ -22,7 +22,7 @@ pub mod seccomp;
 mod trampoline;
 pub mod user;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -125,6 +125,20 @@ pub struct LaunchConfig<'a> {
     /// up, the executable found) and execs it only once a connection arrives there. This is
     /// the OCI runtime's create/start split; `spawn` returns at the stop.
     pub start_gate: Option<BorrowedFd<'a>>,
+    /// OCI hooks (husk-runc): see [`LaunchHooks`]. None for husk's own containers.
+    pub hooks: Option<LaunchHooks<'a>>,
+}
+
+/// The OCI hooks of a bundle, in runtime.md's order: once the init's root and mounts are in
+/// place and before it pivots into them, `before_pivot` runs in the runtime (the prestart
+/// and createRuntime hooks) with the init's host pid; then the init runs the spec's
+/// createContainer hooks in the container's namespaces, and its startContainer hooks when
+/// the start gate opens, before the command.
+pub struct LaunchHooks<'a> {
+    /// The container's OCI state as JSON (the init sets `pid` and `status` for its hooks).
+    pub state: &'a serde_json::Value,
+    /// An error fails the launch with its text.
+    pub before_pivot: &'a dyn Fn(i32) -> Result<(), String>,
 }
 
 /// Where a container's root filesystem comes from (see [`rootfs::RootSource`]).
@@ -222,6 +236,10 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
     };
 
     let (err_read, err_write) = pipe()?;
+    let resume = match cfg.hooks {
+        Some(_) => Some(pipe()?),
+        None => None,
+    };
     let console = if terminal {
         Some(UnixStream::pair().map_err(io("creating the console socket"))?)
     } else {
@@ -262,6 +280,14 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         trampoline: trampoline::shared()?,
         netns,
         start_gate: cfg.start_gate.map(|fd| fd.as_raw_fd()),
+        hooks: match (&cfg.hooks, &resume) {
+            (Some(hooks), Some((read, write))) => Some(init::InitHooks {
+                state: hooks.state,
+                resume: read.as_raw_fd(),
+                resume_writer: write.as_raw_fd(),
+            }),
+            _ => None,
+        },
     };
 
     container.pid = if single_threaded() {
@@ -270,12 +296,31 @@ pub fn spawn(cfg: &LaunchConfig) -> Result<Container, ProcessError> {
         clone_init_through_helper(clone_flags, init_cfg)?
     };
 
+    let mut errors = std::fs::File::from(err_read);
+    let mut report = Vec::new();
+    if let (Some(hooks), Some((resume_read, resume_write))) = (&cfg.hooks, resume) {
+        drop(resume_read);
+        let mut first = [0u8; 1];
+        let n = loop {
+            match errors.read(&mut first) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(io("reading the container's start report"))?,
+            }
+        };
+        if n == 1 && first[0] == init::CODE_BEFORE_PIVOT {
+            (hooks.before_pivot)(container.pid.as_raw()).map_err(ProcessError::Setup)?;
+            std::fs::File::from(resume_write)
+                .write_all(b"1")
+                .map_err(io("resuming the container's init"))?;
+        } else {
+            report.extend_from_slice(&first[..n]);
+        }
+    }
+    // After the hooks: the init sends its terminal once it is in its root.
     if let Some(socket) = console_parent {
         container.pty_master = receive_fd(&socket)?;
     }
-
-    let mut report = Vec::new();
-    std::fs::File::from(err_read)
+    (&mut errors)
         .take(64 * 1024)
         .read_to_end(&mut report)
         .map_err(io("reading the container's start report"))?;

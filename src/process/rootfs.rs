@@ -214,13 +214,16 @@ pub fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
         .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ && n.path().is_none()))
 }
 
-/// Build the root filesystem and pivot into it. Runs in the container's init process, in its
-/// new mount namespace, before any privilege is dropped.
+/// Build the root filesystem: the root and every mount in it, not yet entered (the OCI
+/// createRuntime and createContainer hooks run here, before pivot_root; see
+/// [`enter_root`]). Runs in the container's init process, in its new mount namespace, before
+/// any privilege is dropped; returns the new root.
 ///
 /// Every mount target is resolved inside the rootfs (in_root.rs) and mounted through its
 /// descriptor, before pivot_root while the host's /proc can name those descriptors; the
-/// masks and read-only paths follow once the container's own /proc is in place.
-pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
+/// masks and read-only paths follow in [`enter_root`], once the container's own /proc is in
+/// place.
+pub fn mount_root<'a>(plan: &RootfsPlan<'a>) -> Result<&'a Path, RootfsError> {
     let root = Path::new("/");
     // Nothing we mount may propagate back to the host.
     mount(
@@ -280,7 +283,13 @@ pub fn setup(plan: &RootfsPlan) -> Result<(), RootfsError> {
         }
     }
     drop(rootfs);
+    Ok(new_root)
+}
 
+/// Pivot into the root [`mount_root`] built, then /dev, the masked and read-only paths and a
+/// read-only root.
+pub fn enter_root(plan: &RootfsPlan, new_root: &Path) -> Result<(), RootfsError> {
+    let root = Path::new("/");
     pivot(new_root)?;
     make_dev()?;
     make_passed_devices(plan.spec)?;

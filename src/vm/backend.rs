@@ -317,6 +317,8 @@ pub fn start_request(
                 resolv: join.resolv.clone(),
             })
         }),
+        start_hooks: Vec::new(),
+        hook_state: String::new(),
     })
 }
 

@@ -306,6 +306,7 @@ fn launch<'b>(
         network,
         netns: None,
         start_gate: None,
+        hooks: None,
     }
 }
 
