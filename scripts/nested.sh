@@ -42,10 +42,16 @@ file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || { echo "nested: 
 # Then container networks: bridges, veth pairs, taps, and the nftables expressions husk's tables
 # use (NAT, masquerade, fib; meta in the bridge family, for the port guards); crc32c_generic is
 # what libcrc32c (for conntrack) asks the crypto API for at run time, which modinfo does not
-# list. (L1 has no modprobe: what the kernel would load on demand must be here.)
+# list. The ingress qdisc, u32 filter and mirred action join a pod namespace's interface to a
+# VM container's tap (src/network/netns_link.rs). podman's CNI plugins (bridge, portmap,
+# firewall) write iptables rules, which iptables-nft turns into nft_compat matches and targets:
+# comment, tcp/udp ports, addrtype, mark, conntrack, DNAT and MASQUERADE. (L1 has no modprobe:
+# what the kernel would load on demand must be here.)
 wanted=(virtio_pci 9pnet_virtio 9p overlay kvm-amd
   bridge veth tun crc32c_generic nf_tables nft_chain_nat nft_nat nft_masq nft_fib_ipv4 nft_ct
-  nft_meta_bridge)
+  nft_meta_bridge sch_ingress cls_u32 act_mirred
+  nft_compat xt_comment xt_tcpudp xt_addrtype xt_mark xt_conntrack xt_nat xt_MASQUERADE
+  xt_multiport)
 
 # --- the L1 kernel: Debian's current linux-image-6.1.0-*-amd64, extracted, not installed ---
 pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-6/ { print $2; exit }')

@@ -3,6 +3,16 @@
 # builds husk. Safe to run again: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --tests: what the test suite needs, without the release build of husk (the tests run the
+# debug build cargo test makes; the walkthrough and the benchmarks run the release one).
+for_tests=
+[ "${1:-}" = --tests ] && for_tests=1
+# Each step's wall time, so a slow machine shows where its time went.
+step_started=$(date +%s)
+took() {
+  echo "setup: $1 took $(( $(date +%s) - step_started ))s"
+  step_started=$(date +%s)
+}
 
 packages=(
   busybox-static          # the local busybox and hello-world images
@@ -17,6 +27,7 @@ packages=(
   nftables iperf3 curl    # container networks (NAT, published ports) and their tests
   hyperfine jq            # benchmark scripts
   docker.io               # Docker itself: output formats compared, a benchmark peer
+  docker-compose          # a client of husk's Engine API (tests/engine_api.rs)
   podman containerd       # OCI runtime clients that drive husk-runc (tests/oci_runtime.rs)
   chromium                # renders husk compare's HTML report in a test
   libseccomp-dev libcap-ng-dev  # virtiofsd, built below
@@ -30,8 +41,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+took "the Debian packages"
 
-cargo build --release --workspace
+if [ -z "$for_tests" ]; then
+  cargo build --release --workspace
+  took "the release build of husk"
+fi
 
 # virtiofsd serves volumes to VM containers (virtio-fs). Debian 12 does not package it: it is
 # built once per machine from crates.io at this version (about 3 minutes on 2 cores), into the
@@ -45,16 +60,23 @@ if [ "$(cat "$virtiofsd_root/version" 2>/dev/null)" != "$virtiofsd_version" ]; t
   [ -x "$virtiofsd_root/bin/virtiofsd" ] || { echo "setup: virtiofsd did not build" >&2; exit 1; }
   echo "$virtiofsd_version" > "$virtiofsd_root/version"
 fi
+took "virtiofsd"
 
 # The guest side of VM isolation: our kernel (built once per machine and cached; about 5
 # minutes on 2 cores the first time) and the static guest agent.
 export HUSK_KERNEL_CACHE_DIR=${HUSK_KERNEL_CACHE_DIR:-/var/cache/husk/kernel-builds}
 kernel=$(./guest-kernel/build.sh)
+took "the guest kernel"
 agent=$(./rootfs-agent/build-static.sh)
+took "the guest agent"
 # husk finds the kernel at /var/cache/husk/guest-kernel/vmlinux (HUSK_KERNEL overrides it).
 mkdir -p /var/cache/husk/guest-kernel
 for f in vmlinux kernel.release config.sha256; do
   cp "$(dirname "$kernel")/$f" "/var/cache/husk/guest-kernel/.$f.new"
   mv "/var/cache/husk/guest-kernel/.$f.new" "/var/cache/husk/guest-kernel/$f"
 done
-echo "setup: husk $(target/release/husk --version | cut -d' ' -f2), guest kernel $kernel, agent $agent"
+if [ -z "$for_tests" ]; then
+  echo "setup: husk $(target/release/husk --version | cut -d' ' -f2), guest kernel $kernel, agent $agent"
+else
+  echo "setup: guest kernel $kernel, agent $agent"
+fi

@@ -22,13 +22,17 @@ tier=(
   "conformance ::vm:: a_named_volume_is_shared_between_the_isolations a_killed_vm_monitor_or_supervisor_leaves_no_daemon_behind"
   "network vm_"
   "oci_runtime vm_"
+  "engine_api"
 )
 # Each binary's bound in L1, about four times what it takes on a 2-core CI machine: a binary
 # that passes it has hung, and is listed (with what every process in L1 was doing) and run once
 # more, since TCG's emulated SVM has been seen to stall a run that passes when repeated.
+# Tests at a time in L1. One: two gained a fifth on cli_vm and lost on oci_runtime (its
+# podman and containerd runs), and a test failed under contention reruns alone anyway.
+threads=${HUSK_NESTED_TEST_THREADS:-1}
 declare -A bound_s=([vmm_kvm]=120 [vmm_cli]=120 [vmm_guest_boot]=180 [cli_vm]=900
   [cost_ledger]=300 [cost_compare]=600 [conformance]=2400 [network]=900
-  [oci_runtime]=900)
+  [oci_runtime]=900 [engine_api]=600)
 
 if [ $# -gt 0 ]; then
   chosen=()
@@ -115,11 +119,15 @@ EOF
     for b in "${built[@]}"; do [ "${b%% *}" = "$name" ] && exe=${b#* }; done
     [ -n "$exe" ] || { echo "test-nested: no test binary for $name" >&2; exit 1; }
     echo "echo; echo \"== T3 on husk's monitor: $name $filters (at \$(elapsed))\""
-    run="bounded $name \"\$limit\" $exe --test-threads=1 $filters"
-    echo "limit=${bound_s[$name]:-600}"
-    echo 'left=$(( deadline - $(date +%s) )); [ "$left" -lt "$limit" ] && limit=$left'
-    echo "if [ \"\$limit\" -lt 30 ]; then echo \"test-nested: no time left for $name\"; status=1; else"
+    run="bounded $name \"\$limit\" $exe --test-threads=$threads $filters"
+    echo "limit=${bound_s[$name]:-600} capped=0"
+    echo 'left=$(( deadline - $(date +%s) )); if [ "$left" -lt "$limit" ]; then limit=$left capped=1; fi'
+    # Out of time (the tier's bound is what the run's budget left it): said as a skip with
+    # its reason; a binary that overran its own bound has already failed by name.
+    echo "if [ \"\$limit\" -lt 30 ]; then echo \"SKIP $name $filters: not run, the tier's time ran out\" | tee -a \"\$HUSK_SKIP_LOG\"; else"
     echo "  $run; rc=\$?"
+    # Stopped by the tier's deadline rather than its own bound: out of time, said as a skip.
+    echo "  if [ \"\$rc\" = 124 ] && [ \"\$capped\" = 1 ]; then echo \"SKIP $name: stopped at the tier's deadline after \${limit}s\" | tee -a \"\$HUSK_SKIP_LOG\"; rc=0; fi"
     echo '  left=$(( deadline - $(date +%s) ))'
     echo "  if [ \"\$rc\" = 124 ] && [ \"\$left\" -ge \"\$limit\" ]; then"
     echo "    echo \"test-nested: $name hung (its processes are listed above); running it once more\""
@@ -146,20 +154,30 @@ EOF
 # not finished (down to the test: see below), up to five L1s, all within one bound of
 # $HUSK_NESTED_TIMEOUT seconds.
 status=0
-tier_deadline=$(( $(date +%s) + ${HUSK_NESTED_TIMEOUT:-2400} ))
+tier_deadline=$(( $(date +%s) + ${HUSK_NESTED_TIMEOUT:-3000} ))
 remaining=("${tier[@]}")
 for l1 in 1 2 3 4 5; do
   l1_timeout_s=$(( tier_deadline - $(date +%s) ))
   if [ "$l1_timeout_s" -lt 400 ]; then
-    echo "test-nested: no time left for a fresh L1 (${remaining[*]%% *} not run)"
-    status=1
+    for entry in "${remaining[@]}"; do
+      echo "SKIP (T3, nested) $entry: not run, no time left for a fresh L1" | tee -a target/tmp/skips.log
+    done
     break
   fi
   write_job "${remaining[@]}"
   rc=0
   ./scripts/nested.sh --timeout "$l1_timeout_s" --rw "$PWD/$job" -- sh "$PWD/$job/run.sh" || rc=$?
   if [ "$rc" != 99 ]; then
-    [ "$rc" = 0 ] || status=1
+    awk '$2 != 0 { failed = 1 } END { exit failed }' "$job/done" || status=1
+    if [ "$rc" != 0 ] && [ "$(date +%s)" -ge $(( tier_deadline - 120 )) ]; then
+      # L1 itself was stopped at the tier's deadline: what it had not finished ran out of time.
+      for entry in "${remaining[@]}"; do
+        awk -v n="${entry%% *}" '$1 == n { found = 1 } END { exit !found }' "$job/done" ||
+          echo "SKIP (T3, nested) ${entry%% *}: not finished, the tier's time ran out" | tee -a target/tmp/skips.log
+      done
+    else
+      [ "$rc" = 0 ] || status=1
+    fi
     break
   fi
   awk '$2 != 0 { failed = 1 } END { exit failed }' "$job/done" || status=1

@@ -4,9 +4,22 @@
 # network state in the machine's own namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole run has a budget (CI stops a run at 90 minutes): the nested tier, last, gets what is
+# left of it, so that a slow machine ends with its results, the time of each phase and a SKIP
+# line for each nested binary there was no time for, instead of being cut off mid-test. A
+# binary that overruns its own bound still fails by name.
+run_started=$(date +%s)
+budget_s=${HUSK_TEST_BUDGET:-4800}
+phase_started=$run_started
+phase_times=
+phase_done() {
+  phase_times="$phase_times $1 $(( $(date +%s) - phase_started ))s,"
+  phase_started=$(date +%s)
+}
 # One kernel build per machine, shared by setup and the tests that call build.sh.
 export HUSK_KERNEL_CACHE_DIR=${HUSK_KERNEL_CACHE_DIR:-/var/cache/husk/kernel-builds}
-./scripts/setup.sh
+./scripts/setup.sh --tests
+phase_done setup
 
 # A Docker engine for tests/cli_docker_formats.rs (husk's output against Docker's own). No
 # bridge or iptables: the tests run containers with --network none.
@@ -21,13 +34,23 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
+phase_done "host suite"
 
 # T3 on husk's own monitor: the VM tests again, inside an L1 Linux with emulated SVM.
 if [ "${HUSK_SKIP_NESTED:-}" = 1 ]; then
   echo "SKIP nested tier (T3 on husk's monitor): HUSK_SKIP_NESTED=1" >> target/tmp/skips.log
 else
   echo; echo "== nested tier: the VM tests on husk's own monitor in an L1 with emulated SVM"
-  ./scripts/test-nested.sh 2>&1 | tee -a "$log" || status=1
+  # What is left of the budget, less five minutes for the checks below.
+  left_s=$(( budget_s - ($(date +%s) - run_started) - 300 ))
+  nested_s=${HUSK_NESTED_TIMEOUT:-3000}
+  [ "$left_s" -lt "$nested_s" ] && nested_s=$left_s
+  if [ "$nested_s" -lt 600 ]; then
+    echo "SKIP nested tier (T3 on husk's monitor): not run, ${left_s}s of the run's ${budget_s}s budget left (it needs 600s)" >> target/tmp/skips.log
+  else
+    HUSK_NESTED_TIMEOUT=$nested_s ./scripts/test-nested.sh 2>&1 | tee -a "$log" || status=1
+  fi
+  phase_done "nested tier"
 fi
 
 echo
@@ -52,8 +75,14 @@ if [ "$leftover_cgroups" != 0 ] || [ "$leftover_mounts" != 0 ]; then
   status=1
 fi
 
+echo "== time:${phase_times} total $(( $(date +%s) - run_started ))s (budget ${budget_s}s)"
 # One closing line over every test binary ("skipped": tests that said why they could not run).
+# A nested test that failed and then passed on its own is counted in both runs; it is named
+# above, and counted here apart from the failures that stood.
 skipped=$(sort -u target/tmp/skips.log 2>/dev/null | wc -l)
-awk -v skipped="$skipped" '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, skipped }' "$log"
+recovered=$(sed -n 's/^test-nested: [^:]*: \(.*\) failed, then passed when run again.*/\1/p' "$log" | wc -w)
+awk -v skipped="$skipped" -v recovered="$recovered" '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed, %d skipped", p, f - recovered, skipped
+           if (recovered) printf " (%d nested tests failed once, then passed when run again: above)", recovered
+           printf "\n" }' "$log"
 exit $status
