@@ -74,7 +74,7 @@ if [ "$vm" = 1 ]; then
   cat > "$work/husk-runc-vm" <<EOF
 #!/bin/sh
 export HUSK_VMM=$HUSK_VMM HUSK_KERNEL=$HUSK_KERNEL HUSK_AGENT=$HUSK_AGENT
-exec -a husk-runc $husk "\$@"
+exec $runtime "\$@"
 EOF
   chmod +x "$work/husk-runc-vm"
 fi
@@ -97,15 +97,24 @@ podman_run() { # RUNTIME [RUN ARGS]
   local rt=$1; shift
   echo "$podman_base --runtime $rt run --rm --network none $* localhost/bench-oci:1 true"
 }
-cmds=(-n "podman husk-runc" "$(podman_run "$runtime")")
-# podman puts RLIMIT_NOFILE into every spec; where the sandbox's hard limit refuses it, runc
-# fails (EPERM) and husk-runc alone is measured, said in one line.
-if why=$($(podman_run "$(command -v runc)") 2>&1 >/dev/null); then
-  cmds+=(-n "podman runc" "$(podman_run "$(command -v runc)")")
+# podman puts RLIMIT_NOFILE and RLIMIT_NPROC (1048576, 4194304 for root) into every spec;
+# where the host's hard limits are lower, runc fails (EPERM) where husk-runc clamps. Then both
+# runtimes get lower limits (--ulimit), so that they are measured on one spec.
+ulimit_args=()
+if ! $(podman_run "$(command -v runc)") >/dev/null 2>&1; then
+  # The hard RLIMIT_NPROC is refused here too (EPERM from runc's setrlimit); 1024 is what a
+  # non-root login gets on Debian and is allowed everywhere.
+  nofile=$(ulimit -Hn) nproc=1024
+  ulimit_args=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
+  echo "bench-oci: podman's rlimits are above this host's hard limits: both runtimes run with ${ulimit_args[*]}"
+fi
+cmds=(-n "podman husk-runc" "$(podman_run "$runtime" "${ulimit_args[@]}")")
+if why=$($(podman_run "$(command -v runc)" "${ulimit_args[@]}") 2>&1 >/dev/null); then
+  cmds+=(-n "podman runc" "$(podman_run "$(command -v runc)" "${ulimit_args[@]}")")
 else
   echo "bench-oci: podman with runc fails on this host, measuring husk-runc alone: $(echo "$why" | tail -1)"
 fi
 if [ "$vm" = 1 ]; then
-  cmds+=(-n "podman husk-runc vm ($HUSK_VMM)" "$(podman_run "$work/husk-runc-vm" --annotation io.husk.isolation=vm)")
+  cmds+=(-n "podman husk-runc vm ($HUSK_VMM)" "$(podman_run "$work/husk-runc-vm" "${ulimit_args[@]}" --annotation io.husk.isolation=vm)")
 fi
 hyperfine --warmup 2 --runs "$runs" --export-json "$work/podman.json" "${cmds[@]}"

@@ -54,6 +54,11 @@ pub enum Command {
     Stats(commands::observe::StatsArgs),
     /// Rename a container.
     Rename(commands::observe::RenameArgs),
+    /// Manage husk: `system service` serves the Docker Engine API on a Unix socket.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Get real time events from the containers (create, start, die, destroy).
+    Events(commands::events::EventsArgs),
     /// Copy files between a container and the host.
     Cp(commands::cp::CpArgs),
     /// Run a container under both isolations and compare what each costs.
@@ -94,6 +99,12 @@ pub enum Command {
     Vm(crate::commands::vm::VmArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Serve the Docker Engine API (the docker CLI, docker-compose, SDKs) on a Unix socket.
+    Service(crate::service::ServiceArgs),
+}
+
 impl Command {
     /// Whether this process will supervise a container (and must survive a closed stdout to
     /// record the container's exit).
@@ -103,6 +114,8 @@ impl Command {
             Command::Run(_)
                 | Command::Start(_)
                 | Command::ContainerMonitor { .. }
+                // Its clients hang up; the service does not die of SIGPIPE.
+                | Command::System(SystemCommand::Service(_))
                 | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Start(_))
         )
     }

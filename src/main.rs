@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod oci_cli;
+mod service;
 
 use clap::Parser;
 

@@ -531,7 +531,7 @@ fn features() -> serde_json::Value {
             "selinux": { "enabled": false }
         },
         "annotations": {
-            oci::ANNOTATION_ISOLATION: "process (vm: not yet through husk-runc)"
+            oci::ANNOTATION_ISOLATION: "process | vm"
         }
     })
 }

@@ -571,3 +571,103 @@ fn memory_limit_oom_kill_is_recorded() {
         "true"
     );
 }
+
+/// `husk events`: what happened to the containers, in Docker's line format, from the
+/// journal every husk process appends to (the CLI, the detached monitor, `--rm`'s removal);
+/// past events with --since/--until, and new ones streamed as they happen.
+#[test]
+fn events_tell_what_happened_to_each_container() {
+    let Some(husk) = ready() else { return };
+    let mut stream = husk
+        .cmd()
+        .args(["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let streamed = stream.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(streamed)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+
+    let id = husk.ok(&["run", "-d", "--name", "ev", "busybox", "sh", "-c", "exit 3"]);
+    let id = id.trim();
+    husk.wait_for("the exit", || husk.status("ev") == "exited");
+    husk.ok(&["rm", "ev"]);
+    husk.ok(&["run", "--rm", "--name", "gone", "busybox", "true"]);
+
+    let past = husk.ok(&["events", "--since", "5m", "--until", "0s"]);
+    let of_ev: Vec<&str> = past.lines().filter(|l| l.contains(id)).collect();
+    assert_eq!(of_ev.len(), 4, "{past}");
+    for (line, action) in of_ev.iter().zip(["create", "start", "die", "destroy"]) {
+        assert!(
+            line.contains(&format!(" container {action} {id} (")),
+            "{line}"
+        );
+        assert!(line.ends_with("image=busybox, name=ev)"), "{line}");
+    }
+    assert!(of_ev[2].contains("(exitCode=3, "), "{}", of_ev[2]);
+    let gone: Vec<&str> = past.lines().filter(|l| l.ends_with("name=gone)")).collect();
+    assert!(gone[gone.len() - 2].contains(" die ") && gone[gone.len() - 2].contains("exitCode=0"));
+    assert!(gone[gone.len() - 1].contains(" destroy "), "{past}");
+    let later = husk.ok(&["events", "--since", "2030-01-01T00:00:00Z", "--until", "0s"]);
+    assert!(later.is_empty(), "{later}");
+    assert!(!husk
+        .run(&["events", "--since", "yesterday"])
+        .status
+        .success());
+
+    // The stream saw the same, as it happened.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains(" destroy ") && l.ends_with("name=gone)"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the stream stopped at {seen:?}"),
+        }
+    }
+    let _ = stream.kill();
+    let _ = stream.wait();
+    let streamed_ev: Vec<&String> = seen.iter().filter(|l| l.contains(id)).collect();
+    assert_eq!(streamed_ev.len(), 4, "{seen:?}");
+}
+
+#[test]
+fn labels_are_kept_shown_and_filtered_on() {
+    let Some(husk) = ready() else { return };
+    husk.ok(&[
+        "create", "--name", "web", "--label", "role=web", "-l", "tier", "busybox", "true",
+    ]);
+    husk.ok(&[
+        "create", "--name", "db", "--label", "role=db", "busybox", "true",
+    ]);
+    let with = |filters: &[&str]| {
+        let mut args = vec!["ps", "-a", "--format", "{{.Names}}"];
+        for f in filters {
+            args.extend(["-f", f]);
+        }
+        husk.ok(&args).lines().map(String::from).collect::<Vec<_>>()
+    };
+    assert_eq!(with(&["label=role=web"]), ["web"]);
+    assert_eq!(with(&["label=tier"]), ["web"]);
+    assert_eq!(with(&["label=role"]).len(), 2);
+    // Every label filter must hold, as in Docker.
+    assert!(with(&["label=role=db", "label=tier"]).is_empty());
+    assert_eq!(
+        husk.ok(&["inspect", "-f", "{{json .Config.Labels}}", "web"])
+            .trim(),
+        r#"{"role":"web","tier":""}"#
+    );
+    husk.ok(&["rm", "web", "db"]);
+}

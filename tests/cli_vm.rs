@@ -56,6 +56,13 @@ fn runs_commands_with_docker_exit_codes() {
         Some(127)
     );
     assert!(husk.ok(&["ps", "-a", "-q"]).is_empty(), "--rm left records");
+    // The journal has each run's exit, as `husk events` shows it (the same as for a process).
+    let events = husk.ok(&["events", "--since", "10m", "--until", "0s"]);
+    let dies: Vec<&str> = events.lines().filter(|l| l.contains(" die ")).collect();
+    assert_eq!(dies.len(), 4, "{events}");
+    assert!(dies[2].contains("(exitCode=1, image=busybox, "), "{events}");
+    assert!(dies[3].contains("(exitCode=127, "), "{events}");
+    assert_eq!(events.matches(" destroy ").count(), 4, "{events}");
 }
 
 #[test]
@@ -220,6 +227,94 @@ fn exec_runs_in_the_running_guest() {
     let back = host.path().join("back");
     husk.ok(&["cp", "guest:/root/note", back.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(back).unwrap(), "from the host\n");
+}
+
+/// `husk exec -it` in a VM: when the window of husk's terminal changes, the guest's pty
+/// follows while the process runs (SIGWINCH becomes a resize request to the supervisor).
+#[test]
+fn exec_it_follows_the_window_of_its_terminal() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let Some(husk) = ready() else { return };
+    husk.ok(&["run", "-d", "--name", "winch", "busybox", "sleep", "600"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !husk
+        .ok(&["inspect", "-f", "{{.State.Status}}", "winch"])
+        .contains("running")
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let size = |rows, cols| libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size(24, 80)), None).unwrap();
+    let slave = pty.slave;
+    let mut command = husk.cmd();
+    command
+        .args(["exec", "-it", "winch", "sh", "-c"])
+        .arg("stty size; while read line; do stty size; done")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave.try_clone().unwrap()));
+    // SAFETY: between fork and exec only async-signal-safe calls: husk gets a session of
+    // its own whose controlling terminal is the pty, as a shell would give it, so the
+    // kernel sends it SIGWINCH when the window changes.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(slave);
+    let master = std::fs::File::from(pty.master);
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = std::sync::Arc::clone(&output);
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            seen.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_for = |what: &str, mut poke: Box<dyn FnMut() + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !output.lock().unwrap().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in {:?}",
+                output.lock().unwrap()
+            );
+            poke();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("24 80", Box::new(|| {}));
+    let new_size = size(50, 132);
+    // SAFETY: TIOCSWINSZ reads the winsize we own, on a pty master we hold.
+    let resized = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &new_size) };
+    assert_eq!(resized, 0);
+    // Each line makes the shell print its size again; the resize travels apart from the
+    // input, so ask until it has arrived.
+    let mut writer = &master;
+    wait_for(
+        "50 132",
+        Box::new(|| {
+            let _ = writer.write_all(b"\n");
+        }),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    husk.ok(&["rm", "-f", "winch"]);
 }
 
 #[test]

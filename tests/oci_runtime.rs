@@ -136,6 +136,14 @@ impl Runc {
         self.state(id)["status"].as_str().unwrap().to_string()
     }
 
+    /// The last lines of a VM container's guest console (its serial log, in its state dir).
+    fn console_tail(&self, id: &str) -> String {
+        let log =
+            std::fs::read_to_string(self.root().join(id).join("serial.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
     fn wait_for_status(&self, id: &str, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.status(id) != want {
@@ -331,6 +339,20 @@ fn an_id_is_taken_once_and_a_missing_command_fails_at_create() {
     assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
     assert_eq!(runc.status("c4"), "created");
     assert!(!runc.run(&["create", "--bundle", b, "../escape"]).ok);
+    // Another root with the same id would get the same cgroup: refused, and the failed
+    // create's cleanup leaves the first container's init where it is.
+    let other_root = Runc::new("an_id_is_taken_once_in_another_root").unwrap();
+    let shared = other_root.run(&["create", "--bundle", b, "c4"]);
+    assert!(!shared.ok);
+    assert!(
+        shared
+            .stderr
+            .contains("husk-runc/c4 already holds 1 process"),
+        "{}",
+        shared.stderr
+    );
+    assert_eq!(runc.status("c4"), "created");
+    assert!(cgroup_dir_exists("husk-runc/c4"));
 
     let missing = runc.bundle("missing", &["/no/such/program"], |_| {});
     let failed = runc.run(&["create", "--bundle", missing.to_str().unwrap(), "c5"]);
@@ -391,17 +413,17 @@ fn exec_runs_in_the_container_and_returns_its_code() {
         return;
     };
     let bundle = runc.bundle("b", &["sleep", "1000"], |_| {});
-    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "c8"]);
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "c10"]);
     assert!(
-        !runc.run(&["exec", "c8", "true"]).ok,
+        !runc.run(&["exec", "c10", "true"]).ok,
         "exec into a container that was not started"
     );
-    runc.ok(&["start", "c8"]);
+    runc.ok(&["start", "c10"]);
 
-    let out = runc.run(&["exec", "c8", "sh", "-c", "hostname; exit 7"]);
+    let out = runc.run(&["exec", "c10", "sh", "-c", "hostname; exit 7"]);
     assert_eq!(out.code, 7);
     assert_eq!(out.stdout, "oci-test\n");
-    assert!(!runc.run(&["exec", "c8", "nosuch"]).ok);
+    assert!(!runc.run(&["exec", "c10", "nosuch"]).ok);
 
     // --process, as containerd's shim and podman's conmon pass it, detached with a pid file.
     let process = serde_json::json!({
@@ -420,7 +442,7 @@ fn exec_runs_in_the_container_and_returns_its_code() {
         pid_file.to_str().unwrap(),
         "--process",
         process_file.to_str().unwrap(),
-        "c8",
+        "c10",
     ]);
     wait_until("the exec'd process's file", || {
         bundle.join("rootfs/exec-out").exists()
@@ -430,15 +452,15 @@ fn exec_runs_in_the_container_and_returns_its_code() {
         .trim()
         .parse()
         .unwrap();
-    let pids: Value = serde_json::from_str(&runc.ok(&["ps", "--format", "json", "c8"])).unwrap();
+    let pids: Value = serde_json::from_str(&runc.ok(&["ps", "--format", "json", "c10"])).unwrap();
     assert!(
         pids.as_array().unwrap().contains(&Value::from(pid)),
         "{pids}"
     );
     // kill --all reaches the exec'd process too.
-    runc.ok(&["kill", "--all", "c8", "KILL"]);
-    runc.wait_for_status("c8", "stopped");
-    runc.ok(&["delete", "c8"]);
+    runc.ok(&["kill", "--all", "c10", "KILL"]);
+    runc.wait_for_status("c10", "stopped");
+    runc.ok(&["delete", "c10"]);
 }
 
 /// A hook (run by /bin/sh: the host's, or the container's for startContainer) that saves
@@ -820,7 +842,14 @@ fn vm_containers_follow_the_runc_lifecycle_in_their_own_guest() {
     runc.ok(&["pause", "v1"]);
     assert_eq!(runc.status("v1"), "paused");
     runc.ok(&["resume", "v1"]);
-    assert_eq!(runc.status("v1"), "running");
+    // A guest lost across pause and resume has been seen in the nested tier, rarely: its
+    // console's last lines say what it did.
+    assert_eq!(
+        runc.status("v1"),
+        "running",
+        "the guest's console ends: {}",
+        runc.console_tail("v1")
+    );
     let update = runc.tmp.path().join("resources.json");
     std::fs::write(&update, r#"{"memory":{"limit":134217728}}"#).unwrap();
     let refused = runc.run(&["update", "--resources", update.to_str().unwrap(), "v1"]);
@@ -843,19 +872,240 @@ fn vm_containers_follow_the_runc_lifecycle_in_their_own_guest() {
     assert_eq!(out.code, 42, "{}", out.stderr);
     assert!(!runc.root().join("v2").exists());
 
-    // What a guest cannot be given is refused in one line, and nothing is left.
+    // What a guest cannot be given is refused in one line, and nothing is left: a network
+    // namespace with no interface for the guest to take.
+    let empty = PodNetwork::empty("le");
     let netns = runc.bundle("netns", &["true"], |c| {
         in_a_vm(c);
-        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
-            if ns["type"] == "network" {
-                ns["path"] = Value::from("/proc/self/ns/net");
-            }
-        }
+        join_network_namespace(c, &empty.path());
     });
     let out = runc.run(&["create", "--bundle", netns.to_str().unwrap(), "v3"]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("network"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no interface besides lo"),
+        "{}",
+        out.stderr
+    );
     assert!(!runc.root().join("v3").exists());
+    assert!(!cgroup_dir_exists("husk-runc/v3"));
+}
+
+/// A network namespace made as a CNI plugin makes a pod's: `ip netns add`, a veth whose
+/// container end is `eth0` inside with 10.123.N.2/24 and a default route via 10.123.N.1, the
+/// other end here (in the test binary's own namespace, scripts/test-netns) with .1.
+struct PodNetwork {
+    name: String,
+    subnet: u8,
+}
+
+impl PodNetwork {
+    fn new(tag: &str, subnet: u8) -> Self {
+        let mut pod = Self::empty(tag);
+        pod.subnet = subnet;
+        let host_end = format!("hkp{}{tag}", std::process::id() % 100_000);
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().unwrap();
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+        ]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", pod.host_ip()),
+            "dev",
+            &host_end,
+        ]);
+        ip(&["link", "set", &host_end, "up"]);
+        ip(&[
+            "-n",
+            &pod.name,
+            "addr",
+            "add",
+            &format!("{}/24", pod.pod_ip()),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &pod.name, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n",
+            &pod.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            &pod.host_ip(),
+        ]);
+        pod
+    }
+
+    /// A namespace with only its loopback.
+    fn empty(tag: &str) -> Self {
+        let name = format!("hk-pod-{}-{tag}", std::process::id());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {name}");
+        PodNetwork { name, subnet: 0 }
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    fn host_ip(&self) -> String {
+        format!("10.123.{}.1", self.subnet)
+    }
+
+    fn pod_ip(&self) -> String {
+        format!("10.123.{}.2", self.subnet)
+    }
+
+    /// The namespace's eth0's MAC, as `ip` prints it.
+    fn mac(&self) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-o", "link", "show", "eth0"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in {text}"))
+            .to_string()
+    }
+
+    /// GET `page` from the container's web server, once it answers.
+    fn fetch(&self, page: &str) -> String {
+        let url = format!("http://{}:8080/{page}", self.pod_ip());
+        let mut body = String::new();
+        wait_until(&url, || {
+            // curl, not the host's busybox wget: a static busybox's wget is not on every host.
+            let out = Command::new("curl")
+                .args(["-sf", "--max-time", "2", &url])
+                .output()
+                .unwrap();
+            body = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+        });
+        body
+    }
+}
+
+impl Drop for PodNetwork {
+    fn drop(&mut self) {
+        // The veth goes with the namespace.
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// The spec's network namespace becomes the one at `path`.
+fn join_network_namespace(config: &mut Value, path: &str) {
+    for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" {
+            ns["path"] = Value::from(path);
+        }
+    }
+}
+
+/// A web server in the container that serves what the container sees of its network.
+const SERVE_NETWORK: &str = "mkdir -p /www; ip -4 addr show eth0 > /www/addr; \
+    ip route > /www/route; ip link show eth0 > /www/link; uname -r > /www/kernel; \
+    exec httpd -f -p 8080 -h /www";
+
+#[test]
+fn containers_join_a_network_namespace_by_path() {
+    let Some(runc) = Runc::new("containers_join_a_network_namespace_by_path") else {
+        return;
+    };
+    if !common::cli::tool_exists("curl") {
+        skip!("curl is not installed (scripts/setup.sh installs it)");
+    }
+    let pod = PodNetwork::new("p", 1);
+    let bundle = runc.bundle("b", &["sh", "-c", SERVE_NETWORK], |c| {
+        join_network_namespace(c, &pod.path())
+    });
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "n1"]);
+    runc.ok(&["start", "n1"]);
+    let addr = pod.fetch("addr");
+    assert!(addr.contains(&format!("{}/24", pod.pod_ip())), "{addr}");
+    let route = pod.fetch("route");
+    assert!(
+        route.contains(&format!("default via {}", pod.host_ip())),
+        "{route}"
+    );
+    runc.ok(&["kill", "n1", "KILL"]);
+    runc.wait_for_status("n1", "stopped");
+    runc.ok(&["delete", "n1"]);
+}
+
+/// A VM container handed a pod's namespace takes its interface: the guest has eth0's address,
+/// MAC and route, the outside reaches it there; one VM per namespace, and a later one in the
+/// same namespace takes it again.
+#[test]
+fn vm_containers_take_over_the_interface_of_their_network_namespace() {
+    let Some(runc) =
+        Runc::new_vm("vm_containers_take_over_the_interface_of_their_network_namespace")
+    else {
+        return;
+    };
+    if !common::cli::tool_exists("curl") {
+        skip!("curl is not installed (scripts/setup.sh installs it)");
+    }
+    let pod = PodNetwork::new("v", 2);
+    let mac = pod.mac();
+    let in_the_pod = |c: &mut Value| {
+        in_a_vm(c);
+        join_network_namespace(c, &pod.path());
+    };
+    let bundle = runc.bundle("b", &["sh", "-c", SERVE_NETWORK], in_the_pod);
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "t1"]);
+    runc.ok(&["start", "t1"]);
+    let kernel = pod.fetch("kernel");
+    assert_ne!(
+        kernel.trim(),
+        host_release(),
+        "served from the host's kernel"
+    );
+    let addr = pod.fetch("addr");
+    assert!(addr.contains(&format!("{}/24", pod.pod_ip())), "{addr}");
+    let route = pod.fetch("route");
+    assert!(
+        route.contains(&format!("default via {}", pod.host_ip())),
+        "{route}"
+    );
+    let link = pod.fetch("link");
+    assert!(link.contains(&mac), "the guest's eth0 is not {mac}: {link}");
+
+    // A second VM cannot take the interface the first has.
+    let second = runc.bundle("second", &["true"], in_the_pod);
+    let out = runc.run(&["create", "--bundle", second.to_str().unwrap(), "t2"]);
+    assert!(!out.ok, "two VMs took one interface");
+    assert!(
+        out.stderr
+            .contains("one VM container per network namespace"),
+        "{}",
+        out.stderr
+    );
+    assert!(!runc.root().join("t2").exists());
+
+    // Once the first is gone, the next one takes the namespace over again (the first's
+    // filters, left on eth0, are replaced).
+    runc.ok(&["kill", "t1", "KILL"]);
+    runc.wait_for_status("t1", "stopped");
+    runc.ok(&["delete", "t1"]);
+    let third = runc.bundle("third", &["sh", "-c", SERVE_NETWORK], in_the_pod);
+    runc.ok(&["create", "--bundle", third.to_str().unwrap(), "t3"]);
+    runc.ok(&["start", "t3"]);
+    let addr = pod.fetch("addr");
+    assert!(addr.contains(&format!("{}/24", pod.pod_ip())), "{addr}");
+    runc.ok(&["kill", "t3", "KILL"]);
+    runc.wait_for_status("t3", "stopped");
+    runc.ok(&["delete", "t3"]);
 }
 
 /// Kata's placement of the hooks for a VM: prestart, createRuntime and createContainer on
@@ -993,6 +1243,136 @@ fn vm_containers_get_their_pty_over_the_console_socket() {
 
 /// podman with its own storage in the test's temp dir (nothing of the host's podman is
 /// touched), cgroupfs as its cgroup manager, and husk-runc as its runtime.
+/// `exec --tty` in a VM: the pty whose master goes over the console socket is the exec's
+/// own, and when its window changes (the client resizes the master, as conmon and the
+/// containerd shim do) the guest's terminal follows, while the process runs.
+#[test]
+fn vm_exec_terminals_follow_the_window_of_their_console() {
+    let Some(runc) = Runc::new_vm("vm_exec_terminals_follow_the_window_of_their_console") else {
+        return;
+    };
+    let bundle = runc.bundle("b", &["sleep", "600"], in_a_vm);
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "v7"]);
+    runc.ok(&["start", "v7"]);
+    let process = serde_json::json!({
+        "terminal": true,
+        "consoleSize": {"height": 24, "width": 80},
+        "args": ["sh", "-c", "stty size; while read line; do stty size; done"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    let process_file = runc.tmp.path().join("tty-process.json");
+    std::fs::write(&process_file, process.to_string()).unwrap();
+    let socket_path = runc.tmp.path().join("exec-console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        receive_fd(&socket)
+    });
+    runc.ok(&[
+        "exec",
+        "--tty",
+        "--detach",
+        "--console-socket",
+        socket_path.to_str().unwrap(),
+        "--pid-file",
+        runc.tmp.path().join("tty-exec.pid").to_str().unwrap(),
+        "--process",
+        process_file.to_str().unwrap(),
+        "v7",
+    ]);
+    let master = std::fs::File::from(receiver.join().unwrap());
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut reader = master.try_clone().unwrap();
+    let seen = std::sync::Arc::clone(&output);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut reader, &mut buf) {
+            seen.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    wait_until("the exec's first size", || {
+        output.lock().unwrap().contains("24 80")
+    });
+    let size = libc::winsize {
+        ws_row: 50,
+        ws_col: 132,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we own, on a pty master we hold.
+    let resized = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(resized, 0);
+    // Each line makes the shell print its terminal's size again; the resize travels apart
+    // from the input, so ask until it has arrived.
+    let mut writer = &master;
+    wait_until("the guest's terminal to take the new size", || {
+        let _ = std::io::Write::write_all(&mut writer, b"\n");
+        std::thread::sleep(Duration::from_millis(200));
+        output.lock().unwrap().contains("50 132")
+    });
+    runc.ok(&["kill", "v7", "KILL"]);
+    runc.wait_for_status("v7", "stopped");
+    runc.ok(&["delete", "v7"]);
+}
+
+/// `kill` signals a VM container's process; `kill --all` every process of it in the guest,
+/// an exec'd one included, as runc's signals every process in the container's cgroup.
+#[test]
+fn vm_kill_all_reaches_every_process_in_the_guest() {
+    let Some(runc) = Runc::new_vm("vm_kill_all_reaches_every_process_in_the_guest") else {
+        return;
+    };
+    let trap = |name: &str| {
+        format!(
+            "trap 'echo {name} >> /got-{name}' HUP; touch /ready-{name}; \
+             while true; do sleep 0.1; done"
+        )
+    };
+    let bundle = runc.bundle("b", &["sh", "-c", &trap("init")], in_a_vm);
+    runc.ok(&["create", "--bundle", bundle.to_str().unwrap(), "v8"]);
+    runc.ok(&["start", "v8"]);
+    let process = serde_json::json!({
+        "args": ["sh", "-c", trap("exec")],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+    });
+    let process_file = runc.tmp.path().join("trap-process.json");
+    std::fs::write(&process_file, process.to_string()).unwrap();
+    runc.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        runc.tmp.path().join("trap-exec.pid").to_str().unwrap(),
+        "--process",
+        process_file.to_str().unwrap(),
+        "v8",
+    ]);
+    let root = bundle.join("rootfs");
+    wait_until("both traps set", || {
+        root.join("ready-init").exists() && root.join("ready-exec").exists()
+    });
+    runc.ok(&["kill", "v8", "HUP"]);
+    wait_until("the init's trap", || root.join("got-init").exists());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !root.join("got-exec").exists(),
+        "kill without --all reached the exec"
+    );
+    runc.ok(&["kill", "--all", "v8", "HUP"]);
+    wait_until("the exec's trap", || root.join("got-exec").exists());
+    wait_until("the init's second trap", || {
+        std::fs::read_to_string(root.join("got-init")).is_ok_and(|t| t.lines().count() == 2)
+    });
+    runc.ok(&["kill", "--all", "v8", "KILL"]);
+    runc.wait_for_status("v8", "stopped");
+    runc.ok(&["delete", "v8"]);
+}
+
 fn podman(runc: &Runc) -> Command {
     let base = runc.tmp.path();
     let mut cmd = Command::new("podman");
@@ -1028,29 +1408,26 @@ fn podman_runs_containers_through_husk() {
     let Some(runc) = Runc::new("podman_runs_containers_through_husk") else {
         return;
     };
-    if !common::cli::tool_exists("podman") {
-        skip!("podman is not installed (scripts/setup.sh installs it)");
+    if !common::cli::tool_exists("podman") || !common::cli::tool_exists("curl") {
+        skip!("podman or curl is not installed (scripts/setup.sh installs them)");
     }
     podman_cases(&runc, &[]);
 }
 
-/// The same podman cases with the annotation that picks VM isolation (and no network: a VM
-/// container cannot join podman's network namespace yet).
+/// The same podman cases with the annotation that picks VM isolation.
 #[test]
 fn vm_podman_runs_containers_through_husk() {
     let Some(runc) = Runc::new_vm("vm_podman_runs_containers_through_husk") else {
         return;
     };
-    if !common::cli::tool_exists("podman") {
-        skip!("podman is not installed (scripts/setup.sh installs it)");
+    if !common::cli::tool_exists("podman") || !common::cli::tool_exists("curl") {
+        skip!("podman or curl is not installed (scripts/setup.sh installs them)");
     }
-    podman_cases(
-        &runc,
-        &["--annotation", "io.husk.isolation=vm", "--network", "none"],
-    );
+    podman_cases(&runc, &["--annotation", "io.husk.isolation=vm"]);
 }
 
-/// podman run --rm, a volume, -d/logs/exec/stop/rm and -it, with `isolation` after `run`.
+/// podman run --rm, a volume, -d/logs/exec/stop/rm, a published port and -it, with
+/// `isolation` after `run`.
 fn podman_cases(runc: &Runc, isolation: &[&str]) {
     let vm = !isolation.is_empty();
     let run = |rest: &[&str]| -> Vec<String> {
@@ -1129,6 +1506,50 @@ fn podman_cases(runc: &Runc, isolation: &[&str]) {
     assert_eq!(code.trim(), "7");
     assert!(podman_ok(runc, &["logs", "web"]).contains("got TERM"));
     podman_ok(runc, &["rm", "web"]);
+
+    // On podman's own network (CNI here): a published port reaches the container, a VM's
+    // guest included (it took the interface of podman's namespace), and so does its address.
+    let port = if vm { "18082" } else { "18081" };
+    podman_args(
+        runc,
+        &run(&[
+            "-d",
+            "--name",
+            "srv",
+            "-p",
+            &format!("{port}:8080"),
+            image,
+            "sh",
+            "-c",
+            SERVE_NETWORK,
+        ]),
+    );
+    let get = |url: &str| -> String {
+        let mut body = String::new();
+        wait_until(url, || {
+            let out = Command::new("curl")
+                .args(["-sf", "--max-time", "2", url])
+                .output()
+                .unwrap();
+            body = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+        });
+        body
+    };
+    let kernel = get(&format!("http://127.0.0.1:{port}/kernel"));
+    assert_eq!(kernel.trim() != host_release(), vm, "{kernel}");
+    let address = podman_ok(
+        runc,
+        &[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            "srv",
+        ],
+    );
+    let addr = get(&format!("http://{}:8080/addr", address.trim()));
+    assert!(addr.contains(address.trim()), "{addr}");
+    podman_ok(runc, &["rm", "-f", "-t", "0", "srv"]);
 
     // -it through a pty: podman's conmon gets the master over husk-runc's console socket.
     if common::cli::tool_exists("script") {

@@ -415,7 +415,14 @@ impl Session {
                                 what: "signal",
                                 why: format!("{} is not a signal number", req.signal),
                             })?;
-                        if p.exit_code.is_none() {
+                        if req.all && id == 0 {
+                            // Every process of the container, the init's exec'd siblings and
+                            // their children among them; ESRCH is one that just exited.
+                            let pids = self.cgroup.as_ref().map(ContainerCgroup::pids);
+                            for pid in pids.unwrap_or_else(|| vec![p.pid.as_raw()]) {
+                                let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+                            }
+                        } else if p.exit_code.is_none() {
                             // ESRCH only means it is exiting right now; its Exit follows.
                             let _ = kill(p.pid, signal);
                         }

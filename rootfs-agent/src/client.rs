@@ -265,7 +265,16 @@ impl Process {
         self.shared.send(&Frame::json(
             FrameKind::Signal,
             self.id,
-            &SignalRequest { signal },
+            &SignalRequest { signal, all: false },
+        )?)
+    }
+
+    /// Signal every process of the container (this must be its process 0), as `kill --all`.
+    pub fn signal_all(&self, signal: i32) -> Result<()> {
+        self.shared.send(&Frame::json(
+            FrameKind::Signal,
+            self.id,
+            &SignalRequest { signal, all: true },
         )?)
     }
 

@@ -39,10 +39,27 @@ pub fn configure(network: Option<&GuestNetwork>) -> Result<(), String> {
         .set_address(INTERFACE, network.address, network.prefix)
         .map_err(fail("address"))?;
     socket.set_up(INTERFACE).map_err(fail("link up"))?;
-    socket
-        .add_default_route(network.gateway)
-        .map_err(fail("default route"))?;
+    if let Some(gateway) = network.gateway {
+        if !in_subnet(gateway, network.address, network.prefix) {
+            // A pod network's /32 with a gateway outside it (169.254.1.1 and the like): the
+            // gateway is on the link, though no subnet says so.
+            socket
+                .add_link_route(INTERFACE, gateway)
+                .map_err(fail("route to the gateway"))?;
+        }
+        socket
+            .add_default_route(gateway)
+            .map_err(fail("default route"))?;
+    }
+    if network.hosts.is_none() && network.resolv.is_none() {
+        return Ok(());
+    }
     bind_etc_files(network)
+}
+
+fn in_subnet(ip: Ipv4Addr, address: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(address) & mask
 }
 
 struct Socket(OwnedFd);
@@ -125,6 +142,18 @@ impl Socket {
         self.ioctl(libc::SIOCSIFNETMASK, &mut req)
     }
 
+    /// A host route to `destination` straight out of `device`, no gateway.
+    fn add_link_route(&self, device: &CStr, destination: Ipv4Addr) -> std::io::Result<()> {
+        // SAFETY: rtentry is plain old data; all-zero is a valid value.
+        let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+        route.rt_dst = sockaddr(destination);
+        route.rt_genmask = sockaddr(Ipv4Addr::BROADCAST);
+        route.rt_flags = libc::RTF_UP | libc::RTF_HOST;
+        // The kernel only reads the name during the call; `device` outlives it.
+        route.rt_dev = device.as_ptr().cast_mut();
+        self.ioctl(libc::SIOCADDRT, &mut route)
+    }
+
     fn add_default_route(&self, gateway: Ipv4Addr) -> std::io::Result<()> {
         // SAFETY: rtentry is plain old data; all-zero is a valid value.
         let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
@@ -196,6 +225,7 @@ fn bind_etc_files(network: &GuestNetwork) -> Result<(), String> {
 
 fn bind_staged(network: &GuestNetwork) -> Result<(), String> {
     for (name, text) in [("hosts", &network.hosts), ("resolv.conf", &network.resolv)] {
+        let Some(text) = text else { continue };
         let staged = format!("{STAGING}/{name}");
         std::fs::write(&staged, text).map_err(|e| format!("writing {staged}: {e}"))?;
         let target = format!("/etc/{name}");
@@ -208,8 +238,10 @@ fn bind_staged(network: &GuestNetwork) -> Result<(), String> {
             None::<&str>,
         )
         .map_err(|e| format!("binding {target}: {e}"))?;
+        if name == "hosts" {
+            HOSTS_BOUND.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
-    HOSTS_BOUND.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(())
 }
 
@@ -231,5 +263,20 @@ fn prepare_target(target: &str) -> std::io::Result<()> {
                 .map(|_| ())
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_subnet;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_gateway_outside_a_pod_address_prefix_needs_a_link_route() {
+        let address = Ipv4Addr::new(10, 1, 2, 3);
+        assert!(in_subnet(Ipv4Addr::new(10, 1, 2, 1), address, 24));
+        assert!(!in_subnet(Ipv4Addr::new(169, 254, 1, 1), address, 24));
+        assert!(!in_subnet(Ipv4Addr::new(10, 1, 2, 1), address, 32));
+        assert!(in_subnet(Ipv4Addr::new(10, 200, 0, 1), address, 8));
     }
 }

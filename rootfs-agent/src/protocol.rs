@@ -662,12 +662,16 @@ pub const MAX_ETC_FILE: usize = 256 << 10;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestNetwork {
     pub address: std::net::Ipv4Addr,
-    /// Prefix length of the network, 8..=30.
+    /// Prefix length of the network, 8..=32 (a pod network may give a /32 with a gateway
+    /// outside it, reached through a link route).
     pub prefix: u8,
-    pub gateway: std::net::Ipv4Addr,
+    /// The default route's gateway; None for a network with no way out.
+    pub gateway: Option<std::net::Ipv4Addr>,
     pub mtu: u16,
-    pub hosts: String,
-    pub resolv: String,
+    /// The files bound over /etc/hosts and /etc/resolv.conf; None leaves the container's
+    /// own (the image's, or the bundle's binds of an OCI client that made them).
+    pub hosts: Option<String>,
+    pub resolv: Option<String>,
 }
 
 impl GuestNetwork {
@@ -678,13 +682,14 @@ impl GuestNetwork {
                 why,
             })
         };
-        if !(8..=30).contains(&self.prefix) {
-            return invalid(format!("prefix /{} is outside /8../30", self.prefix));
+        if !(8..=32).contains(&self.prefix) {
+            return invalid(format!("prefix /{} is outside /8../32", self.prefix));
         }
         if !(68..=65517).contains(&self.mtu) {
             return invalid(format!("MTU {} is outside 68..=65517", self.mtu));
         }
         for (name, text) in [("hosts", &self.hosts), ("resolv.conf", &self.resolv)] {
+            let Some(text) = text else { continue };
             if text.len() > MAX_ETC_FILE || text.contains('\0') {
                 return invalid(format!(
                     "{name} is over {MAX_ETC_FILE} bytes or holds a NUL"
@@ -893,6 +898,10 @@ pub struct Started {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalRequest {
     pub signal: i32,
+    /// For the container's process (id 0): every process in the container's cgroup, as
+    /// `runc kill --all` signals them.
+    #[serde(default)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -558,19 +558,44 @@ fn remove(root: &Path, args: RemoveArgs) -> Result<i32> {
     let store = Store::open(root)?;
     let mut status = 0;
     for name in &args.images {
-        if let Err(e) = remove_one(&store, name, args.force) {
-            eprintln!("husk: {e:#}");
-            status = 1;
+        match remove_one(&store, name, args.force) {
+            Ok(removals) => {
+                for removal in removals {
+                    match removal {
+                        Removal::Untagged(name) => println!("Untagged: {name}"),
+                        Removal::Deleted(id) => println!("Deleted: {id}"),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("husk: {e:#}");
+                status = 1;
+            }
         }
     }
     Ok(status)
 }
 
-fn remove_one(store: &Store, name: &str, force: bool) -> Result<()> {
+/// What `rmi` did, in Docker's order: names untagged, then the image deleted.
+pub enum Removal {
+    Untagged(String),
+    Deleted(String),
+}
+
+/// `rmi NAME`: untag it, and delete the image when no name and no container is left on it
+/// (`force` takes the last name even from an image in use, and every name from an image
+/// named several times).
+pub fn remove_one(
+    store: &Store,
+    name: &str,
+    force: bool,
+) -> Result<Vec<Removal>, husk::runtime::RuntimeError> {
     let image = store.lookup(name).map_err(not_found_as_no_such)?;
     let in_use = husk::container::images_in_use(store.root())
-        .context("reading container records")?
+        .map_err(husk::runtime::RuntimeError::io("reading container records"))?
         .contains(&image.id);
+    let untagged_all =
+        |names: Vec<String>| names.into_iter().map(Removal::Untagged).collect::<Vec<_>>();
     let by_name = Reference::parse(name).ok().filter(|r| {
         let tagged = r.digest.is_none() && image.repo_tags.contains(&r.familiar_tagged());
         let digested = r.digest.is_some() && image.repo_digests.contains(&r.to_string());
@@ -583,22 +608,19 @@ fn remove_one(store: &Store, name: &str, force: bool) -> Result<()> {
             return Err(ImageError::Conflict(format!(
                 "unable to remove repository reference {name:?} (must force) - a container is using its referenced image {}",
                 image.short_id()
-            ))
-            .into());
+            )).into());
         }
         store.untag_name(&reference)?;
         untagged.push(reference.to_string());
         if !last_name || in_use {
-            print_untagged(&untagged);
-            return Ok(());
+            return Ok(untagged_all(untagged));
         }
     } else {
         if image.repo_tags.len() > 1 && !force {
             return Err(ImageError::Conflict(format!(
                 "unable to delete {} (must be forced) - image is referenced in multiple repositories",
                 image.short_id()
-            ))
-            .into());
+            )).into());
         }
         if in_use && !force {
             return Err(ImageError::Conflict(format!(
@@ -612,21 +634,14 @@ fn remove_one(store: &Store, name: &str, force: bool) -> Result<()> {
             untagged.push(tag.clone());
         }
         if in_use {
-            print_untagged(&untagged);
-            return Ok(());
+            return Ok(untagged_all(untagged));
         }
     }
     untagged.extend(image.repo_digests.iter().cloned());
-    print_untagged(&untagged);
     store.delete_manifest(&image.manifest_digest)?;
-    println!("Deleted: {}", image.id);
-    Ok(())
-}
-
-fn print_untagged(names: &[String]) {
-    for name in names {
-        println!("Untagged: {name}");
-    }
+    let mut removals = untagged_all(untagged);
+    removals.push(Removal::Deleted(image.id));
+    Ok(removals)
 }
 
 fn prune(root: &Path, args: PruneArgs) -> Result<i32> {

@@ -192,6 +192,8 @@ pub fn container_value(root: &Path, store: &Containers, record: &Record) -> Valu
         "Platform": "linux",
         "HostConfig": {
             "Isolation": record.isolation.to_string(),
+            // Both isolations write Docker's json-file log (container.log).
+            "LogConfig": {"Type": "json-file", "Config": {}},
             "Memory": options.memory_bytes.unwrap_or(0),
             "NanoCpus": options.nano_cpus.unwrap_or(0),
             "PidsLimit": options.pids_limit,
@@ -228,6 +230,8 @@ pub fn container_value(root: &Path, store: &Containers, record: &Record) -> Valu
             "User": options.user.clone().unwrap_or_default(),
             "Tty": options.tty,
             "OpenStdin": options.interactive,
+            "StdinOnce": options.stdin_once,
+            "Labels": options.labels,
             "Env": process.as_ref().and_then(|p| p.env().clone()).unwrap_or_default(),
             "Cmd": if options.cmd.is_empty() { Value::Null } else { json!(options.cmd) },
             "Entrypoint": entrypoint,

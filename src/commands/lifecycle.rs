@@ -75,6 +75,11 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
 }
 
 fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    parse_time("--since", text)
+}
+
+/// A time as Docker's `--since`/`--until` take it: RFC 3339, or a duration ago (10s, 5m, 2h).
+pub fn parse_time(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
@@ -84,12 +89,12 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     );
     let number: i64 = number
         .parse()
-        .with_context(|| format!("invalid value for --since: {text}"))?;
+        .with_context(|| format!("invalid value for {flag}: {text}"))?;
     let seconds = match unit {
         "s" | "" => number,
         "m" => number * 60,
         "h" => number * 3600,
-        _ => bail!("invalid value for --since: {text}"),
+        _ => bail!("invalid value for {flag}: {text}"),
     };
     Ok(chrono::Utc::now() - chrono::Duration::seconds(seconds))
 }

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod cp;
+pub mod events;
 pub mod exec;
 pub mod image;
 pub mod inspect;
@@ -107,6 +108,10 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Restart(args) | Command::Container(ContainerCommand::Restart(args)) => {
             lifecycle::restart(&runtime()?, args)
+        }
+        Command::Events(args) => events::events(root, args),
+        Command::System(crate::cli::SystemCommand::Service(args)) => {
+            crate::service::serve(runtime()?, args)
         }
         Command::Volume(command) => volume::run(root, command),
         Command::Network(command) => network::run(root, command),

@@ -108,7 +108,7 @@ pub struct PortArgs {
 }
 
 /// Docker's shape of `network inspect`.
-fn value(root: &Path, network: &Network) -> Value {
+pub fn value(root: &Path, network: &Network) -> Value {
     let names = Containers::open(root).ok();
     let containers: serde_json::Map<String, Value> = network
         .endpoints
@@ -150,7 +150,7 @@ fn value(root: &Path, network: &Network) -> Value {
 }
 
 /// Names of the containers (of any status) whose options name this network.
-fn users(root: &Path, network: &Network) -> Result<Vec<String>> {
+pub fn users(root: &Path, network: &Network) -> Result<Vec<String>> {
     Ok(Containers::open(root)?
         .list()?
         .into_iter()

@@ -134,7 +134,7 @@ fn binary_size(bytes: u64) -> String {
     format!("{size:.2}{}", UNITS[unit]).replace(".00", "")
 }
 
-fn host_memory() -> u64 {
+pub fn host_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

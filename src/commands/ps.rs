@@ -47,10 +47,12 @@ fn parse_filters(raw: &[String]) -> Result<Vec<Filter>> {
                 .split_once('=')
                 .with_context(|| format!("bad format of filter (expected name=value): {f}"))?;
             match key {
-                "status" | "name" | "ancestor" | "id" | "exited" | "isolation" => Ok(Filter {
-                    key: key.to_string(),
-                    value: value.to_string(),
-                }),
+                "status" | "name" | "ancestor" | "id" | "exited" | "isolation" | "label" => {
+                    Ok(Filter {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                    })
+                }
                 _ => bail!("invalid filter '{key}'"),
             }
         })
@@ -58,8 +60,13 @@ fn parse_filters(raw: &[String]) -> Result<Vec<Filter>> {
 }
 
 fn matches(record: &Record, filters: &[Filter]) -> Result<bool> {
-    // Docker ORs values of the same key and ANDs different keys.
+    // Docker ORs values of the same key and ANDs different keys; every label must hold.
+    let mut labels = filters.iter().filter(|f| f.key == "label");
+    if !labels.all(|f| husk::container::spec::labels_match(&record.options.labels, &f.value)) {
+        return Ok(false);
+    }
     let mut keys: Vec<&str> = filters.iter().map(|f| f.key.as_str()).collect();
+    keys.retain(|k| *k != "label");
     keys.dedup();
     for key in keys {
         let mut any = false;

@@ -25,6 +25,13 @@ pub struct CreateArgs {
     /// Keep STDIN open even if not attached.
     #[arg(short, long)]
     pub interactive: bool,
+    /// Set metadata on a container (K=V, or K for an empty value).
+    #[arg(short = 'l', long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Docker's StdinOnce (no flag: the Engine API's `run -i` sets it): the container's stdin
+    /// ends when the first attached client's input does.
+    #[arg(skip)]
+    pub stdin_once: bool,
     /// Allocate a pseudo-TTY.
     #[arg(short, long)]
     pub tty: bool,
@@ -324,6 +331,15 @@ impl CreateArgs {
             hostname: self.hostname.clone(),
             tty: self.tty,
             interactive: self.interactive,
+            stdin_once: self.stdin_once,
+            labels: self
+                .labels
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                })
+                .collect(),
             read_only: self.read_only,
             memory_bytes: self.memory.as_deref().map(parse_memory).transpose()?,
             nano_cpus: self.cpus.as_deref().map(parse_cpus).transpose()?,

@@ -27,6 +27,9 @@ pub enum VolumeCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// Set metadata for a volume (K=V, or K for an empty value).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
     /// The volume's name (a random one if not given).
     pub name: Option<String>,
 }
@@ -66,11 +69,16 @@ pub struct PruneArgs {
     pub force: bool,
 }
 
-fn value(volume: &Volume) -> Value {
+/// A volume as Docker's `volume inspect` (and the Engine API) shows it.
+pub fn value(volume: &Volume) -> Value {
+    let mut labels = volume.labels.clone();
+    if volume.anonymous {
+        labels.insert("com.docker.volume.anonymous".into(), String::new());
+    }
     json!({
         "CreatedAt": volume.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "Driver": "local",
-        "Labels": if volume.anonymous { json!({"com.docker.volume.anonymous": ""}) } else { json!(null) },
+        "Labels": if labels.is_empty() { json!(null) } else { json!(labels) },
         "Mountpoint": volume.mountpoint,
         "Name": volume.name,
         "Options": null,
@@ -82,7 +90,18 @@ pub fn run(root: &Path, command: VolumeCommand) -> Result<i32> {
     let volumes = Volumes::open(root)?;
     match command {
         VolumeCommand::Create(args) => {
-            println!("{}", volumes.create(args.name.as_deref())?.name);
+            let labels = args
+                .labels
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                })
+                .collect();
+            println!(
+                "{}",
+                volumes.create_labelled(args.name.as_deref(), labels)?.name
+            );
             Ok(0)
         }
         VolumeCommand::Ls(args) => {

@@ -196,21 +196,75 @@ pub fn read(container_dir: &Path, opts: &ReadOptions) -> Result<(Vec<Entry>, u64
 
 /// Follow the log from `offset`, calling `emit` for each new entry, until `keep_going` says
 /// stop (checked whenever no new data arrived).
+///
+/// The log is held open between passes, so what a container wrote just before `--rm`
+/// removed its directory is still read; it is reopened only when the path names another
+/// file (the log was replaced), from its start.
 pub fn follow(
     container_dir: &Path,
+    offset: u64,
+    emit: impl FnMut(&Entry),
+    keep_going: impl FnMut() -> bool,
+) -> Result<(), LogError> {
+    follow_held(container_dir, None, offset, emit, keep_going)
+}
+
+/// The log of a container that has not started yet, created (empty) and opened now: a
+/// follower that starts before the container cannot miss its output, however short its run
+/// and however soon `--rm` removes it. The writer appends to the same file.
+pub fn open_for_follow(container_dir: &Path) -> Result<File, LogError> {
+    let path = container_dir.join(LOG_FILE);
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&path)
+        .map_err(|source| LogError::Open { path, source })
+}
+
+/// [`follow`] from a log already open (see [`open_for_follow`]).
+pub fn follow_open(
+    container_dir: &Path,
+    file: File,
+    offset: u64,
+    emit: impl FnMut(&Entry),
+    keep_going: impl FnMut() -> bool,
+) -> Result<(), LogError> {
+    follow_held(container_dir, Some(file), offset, emit, keep_going)
+}
+
+fn follow_held(
+    container_dir: &Path,
+    file: Option<File>,
     mut offset: u64,
     mut emit: impl FnMut(&Entry),
     mut keep_going: impl FnMut() -> bool,
 ) -> Result<(), LogError> {
+    use std::os::unix::fs::MetadataExt;
     let path = container_dir.join(LOG_FILE);
+    let mut held: Option<(File, u64)> = file.map(|f| {
+        let ino = f.metadata().map(|m| m.ino()).unwrap_or_default();
+        (f, ino)
+    });
     let mut finishing = false;
     loop {
+        let named = std::fs::metadata(&path).ok().map(|m| m.ino());
+        if named.is_some() && named != held.as_ref().map(|(_, ino)| *ino) {
+            if let Ok(file) = File::open(&path) {
+                let ino = file.metadata().map(|m| m.ino()).unwrap_or_default();
+                if held.is_some() {
+                    offset = 0; // the log was replaced
+                }
+                held = Some((file, ino));
+            }
+        }
         let mut progressed = false;
-        if let Ok(mut file) = File::open(&path) {
+        if let Some((file, _)) = &held {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             if len < offset {
-                offset = 0; // the log was replaced
+                offset = 0; // truncated in place
             }
+            let mut file = file;
             if file.seek(SeekFrom::Start(offset)).is_ok() {
                 let mut reader = BufReader::new(file);
                 let mut line = String::new();
@@ -300,5 +354,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(seen, ["second\n"]);
+    }
+
+    #[test]
+    fn a_follower_opened_before_the_run_reads_it_after_the_directory_is_gone() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("c");
+        std::fs::create_dir(&dir).unwrap();
+        let held = open_for_follow(&dir).unwrap();
+        let mut writer = LogWriter::open(&dir).unwrap();
+        writer.write(Stream::Stdout, b"last words\n");
+        drop(writer);
+        std::fs::remove_dir_all(&dir).unwrap(); // --rm
+        let mut seen = Vec::new();
+        follow_open(&dir, held, 0, |e| seen.push(e.log.clone()), || false).unwrap();
+        assert_eq!(seen, ["last words\n"]);
+        // Without the early open the line is gone with the directory.
+        let mut unseen = Vec::new();
+        follow(&dir, 0, |e| unseen.push(e.log.clone()), || false).unwrap();
+        assert!(unseen.is_empty());
     }
 }

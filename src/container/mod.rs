@@ -1,5 +1,6 @@
 //! Container records, state and the OCI runtime spec built from image config + flags.
 
+pub mod events;
 pub mod logs;
 pub mod names;
 pub mod private_dir;

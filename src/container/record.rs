@@ -273,6 +273,7 @@ pub struct NewContainer {
 
 pub struct Containers {
     dir: PathBuf,
+    journal: super::events::Journal,
 }
 
 impl Containers {
@@ -280,7 +281,32 @@ impl Containers {
         super::private_dir::ensure(root).map_err(io_err(root))?;
         let dir = root.join("containers");
         super::private_dir::ensure(&dir).map_err(io_err(&dir))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            journal: super::events::Journal::open(root),
+        })
+    }
+
+    /// The event journal of this root.
+    pub fn journal(&self) -> &super::events::Journal {
+        &self.journal
+    }
+
+    /// Journal `action` for `record` (best effort: see container::events).
+    pub fn record_event(
+        &self,
+        action: super::events::Action,
+        record: &Record,
+        exit_code: Option<i32>,
+    ) {
+        self.journal.append(&super::events::Event {
+            action,
+            id: record.id.clone(),
+            name: record.name.clone(),
+            image: record.image.clone(),
+            exit_code,
+            time_nano: Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        });
     }
 
     pub fn dir_of(&self, id: &str) -> PathBuf {
@@ -361,6 +387,7 @@ impl Containers {
             let _ = fs::remove_dir_all(&dir);
             return Err(err);
         }
+        self.record_event(super::events::Action::Create, &record, None);
         Ok(record)
     }
 
@@ -488,9 +515,14 @@ impl Containers {
     pub fn remove(&self, id: &str) -> Result<(), RecordError> {
         let _lock = self.lock()?;
         let dir = self.dir_of(id);
+        let removed = self.load(id).ok();
         let record = dir.join(RECORD_FILE);
         match fs::remove_file(&record) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(removed) = &removed {
+                    self.record_event(super::events::Action::Destroy, removed, None);
+                }
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(io_err(&record)(err)),
         }
@@ -529,18 +561,51 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RecordError>
 }
 
 fn write_replacing(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), RecordError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    if durability == Durability::Synced {
-        file.sync_all().map_err(io_err(&tmp))?;
+    // A temporary name of this writer's own: two processes (or threads) replacing one file at
+    // once must not share one, or the second rename finds the first one's file gone.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{serial}", std::process::id()));
+    let written = (|| {
+        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(bytes).map_err(io_err(&tmp))?;
+        if durability == Durability::Synced {
+            file.sync_all().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path).map_err(io_err(path))
+    written
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_replacing_one_file_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("volume.json");
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(&path, format!("{{\"writer\":{i}}}").as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\"writer\":"), "{text}");
+        // No temporary file is left.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     fn new(name: Option<&str>) -> NewContainer {
         NewContainer {

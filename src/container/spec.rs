@@ -124,6 +124,15 @@ impl NetworkMode {
     }
 }
 
+/// Docker's `label` filter: "K" matches a container that has the label, "K=V" one whose
+/// label K is V.
+pub fn labels_match(labels: &std::collections::BTreeMap<String, String>, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((key, value)) => labels.get(key).is_some_and(|v| v == value),
+        None => labels.contains_key(filter),
+    }
+}
+
 /// A network a container is on besides its first, with its address and aliases there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -148,6 +157,12 @@ pub struct SpecOptions {
     pub hostname: Option<String>,
     pub tty: bool,
     pub interactive: bool,
+    /// With `interactive`: stdin ends when the first attached writer closes (Docker's
+    /// StdinOnce), instead of staying open between attaches.
+    pub stdin_once: bool,
+    /// `--label K=V`: metadata for the user's tools (docker-compose finds its containers by
+    /// them); husk itself never reads them.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub read_only: bool,
     pub memory_bytes: Option<i64>,
     pub nano_cpus: Option<i64>,
@@ -1214,6 +1229,21 @@ mod tests {
     use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder};
 
     use super::*;
+
+    #[test]
+    fn label_filters_match_a_key_or_a_key_and_value() {
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("role".to_string(), "web".to_string()),
+            ("empty".to_string(), String::new()),
+        ]
+        .into_iter()
+        .collect();
+        assert!(labels_match(&labels, "role"));
+        assert!(labels_match(&labels, "role=web"));
+        assert!(!labels_match(&labels, "role=db"));
+        assert!(labels_match(&labels, "empty="));
+        assert!(!labels_match(&labels, "other"));
+    }
 
     fn image(
         entrypoint: &[&str],

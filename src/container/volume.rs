@@ -60,6 +60,9 @@ pub struct Volume {
     /// Filled from the image the first time a container mounted it (Docker's copy-up).
     #[serde(default)]
     pub populated: bool,
+    /// The user's metadata (docker-compose marks its volumes with it).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     #[serde(skip)]
     pub mountpoint: PathBuf,
 }
@@ -111,6 +114,15 @@ impl Volumes {
     /// The volume called `name` (a new anonymous one for None), created if missing. Creating
     /// an existing volume returns it, as `docker volume create` does.
     pub fn create(&self, name: Option<&str>) -> Result<Volume, VolumeError> {
+        self.create_labelled(name, Default::default())
+    }
+
+    /// [`Volumes::create`] with labels; a volume that exists already keeps its own.
+    pub fn create_labelled(
+        &self,
+        name: Option<&str>,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Volume, VolumeError> {
         let anonymous = name.is_none();
         let name = match name {
             Some(name) => name.to_string(),
@@ -140,6 +152,7 @@ impl Volumes {
             created_at: Utc::now(),
             anonymous,
             populated: false,
+            labels,
             mountpoint: dir.join(DATA_DIR),
         };
         let bytes = serde_json::to_vec_pretty(&volume).expect("volumes always serialize");

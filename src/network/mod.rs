@@ -19,6 +19,7 @@
 
 pub mod attach;
 pub mod netlink;
+pub mod netns_link;
 pub mod nft;
 pub mod ports;
 pub mod tap;

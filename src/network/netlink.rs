@@ -1,6 +1,7 @@
 //! The few rtnetlink requests a bridge network needs, sent synchronously on one socket:
 //! bridges, veth pairs (the container's end created straight inside its namespace), link
-//! state, addresses and the default route. Messages are built and parsed by
+//! state, addresses and the default route; and for a VM container handed a network namespace,
+//! the ingress qdiscs and redirect filters that join its interface to the guest's tap. Messages are built and parsed by
 //! netlink-packet-route; the socket is netlink-sys. (rtnetlink, the async layer over the same
 //! crates, would bring a tokio runtime into every `husk run` for six requests.)
 
@@ -17,6 +18,11 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::tc::{
+    TcAction, TcActionAttribute, TcActionGeneric, TcActionMirror, TcActionMirrorOption,
+    TcActionOption, TcActionType, TcAttribute, TcFilterU32, TcFilterU32Option, TcHandle, TcHeader,
+    TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -60,7 +66,27 @@ pub struct Interface {
     pub index: u32,
     pub name: String,
     pub alias: Option<String>,
+    /// The hardware address, when the link has an Ethernet-sized one.
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    pub loopback: bool,
 }
+
+/// One IPv4 address of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    pub link: u32,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// The ingress qdisc's handle (`ffff:`), the parent of every ingress filter.
+const INGRESS_HANDLE: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0,
+};
+/// `ETH_P_ALL` in network byte order, as tcm_info's protocol half carries it.
+const ETH_P_ALL_BE: u32 = (libc::ETH_P_ALL as u16).to_be() as u32;
 
 /// A connected NETLINK_ROUTE socket of the network namespace it was opened in.
 pub struct Rtnl {
@@ -186,10 +212,14 @@ impl Rtnl {
                 RouteNetlinkMessage::NewLink(link) => {
                     let mut name = None;
                     let mut alias = None;
+                    let mut mac = None;
+                    let mut mtu = None;
                     for attribute in link.attributes {
                         match attribute {
                             LinkAttribute::IfName(n) => name = Some(n),
                             LinkAttribute::IfAlias(a) => alias = Some(a),
+                            LinkAttribute::Address(a) => mac = <[u8; 6]>::try_from(a).ok(),
+                            LinkAttribute::Mtu(m) => mtu = Some(m),
                             _ => {}
                         }
                     }
@@ -197,6 +227,9 @@ impl Rtnl {
                         index: link.header.index,
                         name: name?,
                         alias,
+                        mac,
+                        mtu,
+                        loopback: link.header.flags.contains(LinkFlags::Loopback),
                     })
                 }
                 _ => None,
@@ -361,6 +394,161 @@ impl Rtnl {
             RouteNetlinkMessage::NewAddress(message),
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("adding address {address}/{prefix}"),
+        )
+        .map(drop)
+    }
+
+    /// Every IPv4 address of this namespace.
+    pub fn ipv4_addresses(&mut self) -> Result<Vec<Address>, NetlinkError> {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        let replies = self.request(
+            RouteNetlinkMessage::GetAddress(message),
+            NLM_F_DUMP,
+            "listing addresses",
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewAddress(message) => {
+                    let address = message.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                        _ => None,
+                    })?;
+                    Some(Address {
+                        link: message.header.index,
+                        address,
+                        prefix: message.header.prefix_len,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The gateway of the main table's IPv4 default route, if there is one.
+    pub fn ipv4_default_gateway(&mut self) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        let replies = self.request(
+            RouteNetlinkMessage::GetRoute(message),
+            NLM_F_DUMP,
+            "listing routes",
+        )?;
+        Ok(replies.into_iter().find_map(|reply| match reply {
+            RouteNetlinkMessage::NewRoute(route)
+                if route.header.destination_prefix_length == 0
+                    && route.header.table == RouteHeader::RT_TABLE_MAIN =>
+            {
+                route.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }))
+    }
+
+    /// Set link `index`'s MTU and bring it up.
+    pub fn set_mtu_up(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.header.flags = LinkFlags::Up;
+        message.header.change_mask = LinkFlags::Up;
+        message.attributes = vec![LinkAttribute::Mtu(mtu)];
+        self.request(
+            RouteNetlinkMessage::SetLink(message),
+            0,
+            &format!("setting the MTU of link {index}"),
+        )
+        .map(drop)
+    }
+
+    /// Give link `index` an ingress qdisc (EEXIST when it has one).
+    pub fn add_ingress_qdisc(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let message = TcMessage::from_parts(
+            TcHeader {
+                index: index as i32,
+                handle: INGRESS_HANDLE,
+                parent: TcHandle::INGRESS,
+                ..TcHeader::default()
+            },
+            vec![TcAttribute::Kind("ingress".into())],
+        );
+        self.request(
+            RouteNetlinkMessage::NewQueueDiscipline(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &format!("adding an ingress qdisc to link {index}"),
+        )
+        .map(drop)
+    }
+
+    /// Remove link `index`'s ingress qdisc and its filters; none there is fine.
+    pub fn delete_ingress_qdisc(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let message = TcMessage::from_parts(
+            TcHeader {
+                index: index as i32,
+                handle: INGRESS_HANDLE,
+                parent: TcHandle::INGRESS,
+                ..TcHeader::default()
+            },
+            vec![],
+        );
+        match self.request(
+            RouteNetlinkMessage::DelQueueDiscipline(message),
+            0,
+            &format!("removing the ingress qdisc of link {index}"),
+        ) {
+            Ok(_) => Ok(()),
+            Err(err) if matches!(err.errno(), Some(libc::ENOENT | libc::EINVAL)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Steal every frame arriving on link `from` and send it out of link `to`: a u32 filter
+    /// that matches all (`match u8 0 0`, as Kata's tcfilter model has it; cls_matchall is
+    /// not in every kernel) with a mirred egress redirect, on `from`'s ingress qdisc.
+    pub fn redirect_ingress(&mut self, from: u32, to: u32) -> Result<(), NetlinkError> {
+        let mut key = TcU32Key::default();
+        key.mask = 0;
+        key.val = 0;
+        let mut selector = TcU32Selector::default();
+        selector.flags = TcU32SelectorFlags::Terminal;
+        selector.nkeys = 1;
+        selector.keys = vec![key];
+        let mut generic = TcActionGeneric::default();
+        generic.action = TcActionType::Stolen;
+        let mut mirror = TcMirror::default();
+        mirror.generic = generic;
+        mirror.eaction = TcMirrorActionType::EgressRedir;
+        mirror.ifindex = to;
+        let mut action = TcAction::default();
+        action.attributes = vec![
+            TcActionAttribute::Kind(TcActionMirror::KIND.into()),
+            TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+                mirror,
+            ))]),
+        ];
+        let message = TcMessage::from_parts(
+            TcHeader {
+                index: from as i32,
+                parent: INGRESS_HANDLE,
+                // Priority 1, every protocol.
+                info: (1 << 16) | ETH_P_ALL_BE,
+                ..TcHeader::default()
+            },
+            vec![
+                TcAttribute::Kind(TcFilterU32::KIND.into()),
+                TcAttribute::Options(vec![
+                    TcOption::U32(TcFilterU32Option::Selector(selector)),
+                    TcOption::U32(TcFilterU32Option::Action(vec![action])),
+                ]),
+            ],
+        );
+        self.request(
+            RouteNetlinkMessage::NewTrafficFilter(message),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &format!("redirecting link {from} to link {to}"),
         )
         .map(drop)
     }

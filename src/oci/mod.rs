@@ -38,6 +38,16 @@ use crate::process::{
 /// same idea): `process` or `vm`.
 pub const ANNOTATION_ISOLATION: &str = "io.husk.isolation";
 
+/// The annotations by which containerd's and CRI-O's CRI mark a pod's sandbox (pause)
+/// container. It holds the pod's namespaces for the others and runs nothing, so it is a
+/// process container unless the annotation asks otherwise: with a RuntimeClass whose default
+/// is VM isolation, the pod's application container is then the one VM that takes the pod's
+/// network interface.
+const POD_SANDBOX_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri-o.ContainerType",
+];
+
 /// The OCI spec version husk-runc reports and accepts.
 pub const OCI_VERSION: &str = "1.0.2";
 
@@ -69,6 +79,10 @@ pub enum OciError {
     Unsupported(String),
     #[error("unknown signal {0:?}")]
     BadSignal(String),
+    /// Another container's processes are in the cgroup this one would get (runc refuses the
+    /// same): creating, and cleaning up a failed create, would take them with it.
+    #[error("cgroup {cgroup} already holds {processes} process(es) of another container")]
+    CgroupInUse { cgroup: String, processes: usize },
     #[error("the container {0} did not start: its init is gone")]
     InitGone(String),
     /// The init or the guest refused to run the program (a startContainer hook failed).
@@ -234,9 +248,10 @@ impl OciRuntime {
         let rootfs = root_path(&spec, &bundle)?;
         let netns = refuse_unsupported(&spec)?;
         if isolation == Isolation::Vm {
-            vm::refuse_unsupported(&spec, netns.is_some())?;
+            vm::refuse_unsupported(&spec)?;
         }
         let cgroup = cgroup_name(&spec, id)?;
+        refuse_busy_cgroup(&cgroup)?;
         prepare_spec(&mut spec);
         let terminal = spec
             .process()
@@ -476,7 +491,16 @@ impl OciRuntime {
             return Err(wrong(id, status, "kill", "created, running or paused"));
         }
         // A VM container's processes are in its guest: the holder relays the signal there
-        // (its cgroup holds the monitor, which a signal would stop under the guest).
+        // (its cgroup holds the monitor, which a signal would stop under the guest), and
+        // `--all` of a running one goes to every process of the container's cgroup in the
+        // guest, through the holder's supervisor.
+        if all
+            && record.isolation == Isolation::Vm
+            && status == Status::Running
+            && crate::vm::supervisor::send_signal_all(&vm::key(&self.root, id), signal)
+        {
+            return Ok(());
+        }
         let pids = if all && record.isolation == Isolation::Process {
             self.cgroup(&record)?.pids()?
         } else {
@@ -718,6 +742,12 @@ pub fn isolation_of(
     default: Isolation,
 ) -> Result<Isolation, OciError> {
     match annotations.get(ANNOTATION_ISOLATION).map(String::as_str) {
+        None if POD_SANDBOX_ANNOTATIONS
+            .iter()
+            .any(|key| annotations.get(*key).map(String::as_str) == Some("sandbox")) =>
+        {
+            Ok(Isolation::Process)
+        }
         None => Ok(default),
         Some("process") => Ok(Isolation::Process),
         Some("vm") => Ok(Isolation::Vm),
@@ -848,6 +878,20 @@ fn cgroup_name(spec: &Spec, id: &str) -> Result<String, OciError> {
         return Ok(format!("husk-runc/{id}"));
     }
     Ok(relative)
+}
+
+/// Refuse a cgroup that already holds processes: two runtime roots with one container id,
+/// or two specs naming one cgroupsPath, would otherwise share it, and the cleanup of either
+/// kills the other.
+fn refuse_busy_cgroup(name: &str) -> Result<(), OciError> {
+    let processes = Cgroup::open(CgroupLayout::detect()?, name)?.pids()?.len();
+    if processes > 0 {
+        return Err(OciError::CgroupInUse {
+            cgroup: name.to_string(),
+            processes,
+        });
+    }
+    Ok(())
 }
 
 /// What runc adds to every bundle's spec: the default device nodes' cgroup rules after the
@@ -1009,6 +1053,28 @@ mod tests {
         );
         annotations.insert(ANNOTATION_ISOLATION.to_string(), "hyperv".to_string());
         assert!(isolation_of(&annotations, Isolation::Process).is_err());
+    }
+
+    #[test]
+    fn a_pod_sandbox_is_a_process_container_unless_the_annotation_says_otherwise() {
+        for key in POD_SANDBOX_ANNOTATIONS {
+            let mut annotations = HashMap::from([(key.to_string(), "sandbox".to_string())]);
+            assert_eq!(
+                isolation_of(&annotations, Isolation::Vm).unwrap(),
+                Isolation::Process
+            );
+            annotations.insert(key.to_string(), "container".to_string());
+            assert_eq!(
+                isolation_of(&annotations, Isolation::Vm).unwrap(),
+                Isolation::Vm
+            );
+            annotations.insert(key.to_string(), "sandbox".to_string());
+            annotations.insert(ANNOTATION_ISOLATION.to_string(), "vm".to_string());
+            assert_eq!(
+                isolation_of(&annotations, Isolation::Process).unwrap(),
+                Isolation::Vm
+            );
+        }
     }
 
     #[test]

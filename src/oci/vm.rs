@@ -23,13 +23,14 @@ use std::sync::Arc;
 
 use nix::sys::signal::{SigSet, Signal};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
-use rootfs_agent::protocol::{GuestHook, GuestMount, GuestMountKind};
+use rootfs_agent::protocol::{GuestHook, GuestMount, GuestMountKind, GuestNetwork};
 use sha2::{Digest, Sha256};
 
 use super::{io, OciError, GATE_FILE};
+use crate::network::netns_link::{take_over, NetnsLink};
 use crate::process::{send_fd, Cgroup, CgroupLayout, ProcessError};
-use crate::vm::backend::{self, Guest, SharedRootGuest};
-use crate::vm::control::ExecRequest;
+use crate::vm::backend::{self, Guest, Nic, SharedRootGuest};
+use crate::vm::control::{self, ExecRequest};
 use crate::vm::supervisor::{self, Supervision};
 use crate::vm::virtiofs::Share;
 use crate::vm::{VmError, VmSettings};
@@ -81,15 +82,7 @@ pub struct HoldArgs {
 }
 
 /// Refuse what a VM container through husk-runc cannot honour, before anything starts.
-pub fn refuse_unsupported(spec: &Spec, netns: bool) -> Result<(), OciError> {
-    if netns {
-        return Err(OciError::Unsupported(
-            "VM isolation has no network through husk-runc yet: the guest cannot join a \
-             network namespace (podman --network none, or a spec whose network namespace has \
-             no path)"
-                .into(),
-        ));
-    }
+pub fn refuse_unsupported(spec: &Spec) -> Result<(), OciError> {
     // Device cgroup rules are moot in a guest that has none of the host's devices; a device
     // node the spec asks for beyond the standard ones the guest has is refused.
     let standard = [
@@ -226,8 +219,12 @@ pub fn hold(args: &HoldArgs) -> i32 {
             drop(gate);
             let code = match process.wait_status() {
                 Ok(exit) => exit.code,
-                // The VM went away under the process (its monitor died): as with SIGKILL.
-                Err(_) => 128 + libc::SIGKILL,
+                // The VM went away under the process (its monitor died): as with SIGKILL,
+                // said on the container's stderr, which is where its client looks.
+                Err(err) => {
+                    eprintln!("husk-runc: {}: the guest went away: {err}", args.id);
+                    128 + libc::SIGKILL
+                }
             };
             supervision.finish();
             code
@@ -246,6 +243,8 @@ struct Booted {
     spec: Spec,
     plan: backend::VmPlan,
     gate: UnixListener,
+    /// The network namespace's interface joined to the guest, when the spec names one.
+    network: Option<NetnsLink>,
 }
 
 fn boot(args: &HoldArgs) -> Result<Booted, OciError> {
@@ -296,7 +295,20 @@ fn boot(args: &HoldArgs) -> Result<Booted, OciError> {
         },
     )
     .map_err(vm)?;
-    let guest = Guest::boot(&plan, None, &crate::cost::CostRecorder::off()).map_err(vm)?;
+    let network = network_namespace(&spec)?
+        .map(|path| {
+            let netns = File::open(&path).map_err(io("opening namespace", &path))?;
+            take_over(&netns).map_err(|e| {
+                OciError::Unsupported(format!("network namespace {}: {e}", path.display()))
+            })
+        })
+        .transpose()?;
+    let nic = network.as_ref().map(|link| Nic {
+        tap: &link.tap,
+        mac: link.interface.mac,
+        mtu: link.interface.mtu,
+    });
+    let guest = Guest::boot(&plan, nic, &crate::cost::CostRecorder::off()).map_err(vm)?;
     let gate_path = dir.join(GATE_FILE);
     let gate = UnixListener::bind(&gate_path).map_err(io("creating", &gate_path))?;
     Ok(Booted {
@@ -304,7 +316,24 @@ fn boot(args: &HoldArgs) -> Result<Booted, OciError> {
         spec,
         plan,
         gate,
+        network,
     })
+}
+
+/// The path of the network namespace the spec joins, if it names one (a pod's, podman's).
+/// A spec that asks for a new one gives the guest only its loopback, as runc gives a new
+/// namespace; a VM has its own network stack either way.
+fn network_namespace(spec: &Spec) -> Result<Option<PathBuf>, OciError> {
+    Ok(spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|namespaces| {
+            namespaces
+                .iter()
+                .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+                .and_then(|ns| ns.path().clone())
+        }))
 }
 
 /// Start the container's process in the guest, with the holder's stdio (the caller's pipes,
@@ -318,6 +347,16 @@ fn run(
     let mut request =
         backend::start_request(&booted.spec, &layers, &booted.plan.guest_mounts, None)
             .map_err(vm)?;
+    // The address, route and MTU of the namespace's interface; /etc/hosts and resolv.conf
+    // stay the bundle's binds, which the client wrote for this network.
+    request.network = booted.network.as_ref().map(|link| GuestNetwork {
+        address: link.interface.address,
+        prefix: link.interface.prefix,
+        gateway: link.interface.gateway,
+        mtu: link.interface.mtu,
+        hosts: None,
+        resolv: None,
+    });
     request.start_hooks = start_hooks(&booted.spec);
     if !request.start_hooks.is_empty() {
         let runtime = super::OciRuntime::new(args.root.clone(), super::Isolation::Vm);
@@ -630,6 +669,7 @@ pub fn exec(
             process: backend::process_spec(spec, process, &layers, size).map_err(vm)?,
             interactive: true,
             kill_on_hangup: false,
+            session: terminal.then(control::new_session).flatten(),
         })
     };
     let relay = |request: ExecRequest| -> i32 {

@@ -88,7 +88,7 @@ const JOIN_ORDER: [(LinuxNamespaceType, &str); 6] = [
 /// codes as for `run`: 127 not found, 126 not executable, 125 otherwise).
 pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
     // Everything that can fail in a readable way is prepared before forking.
-    let namespaces = open_namespaces(cfg)?;
+    let (namespaces, root) = open_namespaces(cfg)?;
     let cgroup_procs: Vec<PathBuf> = Cgroup::open(CgroupLayout::detect()?, cfg.cgroup_name)?
         .paths()
         .into_iter()
@@ -124,6 +124,7 @@ pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
             let failure = join_and_clone(
                 &cgroup_procs,
                 &namespaces,
+                &root,
                 pid_write.as_raw_fd(),
                 CommandSetup {
                     process: cfg.process,
@@ -185,7 +186,11 @@ pub fn exec(cfg: &ExecConfig) -> Result<ExecProcess, ProcessError> {
 /// The container's namespaces, opened through one descriptor of /proc/PID: after its start
 /// time matched, that descriptor can only ever reach the same process (a reused pid gets a
 /// new /proc entry), so every namespace belongs to the container's init.
-fn open_namespaces(cfg: &ExecConfig) -> Result<Vec<OwnedFd>, ProcessError> {
+/// With them, the init's root directory: joining the mount namespace puts the joiner at
+/// that namespace's own root, which is the container's root only when the runtime itself was
+/// not chrooted (in the nested tier's L1, husk runs chrooted into the host's share, and a
+/// command would have found L1's initramfs there).
+fn open_namespaces(cfg: &ExecConfig) -> Result<(Vec<OwnedFd>, OwnedFd), ProcessError> {
     let init = cfg.container_init;
     let gone = || {
         ProcessError::Setup(format!(
@@ -225,7 +230,8 @@ fn open_namespaces(cfg: &ExecConfig) -> Result<Vec<OwnedFd>, ProcessError> {
         let fd = open_at(&format!("ns/{name}")).map_err(io("opening the container's namespace"))?;
         namespaces.push(fd);
     }
-    Ok(namespaces)
+    let root = open_at("root").map_err(io("opening the container's root"))?;
+    Ok((namespaces, root))
 }
 
 /// What the command's process needs to become the command.
@@ -263,6 +269,7 @@ fn setup_failure(message: String) -> InitFailure {
 fn join_and_clone(
     cgroup_procs: &[PathBuf],
     namespaces: &[OwnedFd],
+    root: &OwnedFd,
     pid_pipe: RawFd,
     setup: CommandSetup,
 ) -> InitFailure {
@@ -277,6 +284,9 @@ fn join_and_clone(
         if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::empty()) {
             return setup_failure(format!("joining the container's namespaces: {e}"));
         }
+    }
+    if let Err(e) = nix::unistd::fchdir(root.as_raw_fd()).and_then(|()| nix::unistd::chroot(".")) {
+        return setup_failure(format!("entering the container's root: {e}"));
     }
     // SAFETY: raw clone with CLONE_PARENT|SIGCHLD and no new stack behaves like fork in this
     // single-threaded helper; the child becomes husk's child inside the joined pid namespace.

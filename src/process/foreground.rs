@@ -280,6 +280,48 @@ pub fn console_size() -> Option<oci_spec::runtime::Box> {
         .ok()
 }
 
+/// Keeps the pty behind a master the size of our own terminal (stdin) while it lives: a
+/// thread takes each SIGWINCH and copies the new size. SIGWINCH is blocked in the calling
+/// thread first, so threads started after it (a stdin copier) leave it to sigwait; one that
+/// existed before keeps SIGWINCH's default, which is to ignore it.
+pub struct WindowFollower {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<(nix::sys::pthread::Pthread, std::thread::JoinHandle<()>)>,
+}
+
+impl WindowFollower {
+    pub fn start(master: &OwnedFd) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGWINCH);
+        let master = match (mask.thread_block(), master.try_clone()) {
+            (Ok(()), Ok(master)) => master,
+            _ => return Self { done, thread: None },
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::clone(&done);
+        let handle = std::thread::spawn(move || {
+            let _ = tx.send(nix::sys::pthread::pthread_self());
+            while mask.wait().is_ok() && !stop.load(Ordering::SeqCst) {
+                copy_window_size(&master);
+            }
+        });
+        let thread = rx.recv().ok().map(|pthread| (pthread, handle));
+        Self { done, thread }
+    }
+}
+
+impl Drop for WindowFollower {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some((pthread, handle)) = self.thread.take() {
+            let _ = nix::sys::pthread::pthread_kill(pthread, Signal::SIGWINCH);
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Give the pty behind `master` the size of our own terminal (stdin), when it is one.
 pub fn copy_window_size(master: &OwnedFd) {
     // SAFETY: winsize is plain data; all-zero is a valid value.

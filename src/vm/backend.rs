@@ -311,10 +311,10 @@ pub fn start_request(
             join.tap().map(|(_, interface)| GuestNetwork {
                 address: interface.ip,
                 prefix: interface.prefix,
-                gateway: interface.gateway,
+                gateway: Some(interface.gateway),
                 mtu: interface.mtu,
-                hosts: join.hosts.clone(),
-                resolv: join.resolv.clone(),
+                hosts: Some(join.hosts.clone()),
+                resolv: Some(join.resolv.clone()),
             })
         }),
         start_hooks: Vec::new(),

@@ -3,7 +3,9 @@
 //! `top`/`cp`, which run husk's helpers in the guest) runs a process and gets its output back.
 //!
 //! One request line, then for `exec` a stream of frames from the supervisor: kind (1 stdout,
-//! 2 stderr, 3 exit code, 4 error) + u32 little-endian length + payload, each bounded. Any
+//! 2 stderr, 3 exit code, 4 error) + u32 little-endian length + payload, each bounded. An exec
+//! with a terminal names a session, and its requester sends `resize SESSION ROWS COLS` on a
+//! connection of its own when its window changes. Any
 //! local user with access to the socket's directory (root only: /run/husk is 0700) can write
 //! to it and a confused supervisor can answer anything, so both directions are parsed by the
 //! pure functions below, which never panic and never allocate more than their bound
@@ -30,6 +32,8 @@ pub enum ControlError {
     BadSignal(String),
     #[error("bad exec request: {0}")]
     BadExec(String),
+    #[error("bad resize request {0:?}: resize SESSION ROWS COLS, sizes 1..=65535")]
+    BadResize(String),
     #[error("the container's supervisor sent a frame of {0} bytes, over the bound")]
     OversizedFrame(usize),
     #[error("the container's supervisor sent an unknown frame kind {0}")]
@@ -54,15 +58,44 @@ pub struct ExecRequest {
     /// as in Docker.
     #[serde(default)]
     pub kill_on_hangup: bool,
+    /// A token the requester picks when the process has a terminal, by which it later asks
+    /// for window-size changes (`resize`): the exec stream itself carries only stdin.
+    #[serde(default)]
+    pub session: Option<String>,
+}
+
+/// Bytes of a session token's hex text.
+pub const SESSION_LEN: usize = 16;
+
+/// A new session token: 8 random bytes, hex.
+pub fn new_session() -> Option<String> {
+    let mut bytes = [0u8; SESSION_LEN / 2];
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
+}
+
+fn is_session(token: &str) -> bool {
+    token.len() == SESSION_LEN
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// One request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlRequest {
     Signal(i32),
+    /// The signal to every process of the container in the guest (`kill --all`).
+    SignalAll(i32),
     Exec(Box<ExecRequest>),
     /// The container's /etc/hosts again (a member of its network came or went).
     Hosts(String),
+    /// The terminal of the exec session `session` is now `rows` x `cols`.
+    Resize {
+        session: String,
+        rows: u16,
+        cols: u16,
+    },
 }
 
 impl ControlRequest {
@@ -70,6 +103,7 @@ impl ControlRequest {
     pub fn encode(&self) -> Vec<u8> {
         let mut line = match self {
             ControlRequest::Signal(signal) => format!("signal {signal}").into_bytes(),
+            ControlRequest::SignalAll(signal) => format!("signal-all {signal}").into_bytes(),
             ControlRequest::Exec(request) => {
                 let json = serde_json::to_string(request).unwrap_or_default();
                 format!("exec {json}").into_bytes()
@@ -78,6 +112,11 @@ impl ControlRequest {
                 let json = serde_json::to_string(text).unwrap_or_default();
                 format!("hosts {json}").into_bytes()
             }
+            ControlRequest::Resize {
+                session,
+                rows,
+                cols,
+            } => format!("resize {session} {rows} {cols}").into_bytes(),
         };
         line.push(b'\n');
         line
@@ -96,6 +135,11 @@ impl ControlRequest {
                 .process
                 .validate()
                 .map_err(|e| ControlError::BadExec(e.to_string()))?;
+            if request.session.as_deref().is_some_and(|t| !is_session(t)) {
+                return Err(ControlError::BadExec(format!(
+                    "a session is {SESSION_LEN} hex digits"
+                )));
+            }
             return Ok(ControlRequest::Exec(Box::new(request)));
         }
         if let Some(json) = text.strip_prefix("hosts ") {
@@ -103,11 +147,37 @@ impl ControlRequest {
                 serde_json::from_str(json).map_err(|e| ControlError::BadExec(e.to_string()))?;
             return Ok(ControlRequest::Hosts(hosts));
         }
-        if let Some(number) = text.trim_end().strip_prefix("signal ") {
-            return match number.parse::<i32>() {
-                Ok(signal) if (1..=64).contains(&signal) => Ok(ControlRequest::Signal(signal)),
-                _ => Err(ControlError::BadSignal(number.chars().take(32).collect())),
+        if let Some(rest) = text.strip_prefix("resize ") {
+            let mut words = rest.split(' ');
+            let parsed = match (words.next(), words.next(), words.next(), words.next()) {
+                (Some(session), Some(rows), Some(cols), None) if is_session(session) => {
+                    match (rows.parse::<u16>(), cols.parse::<u16>()) {
+                        (Ok(rows), Ok(cols)) if rows > 0 && cols > 0 => Some((session, rows, cols)),
+                        _ => None,
+                    }
+                }
+                _ => None,
             };
+            return match parsed {
+                Some((session, rows, cols)) => Ok(ControlRequest::Resize {
+                    session: session.to_string(),
+                    rows,
+                    cols,
+                }),
+                None => Err(ControlError::BadResize(rest.chars().take(48).collect())),
+            };
+        }
+        for (prefix, all) in [("signal ", false), ("signal-all ", true)] {
+            if let Some(number) = text.trim_end().strip_prefix(prefix) {
+                return match number.parse::<i32>() {
+                    Ok(signal) if (1..=64).contains(&signal) => Ok(if all {
+                        ControlRequest::SignalAll(signal)
+                    } else {
+                        ControlRequest::Signal(signal)
+                    }),
+                    _ => Err(ControlError::BadSignal(number.chars().take(32).collect())),
+                };
+            }
         }
         Err(ControlError::UnknownRequest(
             text.chars().take(32).collect(),
@@ -247,16 +317,59 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_bad_ones_are_named() {
-        let signal = ControlRequest::Signal(15);
-        let wire = signal.encode();
-        assert_eq!(ControlRequest::parse(&wire[..wire.len() - 1]), Ok(signal));
+        for signal in [ControlRequest::Signal(15), ControlRequest::SignalAll(9)] {
+            let wire = signal.encode();
+            assert_eq!(ControlRequest::parse(&wire[..wire.len() - 1]), Ok(signal));
+        }
+        assert!(matches!(
+            ControlRequest::parse(b"signal-all 99"),
+            Err(ControlError::BadSignal(_))
+        ));
         let exec = ControlRequest::Exec(Box::new(ExecRequest {
             process: ProcessSpec::new(vec!["ps"]),
             interactive: true,
             kill_on_hangup: true,
+            session: None,
         }));
         let wire = exec.encode();
         assert_eq!(ControlRequest::parse(&wire[..wire.len() - 1]), Ok(exec));
+        let session = new_session().unwrap();
+        let resize = ControlRequest::Resize {
+            session: session.clone(),
+            rows: 50,
+            cols: 132,
+        };
+        let wire = resize.encode();
+        assert_eq!(ControlRequest::parse(&wire[..wire.len() - 1]), Ok(resize));
+        for bad in [
+            format!("resize {session} 0 80"),
+            format!("resize {session} 24"),
+            format!("resize {session} 24 80 1"),
+            format!("resize {session} 70000 80"),
+            "resize ../../etc 24 80".to_string(),
+        ] {
+            assert!(
+                matches!(
+                    ControlRequest::parse(bad.as_bytes()),
+                    Err(ControlError::BadResize(_))
+                ),
+                "{bad}"
+            );
+        }
+        let mut with_bad_session = ExecRequest {
+            process: ProcessSpec::new(vec!["sh"]),
+            interactive: true,
+            kill_on_hangup: false,
+            session: Some("not-hex".into()),
+        };
+        let wire = ControlRequest::Exec(Box::new(with_bad_session.clone())).encode();
+        assert!(matches!(
+            ControlRequest::parse(&wire[..wire.len() - 1]),
+            Err(ControlError::BadExec(_))
+        ));
+        with_bad_session.session = Some(session);
+        let wire = ControlRequest::Exec(Box::new(with_bad_session)).encode();
+        assert!(ControlRequest::parse(&wire[..wire.len() - 1]).is_ok());
         assert!(matches!(
             ControlRequest::parse(b"signal 0"),
             Err(ControlError::BadSignal(_))
@@ -341,11 +454,22 @@ mod tests {
             state
         };
         let seeds: Vec<Vec<u8>> = vec![
-            ControlRequest::Signal(9).encode(),
+            [
+                ControlRequest::Signal(9).encode(),
+                ControlRequest::SignalAll(15).encode(),
+                ControlRequest::Resize {
+                    session: "0123456789abcdef".into(),
+                    rows: 24,
+                    cols: 80,
+                }
+                .encode(),
+            ]
+            .concat(),
             ControlRequest::Exec(Box::new(ExecRequest {
                 process: ProcessSpec::new(vec!["tar", "-cf", "-"]),
                 interactive: false,
                 kill_on_hangup: true,
+                session: new_session(),
             }))
             .encode(),
             [

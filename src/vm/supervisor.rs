@@ -29,14 +29,20 @@ pub fn control_socket(id: &str) -> PathBuf {
 /// Ask the supervisor of a running VM container to deliver `signal` to the guest process.
 /// Returns false when no supervisor answers (it is gone; the caller falls back to the pid).
 pub fn send_signal(id: &str, signal: Signal) -> bool {
+    signal_request(id, ControlRequest::Signal(signal as i32))
+}
+
+/// The same for every process of the container in the guest (`kill --all`).
+pub fn send_signal_all(id: &str, signal: i32) -> bool {
+    signal_request(id, ControlRequest::SignalAll(signal))
+}
+
+fn signal_request(id: &str, request: ControlRequest) -> bool {
     let Ok(mut conn) = UnixStream::connect(control_socket(id)) else {
         return false;
     };
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    if conn
-        .write_all(&ControlRequest::Signal(signal as i32).encode())
-        .is_err()
-    {
+    if conn.write_all(&request.encode()).is_err() {
         return false;
     }
     let mut reply = [0u8; 3];
@@ -80,11 +86,13 @@ pub fn exec_via_supervisor(
             &id[..12.min(id.len())]
         ))
     })?;
+    let session = request.session.clone();
     conn.write_all(&ControlRequest::Exec(Box::new(request)).encode())
         .map_err(|e| ControlError::Io(e.to_string()))?;
     if detach {
         return Ok(0);
     }
+    let _resizes = session.map(|session| ResizeRelay::start(id, session));
     if let Some(mut input) = stdin {
         let mut to_guest = conn
             .try_clone()
@@ -96,6 +104,76 @@ pub fn exec_via_supervisor(
     }
     control::follow_exec(&mut conn, stdout, stderr)
 }
+
+/// Tell the supervisor that exec session `session`'s terminal is now `rows` x `cols`.
+pub fn send_resize(id: &str, session: &str, rows: u16, cols: u16) -> bool {
+    let Ok(mut conn) = UnixStream::connect(control_socket(id)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = ControlRequest::Resize {
+        session: session.to_string(),
+        rows,
+        cols,
+    };
+    if conn.write_all(&request.encode()).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 3];
+    conn.read_exact(&mut reply).is_ok() && &reply == b"ok\n"
+}
+
+/// For an exec with a terminal: a thread that turns this process's SIGWINCH (the window of
+/// its terminal changed) into resize requests for the session, until dropped.
+struct ResizeRelay {
+    done: Arc<AtomicBool>,
+    thread: Option<(nix::sys::pthread::Pthread, std::thread::JoinHandle<()>)>,
+}
+
+impl ResizeRelay {
+    fn start(id: &str, session: String) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGWINCH);
+        // Blocked here, so the threads started after this (stdin's copier, this relay) have
+        // it blocked too and sigwait takes it; SIGWINCH's default is to be ignored, so a
+        // thread that existed before loses nothing but a resize.
+        if mask.thread_block().is_err() {
+            return Self { done, thread: None };
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::clone(&done);
+        let id = id.to_string();
+        let handle = std::thread::spawn(move || {
+            let _ = tx.send(nix::sys::pthread::pthread_self());
+            while let Ok(_winch) = mask.wait() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some((rows, cols)) = backend::terminal_size() {
+                    send_resize(&id, &session, rows, cols);
+                }
+            }
+        });
+        let thread = rx.recv().ok().map(|pthread| (pthread, handle));
+        Self { done, thread }
+    }
+}
+
+impl Drop for ResizeRelay {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some((pthread, handle)) = self.thread.take() {
+            let _ = nix::sys::pthread::pthread_kill(pthread, Signal::SIGWINCH);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The exec processes with a terminal that can be resized, by session. Bounded: an exec
+/// beyond the bound runs, and only its resizes are refused.
+type Sessions = Arc<Mutex<std::collections::HashMap<String, Arc<Process>>>>;
+const MAX_SESSIONS: usize = 256;
 
 /// The supervisor's services for one running guest process: the signal relay and the control
 /// socket. Ends with [`Supervision::finish`].
@@ -261,7 +339,7 @@ impl Write for FrameWriter {
 }
 
 /// Run one exec request in the guest, streaming its output back as frames.
-fn serve_exec(agent: Arc<AgentClient>, conn: UnixStream, request: ExecRequest) {
+fn serve_exec(agent: Arc<AgentClient>, conn: UnixStream, request: ExecRequest, sessions: Sessions) {
     let Ok(reader) = conn.try_clone() else { return };
     let shared = Arc::new(Mutex::new(conn));
     let io = ProcessIo {
@@ -279,11 +357,25 @@ fn serve_exec(agent: Arc<AgentClient>, conn: UnixStream, request: ExecRequest) {
     };
     let result = agent.exec(&request.process, io).and_then(|process| {
         let process = Arc::new(process);
+        let session = request.session.as_ref().filter(|session| {
+            let mut sessions = sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.len() < MAX_SESSIONS
+                && !sessions.contains_key(*session)
+                && sessions
+                    .insert(session.to_string(), Arc::clone(&process))
+                    .is_none()
+        });
         let watcher = request
             .kill_on_hangup
             .then(|| kill_on_hangup(&shared, Arc::clone(&process)))
             .flatten();
         let code = process.wait();
+        if let Some(session) = session {
+            sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(session);
+        }
         if let Some((done, handle)) = watcher {
             done.store(true, Ordering::SeqCst);
             let _ = handle.join();
@@ -339,6 +431,7 @@ fn serve_control(
     crate::container::private_dir::ensure(path.parent()?).ok()?;
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).ok()?;
+    let sessions: Sessions = Arc::default();
     Some(std::thread::spawn(move || {
         for conn in listener.incoming() {
             if done.load(Ordering::SeqCst) {
@@ -355,10 +448,34 @@ fn serve_control(
                 Ok(ControlRequest::Exec(request)) => {
                     let _ = conn.set_read_timeout(None);
                     let agent = Arc::clone(&agent);
-                    std::thread::spawn(move || serve_exec(agent, conn, *request));
+                    let sessions = Arc::clone(&sessions);
+                    std::thread::spawn(move || serve_exec(agent, conn, *request, sessions));
+                }
+                Ok(ControlRequest::Resize {
+                    session,
+                    rows,
+                    cols,
+                }) => {
+                    let process = sessions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&session)
+                        .cloned();
+                    let reply: &[u8] = match process.map(|p| p.resize(rows, cols)) {
+                        Some(Ok(())) => b"ok\n",
+                        _ => b"error\n",
+                    };
+                    let _ = conn.write_all(reply);
                 }
                 Ok(ControlRequest::Hosts(hosts)) => {
                     let reply: &[u8] = match agent.update_hosts(&hosts) {
+                        Ok(()) => b"ok\n",
+                        Err(_) => b"error\n",
+                    };
+                    let _ = conn.write_all(reply);
+                }
+                Ok(ControlRequest::SignalAll(signal)) => {
+                    let reply: &[u8] = match process.signal_all(signal) {
                         Ok(()) => b"ok\n",
                         Err(_) => b"error\n",
                     };

@@ -108,7 +108,7 @@ pub fn layer_dirs(root: &Path, record: &Record) -> Result<Vec<PathBuf>, RuntimeE
 /// yet started.
 pub fn mark_starting(store: &Containers, id: &str, restart_count: u32) -> Result<(), RuntimeError> {
     let supervisor = ProcessIdentity::current();
-    store.update(id, |r| {
+    let record = store.update(id, |r| {
         r.restart_count = restart_count;
         r.state.status = Status::Running;
         r.state.supervisor = Some(supervisor);
@@ -121,6 +121,7 @@ pub fn mark_starting(store: &Containers, id: &str, restart_count: u32) -> Result
         r.state.stop_requested = false;
         r.state.oom_killed = false;
     })?;
+    store.record_event(crate::container::events::Action::Start, &record, None);
     Ok(())
 }
 
@@ -151,7 +152,7 @@ pub fn record_exit(
             store.update(id, change)
         }
     };
-    let _ = update(&|r: &mut Record| {
+    let updated = update(&|r: &mut Record| {
         r.state.status = if error.is_some() && r.restart_count == 0 {
             Status::Created
         } else {
@@ -164,6 +165,9 @@ pub fn record_exit(
         r.state.error = error.clone();
         r.state.oom_killed = oom_killed;
     });
+    if let Ok(record) = updated {
+        store.record_event(crate::container::events::Action::Die, &record, Some(code));
+    }
     code
 }
 

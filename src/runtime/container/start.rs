@@ -4,8 +4,10 @@
 //! mark starting, run in the sandbox, record the exit.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -165,21 +167,39 @@ pub fn start_detached(
     }
 }
 
-/// `-i`: stdin is a FIFO that `husk attach` writes to. Opened read-write so that it never
-/// reads EOF between attaches, as a detached container's stdin stays open in Docker.
-fn open_stdin_fifo(dir: &Path) -> Result<File, RuntimeError> {
+/// Make the stdin FIFO of a `-i` container (once: an attach before the start makes it too).
+pub fn make_stdin_fifo(dir: &Path) -> Result<PathBuf, RuntimeError> {
     let path = dir.join(STDIN_FIFO);
     match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
-        Ok(()) | Err(nix::Error::EEXIST) => {}
-        Err(err) => {
-            return Err(RuntimeError::io("creating the stdin FIFO")(err.into()));
-        }
+        Ok(()) | Err(nix::Error::EEXIST) => Ok(path),
+        Err(err) => Err(RuntimeError::io("creating the stdin FIFO")(err.into())),
     }
-    File::options()
+}
+
+/// `-i`: stdin is a FIFO that `husk attach` (or the Engine API's attach) writes to. Opened
+/// read-write so that it never reads EOF between attaches, as a detached container's stdin
+/// stays open in Docker; with StdinOnce read-only, so that it ends when the writer that
+/// attached before the start closes (or at once, when none did).
+fn open_stdin_fifo(dir: &Path, once: bool) -> Result<File, RuntimeError> {
+    let path = make_stdin_fifo(dir)?;
+    if !once {
+        return File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(RuntimeError::io("opening the stdin FIFO"));
+    }
+    // O_NONBLOCK only for the open (a read-only open would wait for a writer); the
+    // container's reads block as on any pipe.
+    let fifo = File::options()
         .read(true)
-        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(&path)
-        .map_err(RuntimeError::io("opening the stdin FIFO"))
+        .map_err(RuntimeError::io("opening the stdin FIFO"))?;
+    let flags = nix::fcntl::fcntl(fifo.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fifo.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(fifo)
 }
 
 /// The body of the detached monitor: run the container, its output into the json-file log,
@@ -196,7 +216,7 @@ pub fn monitor(runtime: &Runtime, id: &str) -> Result<i32, RuntimeError> {
         let sandbox = sandbox_for(record.isolation);
         let cost = CostRecorder::start(&record.isolation.to_string(), sandbox.first_phase());
         let stdin = match record.options.interactive {
-            true => Some(open_stdin_fifo(&dir)?),
+            true => Some(open_stdin_fifo(&dir, record.options.stdin_once)?),
             false => None,
         };
         let io = RunIo::Detached {

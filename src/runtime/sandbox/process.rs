@@ -409,6 +409,8 @@ fn pump(mut from: File, stream: Stream, log: SharedLog) -> std::thread::JoinHand
 /// until the command's side closes.
 fn bridge_terminal(master: OwnedFd, interactive: bool) -> Result<(), RuntimeError> {
     process::copy_window_size(&master);
+    // Before the stdin thread starts, so that it leaves SIGWINCH to the follower.
+    let _window = process::WindowFollower::start(&master);
     let _raw = process::enter_raw_mode();
     let mut master_out = File::from(
         master

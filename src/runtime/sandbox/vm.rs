@@ -20,7 +20,7 @@ use crate::runtime::archive::{self, Bounded};
 use crate::runtime::container::StartFailure;
 use crate::runtime::{RuntimeConfig, RuntimeError};
 use crate::vm::backend::{self, Guest};
-use crate::vm::control::ExecRequest;
+use crate::vm::control::{self, ExecRequest};
 use crate::vm::supervisor::{self, MonitorCgroup, Supervision};
 use crate::vm::VmError;
 
@@ -104,6 +104,10 @@ impl Sandbox for VmSandbox {
             )?,
             interactive: io.interactive && !io.detach,
             kill_on_hangup: false,
+            // With a terminal, `husk exec -it`'s window changes follow it into the guest.
+            session: (process.terminal().unwrap_or(false) && !io.detach)
+                .then(control::new_session)
+                .flatten(),
         };
         if io.detach {
             supervisor::exec_via_supervisor(
@@ -284,6 +288,7 @@ fn helper_request(target: &Target, args: Vec<String>, interactive: bool) -> Exec
         process,
         interactive,
         kill_on_hangup: true,
+        session: None,
     }
 }
 

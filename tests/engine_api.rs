@@ -1,0 +1,683 @@
+//! The Docker Engine API (`husk system service`) driven by the real docker CLI (Debian's
+//! docker.io client, API 1.41), process and VM isolation from one service: run --rm with
+//! its exit code and both streams, -d/logs/ps/stop/inspect/rm, images, refusals in Docker's
+//! error shape. No bridge: every container runs with --network none.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cli::Husk;
+
+struct Service {
+    husk: Husk,
+    socket: PathBuf,
+    child: Child,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for id in self
+            .docker(&["ps", "-a", "-q"])
+            .stdout
+            .split(|b| *b == b'\n')
+        {
+            let id = String::from_utf8_lossy(id).trim().to_string();
+            if !id.is_empty() {
+                let _ = self.husk.run(&["rm", "-f", &id]);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    /// The service over a root with busybox, VM settings in its environment when the guest
+    /// assets exist (so `--isolation vm` works too).
+    fn start(test: &str) -> Option<(Service, bool)> {
+        if !common::is_root() || common::host_busybox().is_none() {
+            common::note_skip(test, "needs root and busybox-static (scripts/setup.sh)");
+            return None;
+        }
+        if !std::path::Path::new("/usr/bin/docker").exists() {
+            common::note_skip(
+                test,
+                "Debian's docker.io client is not installed (scripts/setup.sh)",
+            );
+            return None;
+        }
+        let mut env = vec![("HUSK_ISOLATION", "process".into())];
+        let vm = match common::guest_assets() {
+            Ok((kernel, agent)) => {
+                env.push(("HUSK_KERNEL", kernel.clone().into_os_string()));
+                env.push(("HUSK_AGENT", agent.clone().into_os_string()));
+                env.push(("HUSK_VMM", common::vm_monitor().into()));
+                true
+            }
+            Err(why) => {
+                common::note_skip(&format!("{test} (vm)"), &why);
+                false
+            }
+        };
+        let husk = Husk::new(env);
+        husk.import_busybox(|_| {});
+        let socket = husk.root.path().join("docker.sock");
+        let child = husk
+            .cmd()
+            .args(["system", "service", "--socket"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let service = Service {
+            husk,
+            socket,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !service.docker(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "the service never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some((service, vm))
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        let out = Command::new("/usr/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        eprintln!(
+            "docker {args:?} -> {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The docker CLI with `input` on its stdin (a pipe, closed after it).
+    fn docker_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("/usr/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        eprintln!(
+            "docker {args:?} <<< {:?} -> {:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(input),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The docker CLI on a terminal of 30x100 (a pty this test holds) that, once the command
+    /// has printed "30 100", becomes 40x120. `args` run a shell that prints `stty size` for
+    /// every line it reads: a newline goes in every 300 ms until each size comes out, then
+    /// Ctrl-D. Ok(transcript) when both sizes arrived.
+    fn docker_on_a_terminal(&self, args: &[&str]) -> Result<String, String> {
+        const SCRIPT: &str = r#"
+import fcntl, os, struct, subprocess, sys, termios, time
+def size(fd, rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+master, slave = os.openpty()
+size(slave, 30, 100)
+child = subprocess.Popen(sys.argv[1:], stdin=slave, stdout=slave, stderr=slave,
+                         start_new_session=True,
+                         preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+os.close(slave)
+os.set_blocking(master, False)
+seen = b""
+def wait_for(text):
+    global seen
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        os.write(master, b"\n")
+        time.sleep(0.3)
+        try:
+            while True:
+                chunk = os.read(master, 4096)
+                if not chunk:
+                    return False
+                seen += chunk
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        if text in seen:
+            return True
+    return False
+ok = wait_for(b"30 100")
+if ok:
+    size(master, 40, 120)
+    ok = wait_for(b"40 120")
+os.write(master, b"\x04")
+code = child.wait(timeout=60)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(0 if ok and code == 0 else 1)
+"#;
+        let out = Command::new("python3")
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("/usr/bin/docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "docker {args:?} on a terminal -> {:?}\n{transcript}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match out.status.success() {
+            true => Ok(transcript),
+            false => Err(transcript),
+        }
+    }
+
+    /// docker-compose (Debian's 1.29) on the project in `dir`, named `project`.
+    fn compose(&self, dir: &std::path::Path, project: &str, args: &[&str]) -> Output {
+        let out = Command::new("/usr/bin/docker-compose")
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .current_dir(dir)
+            .args(["--ansi", "never", "-p", project])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        eprintln!(
+            "docker-compose {args:?} -> {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(out.status.success(), "docker {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A raw request on the socket (curl), for what the CLI never sends.
+    fn curl(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&self.socket)
+            .args([
+                "-X",
+                method,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+            ])
+            .arg(format!("http://husk{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+fn cases(service: &Service, isolation: &str) {
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let started = unix_now();
+    let run = |rest: &[&str]| -> Output {
+        let mut args = vec!["run", "--isolation", isolation, "--network", "none"];
+        args.extend_from_slice(rest);
+        service.docker(&args)
+    };
+    let out = run(&[
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+    let kernel = run(&["--rm", "busybox", "uname", "-r"]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&kernel.stdout).trim() != host.trim(),
+        isolation == "vm",
+        "the kernel of a {isolation} container"
+    );
+
+    // -i: the client's input reaches the container, and its end is the container's EOF.
+    let piped = |rest: &[&str], input: &[u8]| -> Output {
+        let mut args = vec!["run", "--isolation", isolation, "--network", "none"];
+        args.extend_from_slice(rest);
+        service.docker_with_input(&args, input)
+    };
+    let out = piped(
+        &["-i", "--rm", "busybox", "sh", "-c", "cat; echo done"],
+        b"one\ntwo\n",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\ndone\n");
+
+    let name = format!("web-{isolation}");
+    let script = "trap 'echo got TERM; exit 7' TERM; echo started; while true; do sleep 0.1; done";
+    let id = run(&["-d", "--name", &name, "busybox", "sh", "-c", script]);
+    assert!(id.status.success());
+    assert_eq!(String::from_utf8_lossy(&id.stdout).trim().len(), 64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !service.ok(&["logs", &name]).contains("started") {
+        assert!(Instant::now() < deadline, "no log line");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(service.ok(&["ps"]).contains(&name));
+
+    // exec: both streams and the exit code, the environment, directory and user given, stdin
+    // with -i, a terminal with -t that follows the client's window.
+    let out = service.docker(&["exec", &name, "sh", "-c", "echo in; echo err >&2; exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let out = service.ok(&[
+        "exec",
+        "-e",
+        "X=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        &name,
+        "sh",
+        "-c",
+        "echo $X $(pwd) $(id -u)",
+    ]);
+    assert_eq!(out, "1 /tmp 65534\n");
+    let out = service.docker_with_input(
+        &["exec", "-i", &name, "sh", "-c", "read x; echo got $x"],
+        b"hi\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hi\n");
+    let out = service.ok(&["exec", "-t", &name, "tty"]);
+    assert!(out.starts_with("/dev/pts/"), "{out:?}");
+    let shell = "while :; do stty size; read x || exit 0; done";
+    let terminal = service.docker_on_a_terminal(&["exec", "-it", &name, "sh", "-c", shell]);
+    assert!(
+        terminal.is_ok(),
+        "the exec's terminal did not follow the client's window: {terminal:?}"
+    );
+
+    // top (ps in the container's own kernel), one-shot stats, rename and back.
+    let top = service.ok(&["top", &name]);
+    assert!(top.lines().next().unwrap_or("").contains("PID"), "{top}");
+    assert!(top.contains("while true") || top.contains("sleep"), "{top}");
+    let stats = service.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}} {{.MemUsage}}",
+        &name,
+    ]);
+    let fields: Vec<&str> = stats.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&name.as_str()), "{stats}");
+    assert!(
+        fields
+            .get(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| p >= 1),
+        "{stats}"
+    );
+    assert!(!stats.contains("--"), "{stats}");
+    let renamed = format!("{name}-renamed");
+    service.ok(&["rename", &name, &renamed]);
+    assert!(service
+        .ok(&["ps", "--format", "{{.Names}}"])
+        .lines()
+        .any(|l| l == renamed));
+    service.ok(&["rename", &renamed, &name]);
+
+    service.ok(&["stop", "-t", "10", &name]);
+    assert_eq!(
+        service
+            .ok(&["inspect", "-f", "{{.State.ExitCode}}", &name])
+            .trim(),
+        "7"
+    );
+    assert!(service.ok(&["logs", &name]).contains("got TERM"));
+    // The journal through /events: the stop's die, with its exit code.
+    let events = service.ok(&[
+        "events",
+        "--since",
+        &started.to_string(),
+        "--until",
+        &(unix_now() + 1).to_string(),
+        "--filter",
+        "event=die",
+        "--filter",
+        &format!("container={name}"),
+    ]);
+    assert_eq!(events.lines().count(), 1, "{events}");
+    assert!(
+        events.contains("container die") && events.contains("exitCode=7"),
+        "{events}"
+    );
+    let (code, body) = service.curl(
+        "POST",
+        &format!("/v1.41/containers/{name}/exec"),
+        r#"{"Cmd":["env"],"Env":["PATH"]}"#,
+    );
+    assert_eq!(
+        code, 400,
+        "an Env entry without = reads the service's environment: {body}"
+    );
+    let late = service.docker(&["exec", &name, "true"]);
+    assert!(!late.status.success());
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("is not running"),
+        "{late:?}"
+    );
+    assert!(service
+        .ok(&["ps", "-a", "-f", "status=exited"])
+        .contains(&name));
+    service.ok(&["rm", &name]);
+    let gone = service.docker(&["inspect", &name]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("No such"));
+}
+
+#[test]
+fn the_docker_cli_drives_husk_in_both_isolations() {
+    let Some((service, vm)) = Service::start("the_docker_cli_drives_husk_in_both_isolations")
+    else {
+        return;
+    };
+    assert!(service
+        .ok(&["version", "--format", "{{.Server.APIVersion}}"])
+        .contains("1.41"));
+    assert!(service.ok(&["images"]).contains("busybox"));
+    cases(&service, "process");
+    if vm {
+        cases(&service, "vm");
+    }
+    assert!(
+        service.ok(&["ps", "-a", "-q"]).trim().is_empty(),
+        "--rm left containers"
+    );
+
+    // What husk cannot honour: one line, in Docker's error shape, nothing created.
+    let refused = service.docker(&["run", "--rm", "--cpu-shares", "512", "busybox", "true"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("CpuShares is not supported by husk"),
+        "{refused:?}"
+    );
+    let (code, body) = service.curl("POST", "/v1.41/containers/create", "{not json");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("\"message\""), "{body}");
+    let (code, _) = service.curl("GET", "/v1.41/containers/nosuch/json", "");
+    assert_eq!(code, 404);
+    let (code, body) = service.curl("GET", "/v1.41/swarm", "");
+    assert_eq!(code, 404, "{body}");
+    assert!(service.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    images(&service);
+}
+
+/// tag, save, rmi, load and import through the API, each image run afterwards.
+fn images(service: &Service) {
+    let dir = service.husk.root.path();
+    service.ok(&["tag", "busybox", "localhost/copy:v1"]);
+    assert!(service.ok(&["images"]).contains("localhost/copy"));
+    let archive = dir.join("copy.tar");
+    service.ok(&["save", "-o", archive.to_str().unwrap(), "localhost/copy:v1"]);
+    assert!(std::fs::metadata(&archive).unwrap().len() > 100_000);
+    let out = service.ok(&["rmi", "localhost/copy:v1"]);
+    assert_eq!(out.trim(), "Untagged: localhost/copy:v1");
+    // The last name of an image in use needs force; without containers it deletes the image.
+    service.ok(&[
+        "create",
+        "--name",
+        "user",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    let refused = service.docker(&["rmi", "busybox"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("must force"),
+        "{refused:?}"
+    );
+    service.ok(&["rm", "user"]);
+    let out = service.ok(&["rmi", "busybox"]);
+    assert!(
+        out.contains("Untagged: busybox:latest") && out.contains("Deleted: sha256:"),
+        "{out}"
+    );
+    assert!(!service.ok(&["images"]).contains("busybox"));
+
+    let out = service.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: localhost/copy:v1"), "{out}");
+    let run = service.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/copy:v1",
+        "echo",
+        "loaded",
+    ]);
+    assert_eq!(run, "loaded\n");
+
+    // import: a root filesystem tar (from the body) becomes an image.
+    let rootfs = dir.join("rootfs");
+    common::make_busybox_rootfs(&rootfs).unwrap();
+    let tarball = dir.join("rootfs.tar");
+    common::tar_dir(&rootfs, &tarball);
+    let tar = std::fs::read(&tarball).unwrap();
+    let out = service.docker_with_input(
+        &[
+            "import",
+            "-c",
+            "CMD [\"echo\", \"from-cmd\"]",
+            "-",
+            "imported:v1",
+        ],
+        &tar,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sha256:"));
+    let run = service.ok(&["run", "--rm", "--network", "none", "imported:v1"]);
+    assert_eq!(run, "from-cmd\n");
+    let corrupt = service.docker_with_input(&["load"], b"not a tar at all");
+    assert!(!corrupt.status.success());
+    assert_eq!(
+        service.ok(&["images", "-q"]).lines().count(),
+        2,
+        "a bad load kept something"
+    );
+}
+
+/// A service for a compose test and the project directory holding `project`, whose
+/// ISOLATION is vm when VMs run here (else process, which is also returned).
+fn compose_project(test: &str, project: &str) -> Option<(Service, PathBuf, &'static str)> {
+    if !std::path::Path::new("/usr/bin/docker-compose").exists() {
+        common::note_skip(
+            test,
+            "Debian's docker-compose is not installed (scripts/setup.sh)",
+        );
+        return None;
+    }
+    let (service, vm) = Service::start(test)?;
+    let dir = service.husk.root.path().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    let isolation = if vm { "vm" } else { "process" };
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        project.replace("ISOLATION", isolation),
+    )
+    .unwrap();
+    Some((service, dir, isolation))
+}
+
+/// The project of the compose test: two services sharing a named volume, the writer a process
+/// container and the reader (when VMs can run here) a VM, as compose's own `isolation` says.
+const COMPOSE_PROJECT: &str = r#"version: "2.4"
+services:
+  writer:
+    image: busybox
+    network_mode: none
+    labels:
+      role: writer
+    volumes: ["shared:/data"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo from-writer > /data/note; sleep 1000 & wait"]
+  reader:
+    image: busybox
+    network_mode: none
+    isolation: ISOLATION
+    volumes: ["shared:/data"]
+    command: ["sh", "-c", "trap 'exit 0' TERM; while [ ! -f /data/note ]; do sleep 0.2; done; cat /data/note; uname -r; sleep 1000 & wait"]
+volumes:
+  shared: {}
+"#;
+
+#[test]
+fn docker_compose_brings_a_project_up_and_down_leaving_nothing() {
+    let Some((service, dir, isolation)) = compose_project(
+        "docker_compose_brings_a_project_up_and_down_leaving_nothing",
+        COMPOSE_PROJECT,
+    ) else {
+        return;
+    };
+    let vm = isolation == "vm";
+    let compose = |args: &[&str]| service.compose(&dir, "proj", args);
+    assert!(compose(&["up", "-d"]).status.success());
+    // The reader sees what the writer put in the shared volume, from its own kernel when VM.
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let logs = loop {
+        let out = compose(&["logs", "--no-color", "reader"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("from-writer") && text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the reader never saw the note");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        !logs.contains(host.trim()),
+        vm,
+        "the reader's kernel ({isolation}): {logs}"
+    );
+    let ps = String::from_utf8_lossy(&compose(&["ps"]).stdout).into_owned();
+    assert!(
+        ps.contains("proj_writer_1") && ps.contains("proj_reader_1"),
+        "{ps}"
+    );
+    assert_eq!(
+        service
+            .ok(&[
+                "inspect",
+                "-f",
+                "{{.HostConfig.Isolation}}",
+                "proj_reader_1"
+            ])
+            .trim(),
+        isolation
+    );
+    assert!(
+        service
+            .ok(&[
+                "ps",
+                "-q",
+                "-f",
+                "label=role=writer",
+                "-f",
+                "label=com.docker.compose.project=proj"
+            ])
+            .trim()
+            .len()
+            == 12
+    );
+    assert!(service.ok(&["volume", "ls", "-q"]).contains("proj_shared"));
+    assert!(service
+        .ok(&["volume", "inspect", "-f", "{{json .Labels}}", "proj_shared"])
+        .contains("\"com.docker.compose.project\":\"proj\""));
+
+    assert!(compose(&["down", "-v", "-t", "5"]).status.success());
+    assert!(service.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert!(service.ok(&["volume", "ls", "-q"]).trim().is_empty());
+    assert!(service.husk.ok(&["ps", "-a", "-q"]).trim().is_empty());
+}
+
+/// A project on compose's default network: the client (a VM when VMs run here) reaches the
+/// web server (a process container) by its service name.
+const COMPOSE_NETWORKED: &str = r#"version: "2.4"
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
+  client:
+    image: busybox
+    isolation: ISOLATION
+    command: ["sh", "-c", "trap 'exit 0' TERM; until wget -q -O - http://web:8080/; do sleep 0.5; done; sleep 1000 & wait"]
+"#;
+
+#[test]
+fn docker_compose_services_reach_each_other_by_name() {
+    let Some((service, dir, _)) = compose_project(
+        "docker_compose_services_reach_each_other_by_name",
+        COMPOSE_NETWORKED,
+    ) else {
+        return;
+    };
+    let compose = |args: &[&str]| service.compose(&dir, "net", args);
+    assert!(compose(&["up", "-d"]).status.success());
+    let network = service.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .Labels}}",
+        "net_default",
+    ]);
+    assert!(
+        network.contains("\"com.docker.compose.network\":\"default\""),
+        "{network}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = compose(&["logs", "--no-color", "client"]);
+        if String::from_utf8_lossy(&out.stdout).contains("hello-from-web") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never reached web by name"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(compose(&["down", "-t", "2"]).status.success());
+    assert!(service.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert!(!service.ok(&["network", "ls"]).contains("net_default"));
+}
