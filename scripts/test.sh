@@ -29,7 +29,7 @@ if command -v dockerd >/dev/null && ! /usr/bin/docker info >/dev/null 2>&1; then
 fi
 
 mkdir -p target/tmp
-rm -f target/tmp/skips.log
+rm -f target/tmp/skips.log target/tmp/leftovers.log
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
@@ -64,15 +64,29 @@ leftover_nft=$(nft list tables 2>/dev/null | grep -c 'ip husk' || true)
 leftover_netns=$(ip netns list 2>/dev/null | grep -c '^husk-t' || true)
 echo "== after the suite: husk links in the machine's namespace: $leftover_links, nft tables: $leftover_nft, test namespaces: $leftover_netns"
 if [ "$leftover_links" != 0 ] || [ "$leftover_nft" != 0 ] || [ "$leftover_netns" != 0 ]; then
-  echo "the test suite left network state behind (or made it outside a test namespace)" >&2
+  echo "the test suite left network state behind (or made it outside a test namespace):" \
+    $(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | grep -E '^(husk[0-9-]|veth[0-9a-f]{11}(@|$)|tap[0-9a-f]{11}$)') \
+    $(ip netns list 2>/dev/null | grep '^husk-t' | cut -d' ' -f1) >&2
   status=1
 fi
 leftover_cgroups=$(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 \( -path '*/husk/*' -o -path '*/husk-runc/*' \) -type d 2>/dev/null | wc -l)
 leftover_mounts=$(grep -cE ' /tmp/\.tmp[^ ]*/(containers|volumes)/' /proc/self/mountinfo || true)
 echo "== after the suite: husk cgroups left: $leftover_cgroups, mounts left under test roots: $leftover_mounts"
 if [ "$leftover_cgroups" != 0 ] || [ "$leftover_mounts" != 0 ]; then
-  echo "the test suite left cgroups or mounts behind" >&2
+  echo "the test suite left cgroups or mounts behind:" \
+    $(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 \( -path '*/husk/*' -o -path '*/husk-runc/*' \) -type d 2>/dev/null) \
+    $(grep -oE ' /tmp/\.tmp[^ ]*/(containers|volumes)/[^ ]*' /proc/self/mountinfo) >&2
+  # What still runs in them says which test made them.
+  for dir in $(find /sys/fs/cgroup -mindepth 2 -maxdepth 3 \( -path '*/husk/*' -o -path '*/husk-runc/*' \) -type d 2>/dev/null); do
+    for pid in $(cat "$dir/cgroup.procs" 2>/dev/null); do
+      echo "  $dir: $pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)" >&2
+    done
+  done
   status=1
+fi
+if [ -s target/tmp/leftovers.log ]; then
+  echo "== cleanups that failed in the tests (tests/common note_leftover):"
+  cat target/tmp/leftovers.log
 fi
 
 echo "== time:${phase_times} total $(( $(date +%s) - run_started ))s (budget ${budget_s}s)"

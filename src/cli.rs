@@ -75,6 +75,10 @@ pub enum Command {
     Kill(commands::lifecycle::KillArgs),
     /// Restart one or more containers.
     Restart(commands::lifecycle::StopArgs),
+    /// Pause all processes within one or more containers (a VM's whole guest).
+    Pause(commands::lifecycle::PauseArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(commands::lifecycle::PauseArgs),
     /// Block until one or more containers stop, then print their exit codes.
     Wait(commands::lifecycle::WaitArgs),
     /// Manage containers.
@@ -141,6 +145,10 @@ pub enum ContainerCommand {
     Kill(commands::lifecycle::KillArgs),
     /// Restart one or more containers.
     Restart(commands::lifecycle::StopArgs),
+    /// Pause all processes within one or more containers (a VM's whole guest).
+    Pause(commands::lifecycle::PauseArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(commands::lifecycle::PauseArgs),
     /// Block until one or more containers stop, then print their exit codes.
     Wait(commands::lifecycle::WaitArgs),
     /// List containers.

@@ -357,6 +357,44 @@ fn cases(service: &Service, isolation: &str) {
         .any(|l| l == renamed));
     service.ok(&["rename", &renamed, &name]);
 
+    // pause and unpause: Docker's state while paused, its refusal of exec, the journal.
+    service.ok(&["pause", &name]);
+    assert_eq!(
+        service
+            .ok(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.Paused}}",
+                &name
+            ])
+            .trim(),
+        "paused true"
+    );
+    let listed = service.ok(&[
+        "ps",
+        "--filter",
+        "status=paused",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(
+        listed.starts_with(&name) && listed.trim_end().ends_with("(Paused)"),
+        "{listed}"
+    );
+    let refused = service.docker(&["exec", &name, "true"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("is paused, unpause the container before exec"),
+        "{refused:?}"
+    );
+    service.ok(&["unpause", &name]);
+    assert_eq!(
+        service
+            .ok(&["inspect", "-f", "{{.State.Paused}}", &name])
+            .trim(),
+        "false"
+    );
+
     service.ok(&["stop", "-t", "10", &name]);
     assert_eq!(
         service

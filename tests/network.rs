@@ -92,9 +92,20 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        for round in 0..5 {
+            match Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .output()
+            {
+                Ok(out) if out.status.success() => return,
+                Ok(out) if round == 4 => common::note_leftover(&format!(
+                    "ip netns del {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                _ => std::thread::sleep(Duration::from_millis(200 << round)),
+            }
+        }
     }
 }
 

@@ -170,9 +170,9 @@ pub fn container_value(root: &Path, store: &Containers, record: &Record) -> Valu
         "Path": path,
         "Args": args,
         "State": {
-            "Status": status.to_string(),
+            "Status": husk::runtime::container::pause::state_name(record),
             "Running": status == Status::Running,
-            "Paused": false,
+            "Paused": husk::runtime::container::pause::is_paused(record),
             "Restarting": false,
             "OOMKilled": record.state.oom_killed,
             "Dead": status == Status::Dead,

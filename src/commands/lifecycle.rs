@@ -7,7 +7,7 @@ use clap::Args;
 use nix::sys::signal::Signal;
 
 use husk::container::logs::ReadOptions;
-use husk::runtime::container::{attach, kill, wait};
+use husk::runtime::container::{attach, kill, pause, wait};
 use husk::runtime::Runtime;
 
 #[derive(Debug, Args)]
@@ -49,6 +49,12 @@ pub struct KillArgs {
     /// Signal to send to the container.
     #[arg(short, long, default_value = "KILL")]
     pub signal: String,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
     #[arg(required = true, value_name = "CONTAINER")]
     pub containers: Vec<String>,
 }
@@ -140,6 +146,18 @@ pub fn kill(runtime: &Runtime, args: KillArgs) -> Result<i32> {
     let signal = parse_signal(&args.signal)?;
     Ok(super::for_each(&args.containers, |key| {
         kill::kill(runtime, key, signal)
+    }))
+}
+
+pub fn pause(runtime: &Runtime, args: PauseArgs) -> Result<i32> {
+    Ok(super::for_each(&args.containers, |key| {
+        pause::pause(runtime, key)
+    }))
+}
+
+pub fn unpause(runtime: &Runtime, args: PauseArgs) -> Result<i32> {
+    Ok(super::for_each(&args.containers, |key| {
+        pause::unpause(runtime, key)
     }))
 }
 

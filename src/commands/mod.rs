@@ -83,6 +83,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Kill(args) | Command::Container(ContainerCommand::Kill(args)) => {
             lifecycle::kill(&runtime()?, args)
         }
+        Command::Pause(args) | Command::Container(ContainerCommand::Pause(args)) => {
+            lifecycle::pause(&runtime()?, args)
+        }
+        Command::Unpause(args) | Command::Container(ContainerCommand::Unpause(args)) => {
+            lifecycle::unpause(&runtime()?, args)
+        }
         Command::Wait(args) | Command::Container(ContainerCommand::Wait(args)) => {
             lifecycle::wait(&runtime()?, args)
         }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use husk::container::{Containers, Record, Status};
 use husk::display::{ago, ellipsize, human_duration, Table};
+use husk::runtime::container::pause;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -87,7 +88,7 @@ fn matches(record: &Record, filters: &[Filter]) -> Result<bool> {
                     {
                         bail!("invalid filter 'status={value}'");
                     }
-                    record.effective_status().to_string() == value
+                    pause::state_name(record) == value
                 }
                 "name" => record.name.contains(value),
                 "id" => record.id.starts_with(value),
@@ -122,13 +123,20 @@ fn matches(record: &Record, filters: &[Filter]) -> Result<bool> {
 pub fn status_text(record: &Record) -> String {
     match record.effective_status() {
         Status::Created => "Created".into(),
-        Status::Running => match record.state.started_at {
-            Some(at) => format!(
-                "Up {}",
-                human_duration((chrono::Utc::now() - at).to_std().unwrap_or_default())
-            ),
-            None => "Up".into(),
-        },
+        Status::Running => {
+            let up = match record.state.started_at {
+                Some(at) => format!(
+                    "Up {}",
+                    human_duration((chrono::Utc::now() - at).to_std().unwrap_or_default())
+                ),
+                None => "Up".into(),
+            };
+            if pause::is_paused(record) {
+                format!("{up} (Paused)")
+            } else {
+                up
+            }
+        }
         Status::Exited => format!(
             "Exited ({}) {}",
             record.state.exit_code.unwrap_or(-1),
@@ -264,7 +272,7 @@ fn render_format(format: &str, record: &Record, truncate: bool, ports: &str) -> 
         ),
         ("{{.RunningFor}}", ago(record.created)),
         ("{{.Status}}", status_text(record)),
-        ("{{.State}}", record.effective_status().to_string()),
+        ("{{.State}}", pause::state_name(record)),
         ("{{.Names}}", record.name.clone()),
         ("{{.Isolation}}", record.isolation.to_string()),
         ("{{.Ports}}", ports.to_string()),

@@ -1,4 +1,5 @@
-//! The container event journal: one JSON line per create, start, die and destroy in
+//! The container event journal: one JSON line per create, start, pause, unpause, die and
+//! destroy in
 //! `<root>/events.jsonl`, appended by whichever husk process makes the change (the CLI, a
 //! detached monitor, the API service). It is how the Engine API's `wait?condition=removed`
 //! learns the exit code of a container that `--rm` has already removed, and what `/events`
@@ -27,6 +28,8 @@ const MAX_LINE: u64 = 64 << 10;
 pub enum Action {
     Create,
     Start,
+    Pause,
+    Unpause,
     Die,
     Destroy,
 }
@@ -36,6 +39,8 @@ impl Action {
         match self {
             Action::Create => "create",
             Action::Start => "start",
+            Action::Pause => "pause",
+            Action::Unpause => "unpause",
             Action::Die => "die",
             Action::Destroy => "destroy",
         }

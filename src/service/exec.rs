@@ -132,6 +132,7 @@ pub fn create(service: &Service, key: &str, body: &[u8]) -> Result<Response<Body
             record.id
         )));
     }
+    husk::runtime::container::pause::refuse_if_paused(&record, "exec")?;
     let id = random_id()?;
     let mut table = service
         .execs

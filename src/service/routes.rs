@@ -125,6 +125,19 @@ pub async fn handle(service: Arc<Service>, request: Request<Incoming>) -> Respon
             let id = id.to_string();
             blocking(move || kill_container(&service, &id, &query)).await
         }
+        (&Method::POST, ["containers", id, verb @ ("pause" | "unpause")]) => {
+            let (id, pause) = (id.to_string(), *verb == "pause");
+            blocking(move || {
+                use husk::runtime::container::pause;
+                if pause {
+                    pause::pause(&service.runtime, &id)?;
+                } else {
+                    pause::unpause(&service.runtime, &id)?;
+                }
+                Ok(empty(StatusCode::NO_CONTENT))
+            })
+            .await
+        }
         (&Method::GET, ["events"]) => match filters(&query) {
             Ok(filters) => super::observe::events(service, &query, filters),
             Err(err) => Err(err),
@@ -380,15 +393,6 @@ fn pull(service: Arc<Service>, query: Query) -> Result<Response<Body>, ServiceEr
     Ok(response)
 }
 
-fn state_name(record: &Record) -> &'static str {
-    match record.effective_status() {
-        Status::Created => "created",
-        Status::Running => "running",
-        Status::Exited => "exited",
-        Status::Dead => "dead",
-    }
-}
-
 /// `filters` as the CLI sends it: {"status":{"exited":true}} (or the older list form).
 fn filters(query: &Query) -> Result<HashMap<String, Vec<String>>, ServiceError> {
     let Some(raw) = query.get("filters").filter(|f| !f.is_empty()) else {
@@ -437,7 +441,7 @@ fn containers(service: &Service, query: &Query) -> Result<Response<Body>, Servic
                         .all(|v| husk::container::spec::labels_match(&r.options.labels, v));
                 }
                 values.iter().any(|v| match key.as_str() {
-                    "status" => state_name(r) == v,
+                    "status" => husk::runtime::container::pause::state_name(r) == *v,
                     "name" => r.name.contains(v.trim_start_matches('/')),
                     _ => r.id.starts_with(v.as_str()),
                 })
@@ -453,7 +457,7 @@ fn containers(service: &Service, query: &Query) -> Result<Response<Body>, Servic
                 "Created": r.created.timestamp(),
                 "Ports": [],
                 "Labels": r.options.labels,
-                "State": state_name(r),
+                "State": husk::runtime::container::pause::state_name(r),
                 "Status": crate::commands::ps::status_text(r),
                 "HostConfig": {"NetworkMode": "default"},
                 "NetworkSettings": {"Networks": {}},
@@ -494,6 +498,11 @@ fn inspect(service: &Service, key: &str) -> Result<Response<Body>, ServiceError>
 
 fn start_container(service: &Service, key: &str) -> Result<Response<Body>, ServiceError> {
     let (store, record) = find(service, key)?;
+    if husk::runtime::container::pause::is_paused(&record) {
+        return Err(ServiceError::Conflict(
+            "cannot start a paused container, try unpause instead".into(),
+        ));
+    }
     if record.effective_status() == Status::Running {
         return Err(ServiceError::NotModified("already started".into()));
     }

@@ -111,11 +111,39 @@ impl Husk {
 
 impl Drop for Husk {
     fn drop(&mut self) {
-        if let Ok(out) = self.cmd().args(["ps", "-a", "-q"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = self.cmd().args(["rm", "-f", id]).output();
+        // A container being started or restarted may refuse an rm -f for a moment: a few
+        // rounds, and what still stands is written down (a passing test's output is not
+        // shown) for scripts/test.sh to name beside the cgroups it finds left.
+        let mut failures = Vec::new();
+        for round in 0..5 {
+            let Ok(out) = self.cmd().args(["ps", "-a", "-q", "--no-trunc"]).output() else {
+                return;
+            };
+            let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+            if ids.trim().is_empty() {
+                return;
             }
+            failures.clear();
+            for id in ids.lines() {
+                if let Ok(rm) = self.cmd().args(["rm", "-f", id]).output() {
+                    if !rm.status.success() {
+                        failures.push(format!(
+                            "{id}: {}",
+                            String::from_utf8_lossy(&rm.stderr).trim()
+                        ));
+                    }
+                }
+            }
+            if failures.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200 << round));
         }
+        super::note_leftover(&format!(
+            "rm -f failed under {}: {}",
+            self.root.path().display(),
+            failures.join("; ")
+        ));
     }
 }
 

@@ -21,6 +21,23 @@ macro_rules! skip {
 
 /// Record why (part of) a test did not run: see [`skip!`]. `HUSK_SKIP_LOG` names another log
 /// (the nested tier's, whose target directory is read-only).
+/// A cleanup that failed, in `target/tmp/leftovers.log` (HUSK_LEFTOVER_LOG): a passing
+/// test's output is not shown, and scripts/test.sh prints this file when it finds state left.
+pub fn note_leftover(what: &str) {
+    use std::io::Write;
+    eprintln!("LEFTOVER {what}");
+    let log = std::env::var_os("HUSK_LEFTOVER_LOG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("leftovers.log"));
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = file.write_all(format!("{what}\n").as_bytes());
+    }
+}
+
 pub fn note_skip(test: &str, reason: &str) {
     use std::io::Write;
     eprintln!("SKIP {test}: {reason}");

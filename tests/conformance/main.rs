@@ -33,6 +33,7 @@ mod logs;
 mod masked_paths;
 mod memory;
 mod no_new_privs;
+mod pause;
 mod pids_limit;
 mod readonly_paths;
 mod readonly_root;

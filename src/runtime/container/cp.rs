@@ -26,6 +26,7 @@ pub fn copy(
 ) -> Result<(), RuntimeError> {
     let store = runtime.containers()?;
     let record = store.find(key)?;
+    super::pause::refuse_if_paused(&record, "cp")?;
     let spec = load_spec(&store, &record.id)?;
     let target = Target::new(runtime, &store, &record, &spec);
     let path = PathBuf::from("/").join(container_path.trim_start_matches('/'));

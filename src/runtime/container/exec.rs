@@ -63,6 +63,7 @@ pub fn exec(runtime: &Runtime, key: &str, options: &ExecOptions) -> Result<i32, 
     let store = runtime.containers()?;
     let record = store.find(key)?;
     require_running(&record)?;
+    super::pause::refuse_if_paused(&record, "exec")?;
     let spec = load_spec(&store, &record.id)?;
     let base = spec
         .process()

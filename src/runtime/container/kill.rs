@@ -18,6 +18,7 @@ pub fn signal(record: &Record, signal: Signal) -> Result<(), RuntimeError> {
             record.id
         )));
     }
+    super::pause::thaw_for_signal(record)?;
     sandbox_for(record.isolation).signal(record, signal)
 }
 

@@ -93,6 +93,11 @@ pub fn start_attached_by_name(runtime: &Runtime, key: &str) -> Result<i32, Runti
 pub fn start_by_name(runtime: &Runtime, key: &str) -> Result<(), RuntimeError> {
     let store = runtime.containers()?;
     let record = store.find(key)?;
+    if super::pause::is_paused(&record) {
+        return Err(RuntimeError::State(
+            "cannot start a paused container, try unpause instead".into(),
+        ));
+    }
     if record.effective_status() == Status::Running {
         return Ok(());
     }

@@ -11,6 +11,7 @@ pub fn top(runtime: &Runtime, key: &str, ps_options: &[String]) -> Result<i32, R
     let store = runtime.containers()?;
     let record = store.find(key)?;
     require_running(&record)?;
+    super::pause::refuse_if_paused(&record, "top")?;
     let spec = load_spec(&store, &record.id)?;
     let target = Target::new(runtime, &store, &record, &spec);
     sandbox_for(record.isolation).top(&target, ps_options)
