@@ -97,6 +97,11 @@ pub enum Command {
     /// Supervise a detached container (started by husk itself, not by users).
     #[command(hide = true)]
     ContainerMonitor { id: String },
+    /// lstat of a path in a container, for the Engine API's archive endpoints (run by the
+    /// service as a child, like its execs): `MODE(hex) SIZE MTIME NAME` and the link target;
+    /// exit 2 when the path is not there.
+    #[command(hide = true)]
+    ContainerStat { container: String, path: String },
     /// Show the host's virtualization support and whether VM isolation can run.
     Info(crate::commands::vm::InfoArgs),
     /// Run husk's microVM monitor directly (developer entry point).

@@ -235,6 +235,22 @@ sys.exit(0 if ok and code == 0 else 1)
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
+
+    /// A raw PUT of a file's bytes (an archive) on the socket.
+    fn put_file(&self, path: &str, file: &std::path::Path) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&self.socket)
+            .args(["-X", "PUT", "-H", "Content-Type: application/x-tar"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(format!("http://husk{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
 }
 
 fn cases(service: &Service, isolation: &str) {
@@ -393,6 +409,74 @@ fn cases(service: &Service, isolation: &str) {
             .ok(&["inspect", "-f", "{{.State.Paused}}", &name])
             .trim(),
         "false"
+    );
+
+    // docker cp through the archive endpoints: a directory in, a file in under a new name, a
+    // file out, a missing path's 404.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("in")).unwrap();
+    std::fs::write(host.path().join("in/a.txt"), "from the host\n").unwrap();
+    let host_path = |p: &str| host.path().join(p).display().to_string();
+    service.ok(&["cp", &host_path("in"), &format!("{name}:/tmp/")]);
+    service.ok(&[
+        "cp",
+        &host_path("in/a.txt"),
+        &format!("{name}:/tmp/renamed.txt"),
+    ]);
+    assert_eq!(
+        service.ok(&["exec", &name, "cat", "/tmp/in/a.txt", "/tmp/renamed.txt"]),
+        "from the host\nfrom the host\n"
+    );
+    service.ok(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo from the container > /tmp/out.txt",
+    ]);
+    service.ok(&["cp", &format!("{name}:/tmp/out.txt"), &host_path("out.txt")]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out.txt")).unwrap(),
+        "from the container\n"
+    );
+    service.ok(&["cp", &format!("{name}:/tmp/in"), &host_path("back")]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("back/a.txt")).unwrap(),
+        "from the host\n"
+    );
+    // A hostile archive: a symlink to / and a file through it. Nothing of it lands, on the
+    // host or in the container; the request gets a 400 with the reason.
+    let hostile = host.path().join("hostile.tar");
+    {
+        let mut tar = tar::Builder::new(std::fs::File::create(&hostile).unwrap());
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_mode(0o777);
+        tar.append_link(&mut link, "link", "/").unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_size(4);
+        file.set_mode(0o644);
+        tar.append_data(&mut file, "link/husk-escaped", &b"bad\n"[..])
+            .unwrap();
+        tar.finish().unwrap();
+    }
+    let (code, body) = service.put_file(
+        &format!("/v1.41/containers/{name}/archive?path=/tmp"),
+        &hostile,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(!std::path::Path::new("/husk-escaped").exists());
+    let listed = service.ok(&["exec", &name, "ls", "/tmp", "/"]);
+    assert!(
+        !listed.contains("husk-escaped") && !listed.contains("link"),
+        "{listed}"
+    );
+    let missing = service.docker(&["cp", &format!("{name}:/no/such"), &host_path("x")]);
+    assert!(
+        !missing.status.success()
+            && String::from_utf8_lossy(&missing.stderr).contains("No such container:path"),
+        "{missing:?}"
     );
 
     service.ok(&["stop", "-t", "10", &name]);

@@ -125,6 +125,20 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             network::port(root, args)
         }
         Command::ContainerMonitor { id } => monitor::monitor(&runtime()?, &id),
+        Command::ContainerStat { container, path } => {
+            match husk::runtime::container::cp::stat(&runtime()?, &container, &path) {
+                Ok(stat) => {
+                    print!("{}", stat.encode());
+                    Ok(0)
+                }
+                // The container's side could not stat it: Docker's 404.
+                Err(husk::runtime::RuntimeError::Failed(why)) => {
+                    eprintln!("{why}");
+                    Ok(2)
+                }
+                Err(other) => Err(other.into()),
+            }
+        }
         Command::Images(command) => image::run(root, command),
         Command::Info(args) => vm::info(args),
         Command::Vm(args) => vm::vm(args, cli.debug),

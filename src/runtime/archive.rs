@@ -206,3 +206,135 @@ mod tests {
         assert!(dst.path().join("renamed/f").exists());
     }
 }
+
+/// What `stat` of a path in a container says, as the Engine API's archive endpoints report it
+/// (the X-Docker-Container-Path-Stat header): the final component is not followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStat {
+    pub name: String,
+    pub size: u64,
+    /// st_mode: the file type and permission bits.
+    pub mode: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    pub link_target: String,
+}
+
+impl PathStat {
+    /// The mode as Go's os.FileMode encodes it (what the docker CLI decodes): permission bits
+    /// plus one flag bit per file type and for setuid, setgid and sticky.
+    pub fn go_file_mode(&self) -> u32 {
+        let mut mode = self.mode & 0o777;
+        mode |= match self.mode & libc::S_IFMT {
+            libc::S_IFDIR => 1 << 31,
+            libc::S_IFLNK => 1 << 27,
+            libc::S_IFBLK => 1 << 26,
+            libc::S_IFIFO => 1 << 25,
+            libc::S_IFSOCK => 1 << 24,
+            libc::S_IFCHR => (1 << 26) | (1 << 21),
+            _ => 0,
+        };
+        for (bit, flag) in [
+            (libc::S_ISUID, 1 << 23),
+            (libc::S_ISGID, 1 << 22),
+            (libc::S_ISVTX, 1 << 20),
+        ] {
+            if self.mode & bit != 0 {
+                mode |= flag;
+            }
+        }
+        mode
+    }
+
+    /// One line the sandboxes pass between the container's side and the host's:
+    /// `MODE(hex) SIZE MTIME NAME`, then the link target on a line of its own.
+    pub fn encode(&self) -> String {
+        format!(
+            "{:x} {} {} {}\n{}",
+            self.mode, self.size, self.mtime, self.name, self.link_target
+        )
+    }
+
+    /// The container's side is not trusted: a malformed answer is an error, never a panic.
+    pub fn decode(text: &str) -> Result<Self, RuntimeError> {
+        let bad = || {
+            fail(format!(
+                "a malformed stat from the container: {:?}",
+                text.chars().take(80).collect::<String>()
+            ))
+        };
+        let (first, link_target) = text.split_once('\n').unwrap_or((text, ""));
+        let mut fields = first.splitn(4, ' ');
+        let mode = u32::from_str_radix(fields.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        let size = fields.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let mtime = fields.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let name = fields.next().ok_or_else(bad)?.to_string();
+        Ok(Self {
+            name,
+            size,
+            mode,
+            mtime,
+            link_target: link_target.trim_end_matches('\n').to_string(),
+        })
+    }
+
+    /// lstat of `path` in this process's view.
+    pub fn of(path: &Path) -> Result<Self, RuntimeError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|err| fail(format!("stat {}: {err}", path.display())))?;
+        let link_target = if meta.file_type().is_symlink() {
+            std::fs::read_link(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Self {
+            name: base_name(path),
+            size: meta.size(),
+            mode: meta.mode(),
+            mtime: meta.mtime(),
+            link_target,
+        })
+    }
+}
+
+/// Docker's name for a path's stat: its last component, or "/" for the root.
+pub fn base_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into())
+}
+
+#[cfg(test)]
+mod stat_tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_round_trips_and_go_modes_match_dockers() {
+        let stat = PathStat {
+            name: "a b".into(),
+            size: 13,
+            mode: libc::S_IFDIR | 0o1755,
+            mtime: 1_700_000_000,
+            link_target: String::new(),
+        };
+        assert_eq!(PathStat::decode(&stat.encode()).unwrap(), stat);
+        // os.ModeDir|os.ModeSticky|0755, as Go prints 2148532717.
+        assert_eq!(stat.go_file_mode(), (1 << 31) | (1 << 20) | 0o755);
+        let link = PathStat {
+            mode: libc::S_IFLNK | 0o777,
+            link_target: "/etc/x".into(),
+            ..stat
+        };
+        assert_eq!(
+            PathStat::decode(&link.encode()).unwrap().link_target,
+            "/etc/x"
+        );
+        assert_eq!(link.go_file_mode(), (1 << 27) | 0o777);
+        for bad in ["", "zz 1 2 n", "1 x 2 n", "1 2", "ffffffffff 1 2 n"] {
+            assert!(PathStat::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+}

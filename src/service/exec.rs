@@ -240,10 +240,8 @@ pub fn resize(
 
 /// The `husk exec` command line for an exec instance.
 fn command(service: &Service, exec: &Exec, detach: bool) -> Result<Command, ServiceError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| ServiceError::Internal(format!("locating the husk binary: {e}")))?;
-    let mut command = Command::new(exe);
-    command.arg("--root").arg(&service.runtime.root).arg("exec");
+    let mut command = service.husk_command()?;
+    command.arg("exec");
     let request = &exec.request;
     if request.attach_stdin && !detach {
         command.arg("--interactive");

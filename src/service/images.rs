@@ -64,7 +64,7 @@ pub fn delete(service: &Service, name: &str, force: bool) -> Result<Response<Bod
 }
 
 /// Writes into a streaming response, from a blocking thread.
-struct ResponseWriter(mpsc::Sender<Bytes>);
+pub(super) struct ResponseWriter(pub(super) mpsc::Sender<Bytes>);
 
 impl Write for ResponseWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -106,7 +106,7 @@ pub fn save(service: Arc<Service>, names: Vec<String>) -> Result<Response<Body>,
 
 /// A request body as a blocking reader: the chunks arrive through a bounded channel from the
 /// task that reads the connection, so an archive is never held whole in memory.
-struct BodyReader {
+pub(super) struct BodyReader {
     chunks: mpsc::Receiver<Result<Bytes, String>>,
     current: Bytes,
 }
@@ -131,7 +131,7 @@ impl Read for BodyReader {
     }
 }
 
-fn body_reader(body: Incoming) -> BodyReader {
+pub(super) fn body_reader(body: Incoming) -> BodyReader {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let mut body = body;

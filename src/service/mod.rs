@@ -8,6 +8,7 @@
 //! blocking runtime layer on tokio's blocking pool. Requests are bounded (1 MiB bodies,
 //! hyper's header limits); every error is Docker's `{"message": ...}` with Docker's status.
 
+mod archive;
 mod create;
 mod exec;
 mod images;
@@ -202,6 +203,18 @@ pub struct Service {
     execs: exec::Execs,
 }
 
+impl Service {
+    /// husk itself on this service's root: the verbs the service runs as children (an exec, a
+    /// copy, a network connect), each in a process of its own rather than in its threads.
+    pub fn husk_command(&self) -> Result<std::process::Command, ServiceError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| ServiceError::Internal(format!("locating the husk binary: {e}")))?;
+        let mut command = std::process::Command::new(exe);
+        command.arg("--root").arg(&self.runtime.root);
+        Ok(command)
+    }
+}
+
 fn socket_path(uri: &str) -> Result<PathBuf> {
     match uri.strip_prefix("unix://") {
         Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
@@ -250,6 +263,7 @@ pub fn serve(runtime: Runtime, args: ServiceArgs) -> Result<i32> {
         connections: AtomicUsize::new(0),
         execs: exec::Execs::default(),
     });
+    archive::remove_stale_staging(&service.runtime.root);
     tokio.block_on(async move {
         let listener = bind(&path)?;
         eprintln!(

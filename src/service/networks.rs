@@ -3,7 +3,6 @@
 //! path for joining a running container, in both isolations' rules).
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 
 use husk::network::{Network, NetworkError, NetworkRequest, Networks, Subnet, DEFAULT_NETWORK};
 use hyper::{Response, StatusCode};
@@ -258,13 +257,8 @@ pub fn connect(
         .map_err(|e| ServiceError::BadRequest(format!("invalid JSON in the connect body: {e}")))?;
     let network = store(service)?.find(key)?;
     let record = service.runtime.containers()?.find(&body.container)?;
-    let exe = std::env::current_exe()
-        .map_err(|e| ServiceError::Internal(format!("locating the husk binary: {e}")))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("--root")
-        .arg(&service.runtime.root)
-        .arg("network");
+    let mut command = service.husk_command()?;
+    command.arg("network");
     if disconnect {
         command.arg("disconnect");
         if body.force {

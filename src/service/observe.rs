@@ -1,7 +1,6 @@
 //! `top`, `stats` and `rename`: the same runtime pieces as the CLI verbs, in Docker's JSON.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,11 +25,8 @@ pub fn top(service: &Service, key: &str, ps_args: &str) -> Result<Response<Body>
             record.id
         )));
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| ServiceError::Internal(format!("locating the husk binary: {e}")))?;
-    let out = Command::new(exe)
-        .arg("--root")
-        .arg(&service.runtime.root)
+    let out = service
+        .husk_command()?
         .arg("top")
         .arg(&record.id)
         .args(ps_args.split_whitespace())

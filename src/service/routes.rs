@@ -125,6 +125,17 @@ pub async fn handle(service: Arc<Service>, request: Request<Incoming>) -> Respon
             let id = id.to_string();
             blocking(move || kill_container(&service, &id, &query)).await
         }
+        (&Method::HEAD, ["containers", id, "archive"]) => {
+            let id = id.to_string();
+            blocking(move || super::archive::head(&service, &id, &query)).await
+        }
+        (&Method::GET, ["containers", id, "archive"]) => {
+            let id = id.to_string();
+            blocking(move || super::archive::get(service, &id, &query)).await
+        }
+        (&Method::PUT, ["containers", id, "archive"]) => {
+            super::archive::put(service, id.to_string(), query, request.into_body()).await
+        }
         (&Method::POST, ["containers", id, verb @ ("pause" | "unpause")]) => {
             let (id, pause) = (id.to_string(), *verb == "pause");
             blocking(move || {

@@ -36,3 +36,18 @@ pub fn copy(
         CopyDirection::FromContainer => sandbox.copy_out(&target, &path, host_path),
     }
 }
+
+/// lstat of `container_path` in the container `key`, in the container's own view.
+pub fn stat(
+    runtime: &Runtime,
+    key: &str,
+    container_path: &str,
+) -> Result<crate::runtime::archive::PathStat, RuntimeError> {
+    let store = runtime.containers()?;
+    let record = store.find(key)?;
+    super::pause::refuse_if_paused(&record, "cp")?;
+    let spec = load_spec(&store, &record.id)?;
+    let target = Target::new(runtime, &store, &record, &spec);
+    let path = PathBuf::from("/").join(container_path.trim_start_matches('/'));
+    sandbox_for(record.isolation).stat(&target, &path)
+}

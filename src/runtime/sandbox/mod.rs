@@ -116,6 +116,13 @@ pub trait Sandbox {
 
     /// Copy `path` in the container to `dest` on the host, placed as Docker places it.
     fn copy_out(&self, target: &Target, path: &Path, dest: &Path) -> Result<(), RuntimeError>;
+
+    /// lstat of `path` in the container's own view (the archive endpoints' path stat).
+    fn stat(
+        &self,
+        target: &Target,
+        path: &Path,
+    ) -> Result<crate::runtime::archive::PathStat, RuntimeError>;
 }
 
 /// Signal the container's host process (`state.pid`): its init, or the process that holds

@@ -225,6 +225,26 @@ impl Sandbox for ProcessSandbox {
             |from| archive::place(from, dest),
         )
     }
+
+    fn stat(&self, target: &Target, path: &Path) -> Result<archive::PathStat, RuntimeError> {
+        let mut answer = String::new();
+        in_container_view(
+            target,
+            Flow::OutOfContainer,
+            |mut to| {
+                let stat = archive::PathStat::of(path)?;
+                to.write_all(stat.encode().as_bytes())
+                    .map_err(RuntimeError::io("sending a stat"))
+            },
+            |from| {
+                from.take(64 << 10)
+                    .read_to_string(&mut answer)
+                    .map(drop)
+                    .map_err(RuntimeError::io("reading a stat"))
+            },
+        )?;
+        archive::PathStat::decode(&answer)
+    }
 }
 
 /// Which way the tar stream flows through the pipe between the two sides of a copy.

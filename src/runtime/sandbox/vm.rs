@@ -187,6 +187,10 @@ impl Sandbox for VmSandbox {
         )
     }
 
+    fn stat(&self, target: &Target, path: &Path) -> Result<archive::PathStat, RuntimeError> {
+        stat_in_guest(target, path)
+    }
+
     fn copy_out(&self, target: &Target, path: &Path, dest: &Path) -> Result<(), RuntimeError> {
         require_running_guest(target.record)?;
         let (parent, name) = parent_and_name(path);
@@ -258,6 +262,34 @@ fn require_running_guest(record: &Record) -> Result<(), RuntimeError> {
                 .into(),
         )
     })
+}
+
+/// lstat in the guest, by the image's own `stat` (as `cp` uses its tar): `%f %s %Y` are the
+/// raw mode in hex, the size and the mtime, and a symlink's target comes from `readlink`.
+fn stat_in_guest(target: &Target, path: &Path) -> Result<archive::PathStat, RuntimeError> {
+    require_running_guest(target.record)?;
+    let shown = path.display().to_string();
+    let mut out = Bounded {
+        inner: Vec::new(),
+        room: 4096,
+    };
+    in_guest(
+        target,
+        vec!["stat".into(), "-c".into(), "%f %s %Y".into(), shown.clone()],
+        None,
+        &mut out,
+    )?;
+    let line = String::from_utf8_lossy(&out.inner).trim().to_string();
+    let mut stat = archive::PathStat::decode(&format!("{line} {}", archive::base_name(path)))?;
+    if stat.mode & libc::S_IFMT == libc::S_IFLNK {
+        let mut link = Bounded {
+            inner: Vec::new(),
+            room: 4096,
+        };
+        in_guest(target, vec!["readlink".into(), shown], None, &mut link)?;
+        stat.link_target = String::from_utf8_lossy(&link.inner).trim_end().to_string();
+    }
+    Ok(stat)
 }
 
 fn parent_and_name(path: &Path) -> (String, String) {
