@@ -343,6 +343,25 @@ fn cases(service: &Service, isolation: &str) {
         terminal.is_ok(),
         "the exec's terminal did not follow the client's window: {terminal:?}"
     );
+    // run -it: the container's own terminal takes the client's size at the start, then
+    // follows it (the CLI's resize of the container).
+    let terminal = service.docker_on_a_terminal(&[
+        "run",
+        "-it",
+        "--rm",
+        "--isolation",
+        isolation,
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        shell,
+    ]);
+    assert!(
+        terminal.is_ok(),
+        "the container's terminal did not follow the client's window: {terminal:?}"
+    );
 
     // top (ps in the container's own kernel), one-shot stats, rename and back.
     let top = service.ok(&["top", &name]);

@@ -322,6 +322,19 @@ impl Drop for WindowFollower {
     }
 }
 
+/// Give the pty behind `master` `rows` x `cols` (the kernel sends its foreground process
+/// group SIGWINCH).
+pub fn set_window_size(master: &impl AsRawFd, rows: u16, cols: u16) {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we own; on anything but a tty it fails harmlessly.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+}
+
 /// Give the pty behind `master` the size of our own terminal (stdin), when it is one.
 pub fn copy_window_size(master: &OwnedFd) {
     // SAFETY: winsize is plain data; all-zero is a valid value.

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub use cgroup::{Cgroup, CgroupError, CgroupLayout, CgroupStats};
 pub use foreground::{
     console_size, copy_window_size, enter_raw_mode, run_foreground, run_foreground_logged,
-    terminal_size, RawModeGuard, WindowFollower, FORWARDED,
+    set_window_size, terminal_size, RawModeGuard, WindowFollower, FORWARDED,
 };
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};

@@ -136,6 +136,21 @@ pub async fn handle(service: Arc<Service>, request: Request<Incoming>) -> Respon
         (&Method::PUT, ["containers", id, "archive"]) => {
             super::archive::put(service, id.to_string(), query, request.into_body()).await
         }
+        (&Method::POST, ["containers", id, "resize"]) => {
+            let id = id.to_string();
+            let size = |key: &str| query.get(key).and_then(|v| v.parse::<u16>().ok());
+            let (rows, cols) = (size("h"), size("w"));
+            blocking(move || {
+                let (Some(rows), Some(cols)) = (rows, cols) else {
+                    return Err(ServiceError::BadRequest(
+                        "resize needs h and w, each 1 to 65535".into(),
+                    ));
+                };
+                husk::runtime::container::resize::resize(&service.runtime, &id, rows, cols)?;
+                Ok(empty(StatusCode::OK))
+            })
+            .await
+        }
         (&Method::POST, ["containers", id, verb @ ("pause" | "unpause")]) => {
             let (id, pause) = (id.to_string(), *verb == "pause");
             blocking(move || {

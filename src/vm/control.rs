@@ -96,6 +96,13 @@ pub enum ControlRequest {
         rows: u16,
         cols: u16,
     },
+    /// The terminal of the container's own process (`docker run -it`, resized through the
+    /// Engine API) is now `rows` x `cols`: `resize process ROWS COLS` ("process" is not hex,
+    /// so it is never a session).
+    ResizeProcess {
+        rows: u16,
+        cols: u16,
+    },
 }
 
 impl ControlRequest {
@@ -117,6 +124,9 @@ impl ControlRequest {
                 rows,
                 cols,
             } => format!("resize {session} {rows} {cols}").into_bytes(),
+            ControlRequest::ResizeProcess { rows, cols } => {
+                format!("resize process {rows} {cols}").into_bytes()
+            }
         };
         line.push(b'\n');
         line
@@ -150,7 +160,9 @@ impl ControlRequest {
         if let Some(rest) = text.strip_prefix("resize ") {
             let mut words = rest.split(' ');
             let parsed = match (words.next(), words.next(), words.next(), words.next()) {
-                (Some(session), Some(rows), Some(cols), None) if is_session(session) => {
+                (Some(session), Some(rows), Some(cols), None)
+                    if is_session(session) || session == "process" =>
+                {
                     match (rows.parse::<u16>(), cols.parse::<u16>()) {
                         (Ok(rows), Ok(cols)) if rows > 0 && cols > 0 => Some((session, rows, cols)),
                         _ => None,
@@ -159,6 +171,7 @@ impl ControlRequest {
                 _ => None,
             };
             return match parsed {
+                Some(("process", rows, cols)) => Ok(ControlRequest::ResizeProcess { rows, cols }),
                 Some((session, rows, cols)) => Ok(ControlRequest::Resize {
                     session: session.to_string(),
                     rows,
@@ -341,6 +354,13 @@ mod tests {
         };
         let wire = resize.encode();
         assert_eq!(ControlRequest::parse(&wire[..wire.len() - 1]), Ok(resize));
+        let main = ControlRequest::ResizeProcess {
+            rows: 40,
+            cols: 120,
+        };
+        let wire = main.encode();
+        assert_eq!(ControlRequest::parse(&wire[..wire.len() - 1]), Ok(main));
+        assert!(ControlRequest::parse(b"resize process 0 80").is_err());
         for bad in [
             format!("resize {session} 0 80"),
             format!("resize {session} 24"),

@@ -107,15 +107,27 @@ pub fn exec_via_supervisor(
 
 /// Tell the supervisor that exec session `session`'s terminal is now `rows` x `cols`.
 pub fn send_resize(id: &str, session: &str, rows: u16, cols: u16) -> bool {
+    send_answered(
+        id,
+        &ControlRequest::Resize {
+            session: session.to_string(),
+            rows,
+            cols,
+        },
+    )
+}
+
+/// Tell the supervisor that the container's own terminal is now `rows` x `cols`.
+pub fn send_process_resize(id: &str, rows: u16, cols: u16) -> bool {
+    send_answered(id, &ControlRequest::ResizeProcess { rows, cols })
+}
+
+/// One request answered `ok` or `error`.
+fn send_answered(id: &str, request: &ControlRequest) -> bool {
     let Ok(mut conn) = UnixStream::connect(control_socket(id)) else {
         return false;
     };
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = ControlRequest::Resize {
-        session: session.to_string(),
-        rows,
-        cols,
-    };
     if conn.write_all(&request.encode()).is_err() {
         return false;
     }
@@ -464,6 +476,13 @@ fn serve_control(
                     let reply: &[u8] = match process.map(|p| p.resize(rows, cols)) {
                         Some(Ok(())) => b"ok\n",
                         _ => b"error\n",
+                    };
+                    let _ = conn.write_all(reply);
+                }
+                Ok(ControlRequest::ResizeProcess { rows, cols }) => {
+                    let reply: &[u8] = match process.resize(rows, cols) {
+                        Ok(()) => b"ok\n",
+                        Err(_) => b"error\n",
                     };
                     let _ = conn.write_all(reply);
                 }

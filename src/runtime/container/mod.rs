@@ -10,6 +10,7 @@ pub mod delete;
 pub mod exec;
 pub mod kill;
 pub mod pause;
+pub mod resize;
 pub mod start;
 pub mod stats;
 pub mod top;

@@ -117,6 +117,10 @@ pub trait Sandbox {
     /// Copy `path` in the container to `dest` on the host, placed as Docker places it.
     fn copy_out(&self, target: &Target, path: &Path, dest: &Path) -> Result<(), RuntimeError>;
 
+    /// The container's own terminal (a detached `-t` container's) is now `rows` x `cols`;
+    /// false when nothing took the size (its monitor holds no terminal).
+    fn resize(&self, target: &Target, rows: u16, cols: u16) -> bool;
+
     /// lstat of `path` in the container's own view (the archive endpoints' path stat).
     fn stat(
         &self,

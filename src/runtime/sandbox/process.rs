@@ -226,6 +226,10 @@ impl Sandbox for ProcessSandbox {
         )
     }
 
+    fn resize(&self, target: &Target, rows: u16, cols: u16) -> bool {
+        tty_sizes::send(&target.store.dir_of(&target.record.id), rows, cols)
+    }
+
     fn stat(&self, target: &Target, path: &Path) -> Result<archive::PathStat, RuntimeError> {
         let mut answer = String::new();
         in_container_view(
@@ -348,6 +352,13 @@ fn run_detached(
     // Our copies of the write ends must close so the pumps see EOF when the container ends.
     drop((out_write, err_write));
     let container = spawned?;
+    // Before the pid is published (the start's answer): a client resizes right after it.
+    if let Some(master) = container.pty_master() {
+        // Best effort: the container runs already, and keeps its window without it.
+        if let Err(err) = tty_sizes::relay(dir, &master) {
+            eprintln!("husk: {err}: the container's window keeps its size");
+        }
+    }
     ctx.cost.begin(Phase::ProcessRun); // cost ledger
     ctx.state.publish_pid(container.pid());
     let pumps = match container.pty_master() {
@@ -370,6 +381,7 @@ fn run_detached(
         ],
     };
     let exit = container.wait_detailed();
+    tty_sizes::end_of_run();
     ctx.cost.begin(Phase::Teardown); // cost ledger
     for pump in pumps {
         let _ = pump.join();
@@ -379,6 +391,84 @@ fn run_detached(
         code: exit.code,
         oom_killed: exit.oom_killed,
     })
+}
+
+/// The window of a detached container's terminal, set from outside its monitor (the Engine
+/// API's resize for `docker run -it`): sizes arrive on a FIFO in the container's directory as
+/// ROWS and COLS, two little-endian u16 in one 4-byte write (atomic on a pipe). One relay
+/// thread per monitor process serves each of its runs (a restart policy's too): it applies a
+/// size to the pty of the run in progress, and one sent between runs goes nowhere.
+pub mod tty_sizes {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+    use std::sync::{Mutex, Once};
+
+    use crate::runtime::RuntimeError;
+
+    pub const FIFO: &str = "tty-size.fifo";
+
+    static CURRENT: Mutex<Option<OwnedFd>> = Mutex::new(None);
+    static STARTED: Once = Once::new();
+
+    pub fn relay(dir: &Path, master: &OwnedFd) -> Result<(), RuntimeError> {
+        let own = master
+            .try_clone()
+            .map_err(RuntimeError::io("the pty master"))?;
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(own);
+        let path = dir.join(FIFO);
+        let mut failed = None;
+        STARTED.call_once(|| {
+            let made = nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600));
+            if !matches!(made, Ok(()) | Err(nix::Error::EEXIST)) {
+                failed = Some("creating the terminal size FIFO");
+                return;
+            }
+            // Read-write: it never reads EOF when a writer leaves.
+            let Ok(mut fifo) = std::fs::File::options().read(true).write(true).open(&path) else {
+                failed = Some("opening the terminal size FIFO");
+                return;
+            };
+            std::thread::spawn(move || {
+                let mut size = [0u8; 4];
+                while fifo.read_exact(&mut size).is_ok() {
+                    let rows = u16::from_le_bytes([size[0], size[1]]);
+                    let cols = u16::from_le_bytes([size[2], size[3]]);
+                    if rows == 0 || cols == 0 {
+                        continue;
+                    }
+                    if let Some(master) = &*CURRENT.lock().unwrap_or_else(|p| p.into_inner()) {
+                        crate::process::set_window_size(master, rows, cols);
+                    }
+                }
+            });
+        });
+        match failed {
+            Some(what) => Err(RuntimeError::Failed(what.into())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn end_of_run() {
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The sender's side: false when no monitor reads the FIFO (no terminal, or stopped).
+    pub fn send(dir: &Path, rows: u16, cols: u16) -> bool {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(mut fifo) = std::fs::File::options()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(dir.join(FIFO))
+        else {
+            return false;
+        };
+        let mut size = [0u8; 4];
+        size[..2].copy_from_slice(&rows.to_le_bytes());
+        size[2..].copy_from_slice(&cols.to_le_bytes());
+        fifo.write_all(&size).is_ok()
+    }
 }
 
 fn dev_null() -> Result<File, RuntimeError> {

@@ -187,6 +187,10 @@ impl Sandbox for VmSandbox {
         )
     }
 
+    fn resize(&self, target: &Target, rows: u16, cols: u16) -> bool {
+        supervisor::send_process_resize(&target.record.id, rows, cols)
+    }
+
     fn stat(&self, target: &Target, path: &Path) -> Result<archive::PathStat, RuntimeError> {
         stat_in_guest(target, path)
     }
