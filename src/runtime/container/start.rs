@@ -141,7 +141,13 @@ pub fn start_detached(
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now = store.load(&record.id)?;
+        let now = match store.load(&record.id) {
+            Ok(now) => now,
+            // A --rm container can run, exit and be removed by its monitor between two looks
+            // (`true` takes less than the 5 ms between them): it started.
+            Err(crate::container::RecordError::NotFound(_)) if record.auto_remove => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
         if now.state.pid.is_some() && now.state.status == Status::Running {
             return Ok(());
         }
