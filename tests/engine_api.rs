@@ -778,6 +778,7 @@ const COMPOSE_NETWORKED: &str = r#"version: "2.4"
 services:
   web:
     image: busybox
+    ports: ["127.0.0.1:18080:8080"]
     command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
   client:
     image: busybox
@@ -818,7 +819,194 @@ fn docker_compose_services_reach_each_other_by_name() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The published port, as the CLI's PORTS column shows it from the container list.
+    let listed = service.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("web") && l.ends_with("127.0.0.1:18080->8080/tcp")),
+        "{listed}"
+    );
+    let page = Command::new("curl")
+        .args(["-s", "--max-time", "10", "http://127.0.0.1:18080/"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&page.stdout), "hello-from-web\n");
     assert!(compose(&["down", "-t", "2"]).status.success());
     assert!(service.ok(&["ps", "-a", "-q"]).trim().is_empty());
     assert!(!service.ok(&["network", "ls"]).contains("net_default"));
+}
+
+/// The same docker CLI commands on husk's service and on dockerd, where one answers here
+/// (scripts/test.sh starts it), on one busybox image imported into both: exit codes, stdout
+/// and the logs' two streams, inspect fields, the ps and images columns and cells, and the
+/// CLI's lines for a missing container, which it builds from each engine's 404.
+#[test]
+fn the_docker_cli_sees_husk_as_it_sees_dockerd() {
+    let dockerd = |args: &[&str]| -> Output {
+        let out = Command::new("/usr/bin/docker")
+            .env_remove("DOCKER_HOST")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        eprintln!(
+            "dockerd: docker {args:?} -> {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let test = "the_docker_cli_sees_husk_as_it_sees_dockerd";
+    if !dockerd(&["info", "--format", "{{.ServerVersion}}"])
+        .status
+        .success()
+    {
+        common::note_skip(test, "no dockerd answers here (scripts/test.sh starts one)");
+        return;
+    }
+    let Some((service, _)) = Service::start(test) else {
+        return;
+    };
+    let text = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    common::make_busybox_rootfs(&rootfs).unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    common::tar_dir(&rootfs, &tar);
+    let tag = format!("hapi-{}:latest", std::process::id());
+    let prefix = format!("hapi-{}-", std::process::id());
+    let tar_arg = tar.to_str().unwrap();
+    for import in [
+        service.docker(&["import", "--change", "CMD [\"sh\"]", tar_arg, &tag]),
+        dockerd(&["import", "--change", "CMD [\"sh\"]", tar_arg, &tag]),
+    ] {
+        assert!(import.status.success(), "{import:?}");
+    }
+    // dockerd's containers and image go with the test, passed or not.
+    struct DockerdLeftovers(String, String);
+    impl Drop for DockerdLeftovers {
+        fn drop(&mut self) {
+            let docker = |args: &[&str]| {
+                Command::new("/usr/bin/docker")
+                    .env_remove("DOCKER_HOST")
+                    .args(args)
+                    .output()
+            };
+            if let Ok(out) = docker(&["ps", "-a", "-q", "--filter", &format!("name={}", self.0)]) {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = docker(&["rm", "-f", id]);
+                }
+            }
+            let _ = docker(&["rmi", "-f", &self.1]);
+        }
+    }
+    let _leftovers = DockerdLeftovers(prefix.clone(), tag.clone());
+
+    let cases: &[(&str, &[&str])] = &[
+        ("echo", &["echo", "hello from busybox"]),
+        ("exit3", &["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        ("missing", &["no-such-command"]),
+        ("notexec", &["/etc"]),
+    ];
+    for (name, cmd) in cases {
+        let husk_name = format!("{prefix}{name}-husk");
+        let docker_name = format!("{prefix}{name}-docker");
+        let run = |container: &str| {
+            let mut args = vec!["run", "--network", "none", "--name", container, &tag];
+            args.extend_from_slice(cmd);
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        };
+        let husk_args = run(&husk_name);
+        let docker_args = run(&docker_name);
+        let husk = service.docker(&husk_args.iter().map(String::as_str).collect::<Vec<_>>());
+        let docker = dockerd(&docker_args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            husk.status.code(),
+            docker.status.code(),
+            "exit code of {cmd:?}"
+        );
+        assert_eq!(text(&husk), text(&docker), "stdout of {cmd:?}");
+        for field in [
+            "{{.State.Status}}",
+            "{{.State.ExitCode}}",
+            "{{.State.Running}}",
+            "{{.State.Paused}}",
+            "{{.Path}}",
+            "{{.Config.Cmd}}",
+            "{{.Config.Image}}",
+        ] {
+            assert_eq!(
+                text(&service.docker(&["inspect", "-f", field, &husk_name])),
+                text(&dockerd(&["inspect", "-f", field, &docker_name])),
+                "inspect {field} for {cmd:?}"
+            );
+        }
+    }
+    let logs = |out: Output| {
+        (
+            text(&out),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        logs(service.docker(&["logs", &format!("{prefix}exit3-husk")])),
+        logs(dockerd(&["logs", &format!("{prefix}exit3-docker")])),
+        "logs, both streams"
+    );
+
+    // ps -a and images: the same columns; the same IMAGE, COMMAND and STATUS (up to its time).
+    let cells = |line: &str| -> Vec<String> {
+        line.split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let row = |table: &str, name: &str| -> Vec<String> {
+        cells(
+            table
+                .lines()
+                .find(|l| l.contains(name))
+                .unwrap_or_else(|| panic!("no row for {name} in:\n{table}")),
+        )
+    };
+    let filter = format!("name={prefix}");
+    let husk_ps = text(&service.docker(&["ps", "-a", "--filter", &filter]));
+    let docker_ps = text(&dockerd(&["ps", "-a", "--filter", &filter]));
+    assert_eq!(
+        cells(husk_ps.lines().next().unwrap()),
+        cells(docker_ps.lines().next().unwrap()),
+        "ps header"
+    );
+    let status = |s: &str| s.split(')').next().unwrap_or(s).to_string();
+    for (name, _) in cases {
+        let (h, d) = (
+            row(&husk_ps, &format!("{name}-husk")),
+            row(&docker_ps, &format!("{name}-docker")),
+        );
+        assert_eq!(h[1], d[1], "IMAGE of {name}");
+        assert_eq!(h[2], d[2], "COMMAND of {name}");
+        assert_eq!(status(&h[4]), status(&d[4]), "STATUS of {name}");
+    }
+    let husk_images = text(&service.docker(&["images", &tag]));
+    let docker_images = text(&dockerd(&["images", &tag]));
+    assert_eq!(
+        cells(husk_images.lines().next().unwrap()),
+        cells(docker_images.lines().next().unwrap()),
+        "images header"
+    );
+    let repo = tag.split(':').next().unwrap();
+    let (h, d) = (row(&husk_images, repo), row(&docker_images, repo));
+    assert_eq!((&h[0], &h[1]), (&d[0], &d[1]), "REPOSITORY and TAG");
+
+    // What the CLI prints for a missing container, from each engine's 404.
+    for verb in [&["rm"][..], &["stop"], &["logs"], &["inspect"], &["start"]] {
+        let mut args = verb.to_vec();
+        args.push("hapi-no-such-container");
+        let (h, d) = (service.docker(&args), dockerd(&args));
+        assert_eq!(h.status.code(), d.status.code(), "{args:?}");
+        assert_eq!(h.stderr, d.stderr, "{args:?}");
+    }
 }

@@ -47,9 +47,14 @@ pub fn find_executable(program: &str, path_var: &str, cwd: &Path) -> Result<Path
             message: format!("exec {program:?}: stat {}: {e}", path.display()),
         })?;
         if meta.is_dir() {
+            // execve's own answer for a directory (EACCES), as runc reports it: the docker
+            // CLI turns a start error that says "permission denied" into 126.
             return Err(LookupError {
                 code: CODE_NOT_EXECUTABLE,
-                message: format!("exec {program:?}: {} is a directory", path.display()),
+                message: format!(
+                    "exec {program:?}: {} is a directory: permission denied",
+                    path.display()
+                ),
             });
         }
         if meta.permissions().mode() & 0o111 == 0 {

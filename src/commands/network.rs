@@ -346,7 +346,9 @@ pub fn run(root: &Path, command: NetworkCommand) -> Result<i32> {
             store.update(&record.id, |r| {
                 let options = &mut r.options;
                 if first {
-                    options.publish.clear();
+                    // Published ports stay: they are the container's (Docker's PortBindings),
+                    // published on whichever network is its first at the next start, and
+                    // docker-compose disconnects and reconnects every container it creates.
                     if options.extra_networks.is_empty() {
                         options.network = NetworkMode::None;
                         options.ip = None;

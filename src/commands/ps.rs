@@ -146,10 +146,10 @@ pub fn status_text(record: &Record) -> String {
     }
 }
 
-/// Docker's COMMAND: the args joined with spaces, an arg holding whitespace (or nothing) in
-/// single quotes, cut at 20 characters, in double quotes.
-fn command_text(record: &Record, truncate: bool) -> String {
-    let command = record
+/// The args joined with spaces, an arg holding whitespace (or nothing) in single quotes: what
+/// Docker lists as a container's Command (the API's field, and ps's column before its cut).
+pub fn command_line(record: &Record) -> String {
+    record
         .command
         .iter()
         .map(|arg| {
@@ -160,7 +160,12 @@ fn command_text(record: &Record, truncate: bool) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+/// Docker's COMMAND column: [`command_line`] cut at 20 characters, in double quotes.
+fn command_text(record: &Record, truncate: bool) -> String {
+    let command = command_line(record);
     let command = if truncate {
         ellipsize(&command, 20)
     } else {

@@ -444,6 +444,7 @@ fn filters(query: &Query) -> Result<HashMap<String, Vec<String>>, ServiceError> 
 fn containers(service: &Service, query: &Query) -> Result<Response<Body>, ServiceError> {
     let all = truthy(query, "all");
     let filters = filters(query)?;
+    let ports = husk::network::published_by_container(&service.runtime.root);
     for key in filters.keys() {
         if !matches!(key.as_str(), "status" | "name" | "id" | "label") {
             return Err(ServiceError::BadRequest(format!(
@@ -479,9 +480,15 @@ fn containers(service: &Service, query: &Query) -> Result<Response<Body>, Servic
                 "Names": [format!("/{}", r.name)],
                 "Image": r.image,
                 "ImageID": r.image_id,
-                "Command": r.command.join(" "),
+                "Command": crate::commands::ps::command_line(r),
                 "Created": r.created.timestamp(),
-                "Ports": [],
+                // What the CLI's PORTS column is made of: 0.0.0.0:8080->80/tcp.
+                "Ports": ports.get(&r.id).map(|list| list.iter().map(|p| json!({
+                    "IP": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+                    "PrivatePort": p.container_port,
+                    "PublicPort": p.host_port,
+                    "Type": p.protocol.to_string(),
+                })).collect::<Vec<_>>()).unwrap_or_default(),
                 "Labels": r.options.labels,
                 "State": husk::runtime::container::pause::state_name(r),
                 "Status": crate::commands::ps::status_text(r),
