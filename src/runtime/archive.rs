@@ -91,7 +91,14 @@ pub fn enter_view(target: &Target) -> Result<(), RuntimeError> {
             .ok_or_else(|| fail("the container has no recorded process".into()))?;
         let ns = File::open(format!("/proc/{pid}/ns/mnt"))
             .map_err(tar_error("opening the container's mount namespace".into()))?;
+        // Joining the mount namespace puts us at that namespace's own root, which is the
+        // container's only when husk itself is not chrooted (in the nested tier's L1 it is,
+        // and a copy landed in L1's initramfs): the init's root is taken before, and entered.
+        let init_root = File::open(format!("/proc/{pid}/root"))
+            .map_err(tar_error("opening the container's root".into()))?;
         nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)?;
+        nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&init_root))?;
+        nix::unistd::chroot(".")?;
         return Ok(());
     }
     // Stopped: the same overlay the container runs on, mounted privately for this process.
