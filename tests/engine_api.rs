@@ -217,33 +217,29 @@ sys.exit(0 if ok and code == 0 else 1)
 
     /// A raw request on the socket (curl), for what the CLI never sends.
     fn curl(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
-            .arg(&self.socket)
-            .args([
-                "-X",
-                method,
-                "-H",
-                "Content-Type: application/json",
-                "-d",
-                body,
-            ])
-            .arg(format!("http://husk{path}"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        let data = ["-H", "Content-Type: application/json", "-d", body];
+        self.raw(method, path, &data)
     }
 
     /// A raw PUT of a file's bytes (an archive) on the socket.
     fn put_file(&self, path: &str, file: &std::path::Path) -> (u16, String) {
+        let data = format!("@{}", file.display());
+        let args = [
+            "-H",
+            "Content-Type: application/x-tar",
+            "--data-binary",
+            &data,
+        ];
+        self.raw("PUT", path, &args)
+    }
+
+    /// curl on the socket with `args` for the body: the status and the body of the answer.
+    fn raw(&self, method: &str, path: &str, args: &[&str]) -> (u16, String) {
         let out = Command::new("curl")
             .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
             .arg(&self.socket)
-            .args(["-X", "PUT", "-H", "Content-Type: application/x-tar"])
-            .arg("--data-binary")
-            .arg(format!("@{}", file.display()))
+            .args(["-X", method])
+            .args(args)
             .arg(format!("http://husk{path}"))
             .output()
             .unwrap();

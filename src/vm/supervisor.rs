@@ -37,6 +37,7 @@ pub fn send_signal_all(id: &str, signal: i32) -> bool {
     signal_request(id, ControlRequest::SignalAll(signal))
 }
 
+/// One control request the supervisor answers `ok` or `error`: signals and resizes.
 fn signal_request(id: &str, request: ControlRequest) -> bool {
     let Ok(mut conn) = UnixStream::connect(control_socket(id)) else {
         return false;
@@ -107,9 +108,9 @@ pub fn exec_via_supervisor(
 
 /// Tell the supervisor that exec session `session`'s terminal is now `rows` x `cols`.
 pub fn send_resize(id: &str, session: &str, rows: u16, cols: u16) -> bool {
-    send_answered(
+    signal_request(
         id,
-        &ControlRequest::Resize {
+        ControlRequest::Resize {
             session: session.to_string(),
             rows,
             cols,
@@ -119,20 +120,7 @@ pub fn send_resize(id: &str, session: &str, rows: u16, cols: u16) -> bool {
 
 /// Tell the supervisor that the container's own terminal is now `rows` x `cols`.
 pub fn send_process_resize(id: &str, rows: u16, cols: u16) -> bool {
-    send_answered(id, &ControlRequest::ResizeProcess { rows, cols })
-}
-
-/// One request answered `ok` or `error`.
-fn send_answered(id: &str, request: &ControlRequest) -> bool {
-    let Ok(mut conn) = UnixStream::connect(control_socket(id)) else {
-        return false;
-    };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    if conn.write_all(&request.encode()).is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 3];
-    conn.read_exact(&mut reply).is_ok() && &reply == b"ok\n"
+    signal_request(id, ControlRequest::ResizeProcess { rows, cols })
 }
 
 /// For an exec with a terminal: a thread that turns this process's SIGWINCH (the window of
