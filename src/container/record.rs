@@ -118,13 +118,25 @@ impl ProcessIdentity {
         }
     }
 
+    /// Running: a zombie (exited, not yet reaped by its parent) is not alive.
     pub fn is_alive(&self) -> bool {
-        proc_start_time(self.pid) == Some(self.start_time)
+        let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        start_time_from_stat(&stat) == Some(self.start_time) && !is_zombie_stat(&stat)
     }
 }
 
 fn proc_start_time(pid: i32) -> Option<u64> {
     start_time_from_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 3 of a /proc/PID/stat text, the state, says the process has exited (Z, X).
+fn is_zombie_stat(stat: &str) -> bool {
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    matches!(state, Some("Z" | "X"))
 }
 
 /// Field 22 of a /proc/PID/stat text: the start time in clock ticks since boot.
@@ -605,6 +617,26 @@ mod tests {
         assert!(text.starts_with("{\"writer\":"), "{text}");
         // No temporary file is left.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_exited_child_not_yet_reaped_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let identity = ProcessIdentity::of(child.id() as i32).unwrap();
+        // Until its parent waits, an exited child stays in /proc as a zombie, start time and
+        // all (a long-lived caller such as the Engine API service saw its monitors so).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !fs::read_to_string(format!("/proc/{}/stat", child.id()))
+            .is_ok_and(|stat| is_zombie_stat(&stat))
+        {
+            assert!(std::time::Instant::now() < deadline, "true never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!identity.is_alive());
+        child.wait().unwrap();
+        assert!(ProcessIdentity::current().is_alive());
+        assert!(!is_zombie_stat("12 (a) b) R 1"));
+        assert!(is_zombie_stat("12 (a) Z) Z 1"));
     }
 
     fn new(name: Option<&str>) -> NewContainer {

@@ -140,24 +140,24 @@ pub fn start_detached(
         .map_err(RuntimeError::io("starting the container monitor"))?;
 
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let started = loop {
         let now = match store.load(&record.id) {
             Ok(now) => now,
             // A --rm container can run, exit and be removed by its monitor between two looks
             // (`true` takes less than the 5 ms between them): it started.
-            Err(crate::container::RecordError::NotFound(_)) if record.auto_remove => return Ok(()),
-            Err(err) => return Err(err.into()),
+            Err(crate::container::RecordError::NotFound(_)) if record.auto_remove => break Ok(()),
+            Err(err) => break Err(err.into()),
         };
         if now.state.pid.is_some() && now.state.status == Status::Running {
-            return Ok(());
+            break Ok(());
         }
         let finished =
             now.state.finished_at.is_some() && now.state.finished_at != before.state.finished_at;
         if finished {
             if let Some(error) = now.state.error {
-                return Err(RuntimeError::Failed(error));
+                break Err(RuntimeError::Failed(error));
             }
-            return Ok(()); // it ran and already exited
+            break Ok(()); // it ran and already exited
         }
         if let Some(status) = monitor
             .try_wait()
@@ -170,12 +170,16 @@ pub fn start_detached(
             )));
         }
         if Instant::now() > deadline {
-            return Err(RuntimeError::Failed(
+            break Err(RuntimeError::Failed(
                 "the container monitor did not start the container within 60 s".into(),
             ));
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
+    // The monitor is this process's child until it exits. A caller that lives on (the Engine
+    // API service) must reap it, or it lingers as a zombie: a thread waits for it.
+    std::thread::spawn(move || monitor.wait());
+    started
 }
 
 /// Make the stdin FIFO of a `-i` container (once: an attach before the start makes it too).
