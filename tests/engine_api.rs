@@ -4,6 +4,7 @@
 //! error shape. No bridge: every container runs with --network none.
 
 mod common;
+mod image_support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -38,6 +39,11 @@ impl Service {
     /// The service over a root with busybox, VM settings in its environment when the guest
     /// assets exist (so `--isolation vm` works too).
     fn start(test: &str) -> Option<(Service, bool)> {
+        Self::start_with(test, true)
+    }
+
+    /// The service, over a root with busybox when `busybox`, else over an empty one.
+    fn start_with(test: &str, busybox: bool) -> Option<(Service, bool)> {
         if !common::is_root() || common::host_busybox().is_none() {
             common::note_skip(test, "needs root and busybox-static (scripts/setup.sh)");
             return None;
@@ -63,7 +69,9 @@ impl Service {
             }
         };
         let husk = Husk::new(env);
-        husk.import_busybox(|_| {});
+        if busybox {
+            husk.import_busybox(|_| {});
+        }
         let socket = husk.root.path().join("docker.sock");
         let child = husk
             .cmd()
@@ -188,6 +196,52 @@ sys.exit(0 if ok and code == 0 else 1)
             true => Ok(transcript),
             false => Err(transcript),
         }
+    }
+
+    /// The docker CLI on a terminal (a pty this test holds), as a person at a shell types:
+    /// once the prompt (`# `) shows, `input` goes in; the transcript and the CLI's exit code.
+    fn docker_typing(&self, args: &[&str], input: &str) -> (String, Option<i32>) {
+        const SCRIPT: &str = r##"
+import fcntl, os, subprocess, sys, termios, time
+master, slave = os.openpty()
+child = subprocess.Popen(sys.argv[2:], stdin=slave, stdout=slave, stderr=slave,
+                         start_new_session=True,
+                         preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+os.close(slave)
+seen = b""
+typed = False
+deadline = time.time() + 120
+while time.time() < deadline:
+    try:
+        chunk = os.read(master, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+    if not typed and b"# " in seen:
+        os.write(master, sys.argv[1].encode())
+        typed = True
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(child.wait(timeout=60))
+"##;
+        let out = Command::new("python3")
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(input)
+            .arg("/usr/bin/docker")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!(
+            "docker {args:?} typed {input:?} -> {:?}\n{transcript}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (transcript, out.status.code())
     }
 
     /// docker-compose (Debian's 1.29) on the project in `dir`, named `project`.
@@ -578,6 +632,189 @@ fn the_docker_cli_drives_husk_in_both_isolations() {
     assert_eq!(code, 404, "{body}");
     assert!(service.ok(&["ps", "-a", "-q"]).trim().is_empty());
     images(&service);
+}
+
+/// Docker's getting-started walkthrough, verbatim but for the registry (a local
+/// docker-registry: Docker Hub is out of reach), through the docker CLI: `run hello-world`
+/// pulls it (the CLI's own pull on a missing image), `pull busybox`, `images`, `run busybox
+/// echo`, `ps -a`, `run -it busybox sh` typed into on a terminal, `-d` with `logs -f`, a
+/// volume made with `volume create` and used by two containers, `rm $(docker ps -a -q -f
+/// status=exited)`, `rmi`; every run in both isolations.
+#[test]
+fn dockers_walkthrough_runs_through_husk_in_both_isolations() {
+    let test = "dockers_walkthrough_runs_through_husk_in_both_isolations";
+    for tool in ["docker-registry", "skopeo", "gcc"] {
+        if !image_support::have(tool) {
+            common::note_skip(test, &format!("{tool} is not installed (scripts/setup.sh)"));
+            return;
+        }
+    }
+    let Some((service, vm)) = Service::start_with(test, false) else {
+        return;
+    };
+    let registry = image_support::Registry::start(None);
+    let work = tempfile::tempdir().unwrap();
+    push_walkthrough_images(&registry, work.path());
+    let hello = format!("{}/hello-world", registry.host());
+    let busybox = format!("{}/busybox", registry.host());
+
+    // `docker run hello-world` on an empty store: the CLI is told the image is missing,
+    // pulls it through the service (its progress shown) and runs it.
+    let out = service.docker(&["run", "--network", "none", &hello]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("Hello from husk!"), "{stdout}");
+    // The progress stream as Docker's CLI shows it off a terminal: the layer's own steps,
+    // the digest, the outcome.
+    for line in [
+        "Unable to find image",
+        "latest: Pulling from hello-world",
+        ": Pull complete",
+        "Digest: sha256:",
+        &format!("Status: Downloaded newer image for {hello}:latest"),
+    ] {
+        assert!(
+            stderr.contains(line),
+            "the CLI's pull lacks {line:?}: {stderr}"
+        );
+    }
+    let pulled = service.ok(&["pull", &busybox]);
+    assert!(
+        pulled.contains(": Pull complete")
+            && pulled.contains(&format!(
+                "Status: Downloaded newer image for {busybox}:latest"
+            )),
+        "{pulled}"
+    );
+    let again = service.ok(&["pull", &busybox]);
+    assert!(
+        again.contains(&format!("Status: Image is up to date for {busybox}:latest"))
+            && !again.contains("Pull complete")
+            && !again.contains("Already exists"),
+        "{again}"
+    );
+    let images = service.ok(&["images"]);
+    assert!(images.starts_with("REPOSITORY"), "{images}");
+    assert!(
+        images.contains(&hello) && images.contains(&busybox),
+        "{images}"
+    );
+
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let isolations: &[&str] = if vm { &["process", "vm"] } else { &["process"] };
+    let mut runs = 1;
+    for isolation in isolations {
+        let run = |rest: &[&str]| -> Output {
+            let mut args = vec!["run", "--isolation", isolation, "--network", "none"];
+            args.extend_from_slice(rest);
+            service.docker(&args)
+        };
+        let out = run(&[&hello]);
+        assert_eq!(out.status.code(), Some(0));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("Hello from husk!"), "{said}");
+        assert_eq!(
+            said.contains(host_kernel.trim()),
+            *isolation == "process",
+            "hello-world names the kernel it ran on ({isolation}): {said}"
+        );
+        let out = run(&[&busybox, "echo", "hello from busybox"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from busybox\n");
+        runs += 2;
+
+        // `run -it busybox sh`: a shell on the client's terminal, its exit code the CLI's.
+        let (transcript, code) = service.docker_typing(
+            &[
+                "run",
+                "-it",
+                "--isolation",
+                isolation,
+                "--network",
+                "none",
+                &busybox,
+                "sh",
+            ],
+            "echo $((6*7)); exit 3\r",
+        );
+        assert!(transcript.contains("42"), "{transcript}");
+        assert_eq!(code, Some(3), "{transcript}");
+        runs += 1;
+
+        // -d, then `logs -f`, which follows the container until it exits.
+        let name = format!("counter-{isolation}");
+        let count = "for i in 1 2 3; do echo tick $i; sleep 0.5; done";
+        let id = run(&["-d", "--name", &name, &busybox, "sh", "-c", count]);
+        assert!(id.status.success());
+        let followed = service.ok(&["logs", "-f", &name]);
+        assert_eq!(followed, "tick 1\ntick 2\ntick 3\n");
+        runs += 1;
+
+        // `volume create`, written by one container, read by the next.
+        let volume = format!("data-{isolation}");
+        assert_eq!(service.ok(&["volume", "create", &volume]).trim(), volume);
+        let mount = format!("{volume}:/data");
+        let out = run(&["-v", &mount, &busybox, "sh", "-c", "echo kept > /data/note"]);
+        assert!(out.status.success());
+        let out = run(&["-v", &mount, &busybox, "cat", "/data/note"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+        runs += 2;
+    }
+
+    // `ps -a`: every run, newest first, all exited; then Docker's one-liner removes them.
+    let ps = service.ok(&["ps", "-a"]);
+    let rows: Vec<&str> = ps.lines().skip(1).collect();
+    assert_eq!(rows.len(), runs, "{ps}");
+    assert!(rows.iter().all(|r| r.contains("Exited (")), "{ps}");
+    let exited = service.ok(&["ps", "-a", "-q", "-f", "status=exited"]);
+    let exited: Vec<&str> = exited.split_whitespace().collect();
+    assert_eq!(exited.len(), runs);
+    let mut rm = vec!["rm"];
+    rm.extend(exited);
+    service.ok(&rm);
+    assert!(service.ok(&["ps", "-a", "-q"]).trim().is_empty());
+
+    for isolation in isolations {
+        service.ok(&["volume", "rm", &format!("data-{isolation}")]);
+    }
+    let out = service.ok(&["rmi", &hello, &busybox]);
+    assert!(
+        out.contains(&format!("Untagged: {hello}:latest")) && out.contains("Deleted: sha256:"),
+        "{out}"
+    );
+    assert!(service.ok(&["images", "-q"]).trim().is_empty());
+    assert!(service.ok(&["volume", "ls", "-q"]).trim().is_empty());
+}
+
+/// busybox (the host's busybox-static, every applet) and hello-world (images/hello.c, built
+/// static) pushed by skopeo into `registry` as `busybox` and `hello-world`.
+fn push_walkthrough_images(registry: &image_support::Registry, work: &std::path::Path) {
+    use image_support::{build_image, write_oci_layout, Comp};
+    let rootfs = work.join("busybox");
+    common::make_busybox_rootfs(&rootfs).unwrap();
+    let tar = work.join("busybox.tar");
+    common::tar_dir(&rootfs, &tar);
+    let busybox = build_image(&[(std::fs::read(&tar).unwrap(), Comp::Gzip)], &["sh"]);
+
+    let hello_dir = work.join("hello");
+    std::fs::create_dir(&hello_dir).unwrap();
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/images/hello.c");
+    let built = Command::new("gcc")
+        .args(["-static", "-Os", "-s", "-o"])
+        .arg(hello_dir.join("hello"))
+        .arg(source)
+        .status()
+        .unwrap();
+    assert!(built.success(), "gcc -static {source}");
+    let tar = work.join("hello.tar");
+    common::tar_dir(&hello_dir, &tar);
+    let hello = build_image(&[(std::fs::read(&tar).unwrap(), Comp::Gzip)], &["/hello"]);
+
+    for (image, name) in [(busybox, "busybox"), (hello, "hello-world")] {
+        let layout = work.join(format!("{name}-layout"));
+        write_oci_layout(&layout, &image, "latest");
+        registry.skopeo_push(&layout, "latest", &format!("{name}:latest"), None);
+    }
 }
 
 /// tag, save, rmi, load and import through the API, each image run afterwards.

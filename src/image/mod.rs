@@ -16,7 +16,7 @@ pub mod unpack;
 use std::path::PathBuf;
 
 pub use reference::Reference;
-pub use registry::{lookup_or_pull, pull, push, PullOptions};
+pub use registry::{lookup_or_pull, pull, push, PullEvent, PullEvents, PullOptions};
 pub use store::{LayerDescriptor, Store, StoredImage};
 
 /// Everything that can go wrong with images, with messages that say what to do next.

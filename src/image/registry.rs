@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -29,6 +29,9 @@ const ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
+    /// Each step of the pull to this sink instead of lines or bars (the Engine API's
+    /// progress stream).
+    pub events: Option<PullEvents>,
     /// Print nothing (`husk pull -q` prints the image name itself).
     pub quiet: bool,
     /// Registries (host[:port]) to reach over plain HTTP besides loopback ones.
@@ -38,6 +41,29 @@ pub struct PullOptions {
     /// Progress on stderr instead of stdout (as `husk run` does when it pulls).
     pub progress_to_stderr: bool,
 }
+
+/// One step of a pull, as Docker's progress stream tells it: `id` is the tag (for "Pulling
+/// from") or a layer's short digest; `progress` is (bytes so far, size) while a layer
+/// downloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullEvent {
+    pub id: Option<String>,
+    pub status: String,
+    pub progress: Option<(u64, u64)>,
+}
+
+/// Where a pull's events go; called from the pull's layer threads.
+#[derive(Clone)]
+pub struct PullEvents(pub Arc<dyn Fn(PullEvent) + Send + Sync>);
+
+impl std::fmt::Debug for PullEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PullEvents")
+    }
+}
+
+/// How often a layer's download is told, at most: Docker's CLI redraws a bar per message.
+const DOWNLOAD_EVENT_BYTES: u64 = 512 * 1024;
 
 // ---- client ---------------------------------------------------------------------------
 
@@ -491,22 +517,34 @@ pub fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
 
 // ---- progress -------------------------------------------------------------------------
 
-/// Per-layer bars on a terminal, Docker-like plain lines otherwise, nothing when quiet.
+/// Per-layer bars on a terminal, Docker-like plain lines otherwise, nothing when quiet, or
+/// events for a caller that shows them itself.
 struct Progress {
     quiet: bool,
     to_stderr: bool,
     bars: Option<MultiProgress>,
+    events: Option<PullEvents>,
     lines: Mutex<()>,
 }
 
 impl Progress {
+    fn silent() -> Progress {
+        Progress {
+            quiet: true,
+            to_stderr: false,
+            bars: None,
+            events: None,
+            lines: Mutex::new(()),
+        }
+    }
+
     fn new(opts: &PullOptions) -> Progress {
         let terminal = if opts.progress_to_stderr {
             io::stderr().is_terminal()
         } else {
             io::stdout().is_terminal()
         };
-        let bars = (!opts.quiet && terminal).then(|| {
+        let bars = (!opts.quiet && terminal && opts.events.is_none()).then(|| {
             MultiProgress::with_draw_target(if opts.progress_to_stderr {
                 ProgressDrawTarget::stderr()
             } else {
@@ -517,12 +555,30 @@ impl Progress {
             quiet: opts.quiet,
             to_stderr: opts.progress_to_stderr,
             bars,
+            events: opts.events.clone(),
             lines: Mutex::new(()),
         }
     }
 
+    /// A step about the whole pull; `id` (a tag) leads the line as "id: status".
+    fn status(&self, id: Option<&str>, status: &str) {
+        if let Some(events) = &self.events {
+            (events.0)(PullEvent {
+                id: id.map(String::from),
+                status: status.to_string(),
+                progress: None,
+            });
+            return;
+        }
+        match id {
+            Some(id) => self.line(&format!("{id}: {status}")),
+            None => self.line(status),
+        }
+    }
+
+    /// What only husk's own CLI prints (the Docker CLI prints it itself after a pull).
     fn line(&self, text: &str) {
-        if self.quiet {
+        if self.quiet || self.events.is_some() {
             return;
         }
         if let Some(bars) = &self.bars {
@@ -559,7 +615,34 @@ impl Progress {
                     bar.set_message(status);
                 }
             }
-            None => self.line(&format!("{}: {status}", short(digest))),
+            None => self.status(Some(short(digest)), status),
+        }
+    }
+
+    /// `n` more bytes of a layer's download: its bar moves, or an event goes out when another
+    /// DOWNLOAD_EVENT_BYTES (or the whole layer) has come.
+    fn downloaded(
+        &self,
+        bar: Option<&ProgressBar>,
+        digest: &str,
+        so_far: &AtomicU64,
+        n: u64,
+        size: u64,
+    ) {
+        if let Some(bar) = bar {
+            bar.inc(n);
+        }
+        let Some(events) = &self.events else { return };
+        let before = so_far.fetch_add(n, Ordering::Relaxed);
+        let now = before + n;
+        if now / DOWNLOAD_EVENT_BYTES != before / DOWNLOAD_EVENT_BYTES
+            || (now >= size && before < size)
+        {
+            (events.0)(PullEvent {
+                id: Some(short(digest).to_string()),
+                status: "Downloading".into(),
+                progress: Some((now, size)),
+            });
         }
     }
 }
@@ -579,14 +662,13 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
     let _writer = store.writer_lock()?;
     let client = Client::new(&parsed, opts, false)?;
     if parsed.tag.is_none() && parsed.digest.is_none() {
-        progress.line("Using default tag: latest");
+        progress.status(None, "Using default tag: latest");
     }
     // Docker names the repository path here ("library/busybox"), not the registry.
-    progress.line(&format!(
-        "{}: Pulling from {}",
-        parsed.manifest_reference(),
-        parsed.path
-    ));
+    progress.status(
+        Some(parsed.manifest_reference()),
+        &format!("Pulling from {}", parsed.path),
+    );
     let shown = parsed.to_string();
     let (mut bytes, mut media_type, top_digest) =
         client.manifest(parsed.manifest_reference(), &shown)?;
@@ -621,41 +703,45 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Stored
             .lookup(&parsed.to_string())
             .is_ok_and(|i| i.manifest_digest == manifest_digest);
 
+    // An image already here is only checked: Docker names no layer for it.
+    let silent = Progress::silent();
+    let layer_progress = if up_to_date { &silent } else { &progress };
     let mut fresh = Fresh::default();
-    let result = pull_content(store, &client, &manifest, &progress, &mut fresh).and_then(|()| {
-        let manifest_digest = store.write_blob_bytes(&bytes)?;
-        let media_type = if media_type.is_empty() {
-            MEDIA_OCI_MANIFEST.to_string()
-        } else {
-            media_type.clone()
-        };
-        let tag = parsed
-            .digest
-            .is_none()
-            .then(|| parsed.with_tag(parsed.tag_or_default()));
-        let repo_digest = Reference {
-            digest: Some(top_digest.clone()),
-            tag: None,
-            ..parsed.clone()
-        };
-        store.add_manifest(
-            &manifest_digest,
-            &media_type,
-            bytes.len() as u64,
-            tag.as_ref(),
-            Some(&repo_digest),
-        )?;
-        store.image_by_manifest(&manifest_digest)
-    });
+    let result =
+        pull_content(store, &client, &manifest, layer_progress, &mut fresh).and_then(|()| {
+            let manifest_digest = store.write_blob_bytes(&bytes)?;
+            let media_type = if media_type.is_empty() {
+                MEDIA_OCI_MANIFEST.to_string()
+            } else {
+                media_type.clone()
+            };
+            let tag = parsed
+                .digest
+                .is_none()
+                .then(|| parsed.with_tag(parsed.tag_or_default()));
+            let repo_digest = Reference {
+                digest: Some(top_digest.clone()),
+                tag: None,
+                ..parsed.clone()
+            };
+            store.add_manifest(
+                &manifest_digest,
+                &media_type,
+                bytes.len() as u64,
+                tag.as_ref(),
+                Some(&repo_digest),
+            )?;
+            store.image_by_manifest(&manifest_digest)
+        });
     match result {
         Ok(image) => {
-            progress.line(&format!("Digest: {top_digest}"));
+            progress.status(None, &format!("Digest: {top_digest}"));
             let status = if up_to_date {
                 "Image is up to date for"
             } else {
                 "Downloaded newer image for"
             };
-            progress.line(&format!("Status: {status} {shown}"));
+            progress.status(None, &format!("Status: {status} {shown}"));
             progress.line(&if parsed.digest.is_some() {
                 format!("{}@{top_digest}", parsed.full_name())
             } else {
@@ -767,12 +853,11 @@ fn pull_content(
                     let bar = progress.layer(&layer.digest, layer.size);
                     if !present {
                         if bar.is_none() {
-                            progress.line(&format!("{}: Pulling fs layer", short(&layer.digest)));
+                            progress.status(Some(short(&layer.digest)), "Pulling fs layer");
                         }
+                        let so_far = AtomicU64::new(0);
                         let inc = |n: u64| {
-                            if let Some(bar) = &bar {
-                                bar.inc(n);
-                            }
+                            progress.downloaded(bar.as_ref(), &layer.digest, &so_far, n, layer.size)
                         };
                         client.fetch_blob(store, &layer.digest, layer.size, &inc)?;
                         fetched
@@ -821,9 +906,7 @@ pub fn push(store: &Store, reference: &str, opts: &PullOptions) -> Result<String
         .map_err(store::not_found_as_no_such)?;
     let progress = Progress {
         quiet: opts.quiet,
-        to_stderr: false,
-        bars: None,
-        lines: Mutex::new(()),
+        ..Progress::silent()
     };
     let client = Client::new(&parsed, opts, true)?;
     progress.line(&format!(

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use husk::container::events::Action;
 use husk::container::logs::{self, ReadOptions, Stream};
 use husk::container::{Containers, Record, Status};
-use husk::image::{registry, PullOptions, Store};
+use husk::image::{registry, PullEvent, PullEvents, PullOptions, Store};
 use husk::runtime::container::{delete, kill, start};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -393,30 +393,55 @@ fn pull(service: Arc<Service>, query: Query) -> Result<Response<Body>, ServiceEr
         Some(tag) => format!("{from}:{tag}"),
         None => from.clone(),
     };
-    let tag = tag.unwrap_or_else(|| "latest".into());
     let (response, tx) = channel(StatusCode::OK, "application/json");
     tokio::task::spawn_blocking(move || {
-        let send = |value: Value| {
+        let send = move |value: Value| {
             let _ = tx.blocking_send(Bytes::from(format!("{value}\r\n")));
         };
-        send(json!({"status": format!("Pulling from {from}"), "id": tag}));
+        let events = {
+            let send = send.clone();
+            PullEvents(Arc::new(move |event: PullEvent| send(pull_message(&event))))
+        };
         let pulled = Store::open(&service.runtime.root)
             .map_err(|e| e.to_string())
             .and_then(|store| {
                 let options = PullOptions {
-                    quiet: true,
-                    insecure_registries: Vec::new(),
-                    docker_config_dir: None,
-                    progress_to_stderr: false,
+                    events: Some(events),
+                    ..PullOptions::default()
                 };
                 registry::pull(&store, &name, &options).map_err(|e| e.to_string())
             });
-        match pulled {
-            Ok(_) => send(json!({"status": format!("Status: Downloaded newer image for {name}")})),
-            Err(message) => send(json!({"errorDetail": {"message": message}, "error": message})),
+        if let Err(message) = pulled {
+            send(json!({"errorDetail": {"message": message}, "error": message}));
         }
     });
     Ok(response)
+}
+
+/// One step of a pull as a message of Docker's progress stream (jsonmessage): a download's
+/// bytes as progressDetail and the bar the CLI draws on a terminal.
+fn pull_message(event: &PullEvent) -> Value {
+    let mut message = json!({"status": event.status});
+    if let Some(id) = &event.id {
+        message["id"] = json!(id);
+        message["progressDetail"] = json!({});
+    }
+    if let Some((current, total)) = event.progress {
+        message["progressDetail"] = json!({"current": current, "total": total});
+        let width = 50;
+        let done = (current.min(total) * width / total.max(1)) as usize;
+        let bar = format!(
+            "[{}>{}]",
+            "=".repeat(done.saturating_sub(1)),
+            " ".repeat(width as usize - done.max(1))
+        );
+        message["progress"] = json!(format!(
+            "{bar} {}/{}",
+            husk::display::human_size(current),
+            husk::display::human_size(total)
+        ));
+    }
+    message
 }
 
 /// `filters` as the CLI sends it: {"status":{"exited":true}} (or the older list form).

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::container::spec::{build_spec, MountKind, NetworkMode, SpecOptions, UserMount};
 use crate::container::volume::Volumes;
 use crate::container::{Containers, Isolation, NewContainer, Record, RestartPolicy};
-use crate::image::{self, ImageError, PullOptions};
+use crate::image::{self, PullOptions};
 use crate::runtime::{sandbox_for, Runtime, RuntimeError};
 
 use super::SPEC_FILE;
@@ -137,18 +137,11 @@ fn publish_exposed(image: &image::StoredImage, options: &mut SpecOptions) {
 /// Find the image locally, pulling it the way `docker run` does when it is missing.
 fn image_for_run(root: &Path, reference: &str) -> Result<image::StoredImage, RuntimeError> {
     let store = image::Store::open(root)?;
-    match store.lookup(reference) {
-        Ok(found) => Ok(found),
-        Err(ImageError::NotFoundLocally(name)) => {
-            eprintln!("Unable to find image '{name}' locally");
-            let opts = PullOptions {
-                progress_to_stderr: true,
-                ..PullOptions::default()
-            };
-            Ok(image::pull(&store, reference, &opts)?)
-        }
-        Err(err) => Err(err.into()),
-    }
+    Ok(image::lookup_or_pull(
+        &store,
+        reference,
+        &PullOptions::default(),
+    )?)
 }
 
 /// Create the volumes a container asks for (filling new ones from the image, as Docker does)
