@@ -231,6 +231,7 @@ fn options(quiet: bool, registry: RegistryArgs) -> PullOptions {
         insecure_registries: registry.insecure_registries,
         docker_config_dir: None,
         progress_to_stderr: false,
+        events: None,
     }
 }
 

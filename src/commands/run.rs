@@ -56,7 +56,8 @@ pub struct CreateArgs {
     /// Mount the container's root filesystem as read only.
     #[arg(long)]
     pub read_only: bool,
-    /// Memory limit (e.g. 512m, 1g): the cgroup limit, or guest RAM with --isolation vm.
+    /// Memory limit (e.g. 512m, 1g): the container's cgroup limit (with --isolation vm, in
+    /// the guest, whose RAM is the limit plus 64 MiB).
     #[arg(short, long)]
     pub memory: Option<String>,
     /// Number of CPUs (a CPU quota, or vCPUs with --isolation vm).

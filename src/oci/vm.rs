@@ -540,14 +540,16 @@ fn host_resources(spec: &Spec) -> LinuxResources {
     resources
 }
 
-/// Guest RAM from the memory limit (else husk's default) and vCPUs from the CPU quota.
+/// Guest RAM from the memory limit (plus the guest's overhead; else husk's default) and
+/// vCPUs from the CPU quota.
 fn guest_size(resources: Option<&LinuxResources>) -> (u32, u8) {
-    let memory_mib = resources
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit())
-        .filter(|&limit| limit > 0)
-        .map(|limit| u32::try_from(limit / (1 << 20)).unwrap_or(u32::MAX))
-        .unwrap_or(backend::DEFAULT_MEMORY_MIB);
+    let memory_mib = backend::guest_memory_mib(
+        resources
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .filter(|&limit| limit > 0)
+            .map(|limit| limit as u64),
+    );
     let cpu = resources.and_then(|r| r.cpu().as_ref());
     let vcpus = match (
         cpu.and_then(|c| c.quota()).filter(|&q| q > 0),
@@ -761,7 +763,10 @@ mod tests {
             r#"{"memory":{"limit":536870912},"cpu":{"quota":150000,"period":100000}}"#,
         )
         .unwrap();
-        assert_eq!(guest_size(Some(&resources)), (512, 2));
+        assert_eq!(
+            guest_size(Some(&resources)),
+            (512 + backend::GUEST_OVERHEAD_MIB, 2)
+        );
     }
 
     #[test]

@@ -26,10 +26,14 @@ use crate::container::spec::SpecOptions;
 use crate::process::user;
 use crate::vmm;
 
-/// Guest RAM when `--memory` is not given.
+/// Guest RAM when no memory limit is given.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
-/// Smallest guest that boots our kernel and agent with room for a shell.
-pub const MIN_MEMORY_MIB: u32 = 64;
+/// Guest RAM beside a memory limit, for the guest's kernel, agent and page cache: the guest
+/// gets the limit plus this, so that the container's own cgroup fills first and its process
+/// is OOM-killed as on the host. With the limit as the whole guest, the guest as a whole ran
+/// out at about half the limit (the guest kernel's global OOM killer, or a guest thrashing on
+/// its page cache for minutes under emulation).
+pub const GUEST_OVERHEAD_MIB: u32 = 64;
 /// How long a guest may take from power-on to the agent's Ready.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the VM may take to power off after the container process exited.
@@ -65,20 +69,20 @@ impl Hypervisor {
     }
 }
 
-/// Guest size from the container's flags: `--memory` is guest RAM, `--cpus` rounds up to vCPUs.
-pub fn guest_size(options: &SpecOptions) -> Result<(u32, u8), VmError> {
-    let memory_mib = match options.memory_bytes {
+/// Guest RAM for a container memory limit in bytes (see [`GUEST_OVERHEAD_MIB`]).
+pub fn guest_memory_mib(limit_bytes: Option<u64>) -> u32 {
+    match limit_bytes {
         None => DEFAULT_MEMORY_MIB,
-        Some(bytes) => {
-            let mib = u32::try_from(bytes / (1 << 20)).unwrap_or(u32::MAX);
-            if mib < MIN_MEMORY_MIB {
-                return Err(VmError::Invalid(format!(
-                    "--memory {mib}m is too small for a VM: the guest needs at least {MIN_MEMORY_MIB}m"
-                )));
-            }
-            mib
-        }
-    };
+        Some(bytes) => u32::try_from(bytes.div_ceil(1 << 20))
+            .unwrap_or(u32::MAX)
+            .saturating_add(GUEST_OVERHEAD_MIB),
+    }
+}
+
+/// Guest size from the container's flags: `--memory` plus the guest's own overhead is guest
+/// RAM, `--cpus` rounds up to vCPUs.
+pub fn guest_size(options: &SpecOptions) -> Result<(u32, u8), VmError> {
+    let memory_mib = guest_memory_mib(options.memory_bytes.map(|b| b.max(0) as u64));
     let vcpus = match options.nano_cpus {
         None => 1,
         Some(nano) => u8::try_from((nano + 999_999_999) / 1_000_000_000)
@@ -208,13 +212,6 @@ pub fn plan_shared_root(
     guest: SharedRootGuest,
 ) -> Result<VmPlan, VmError> {
     let (kernel, hardware_kvm) = guest_kernel(settings)?;
-    if guest.memory_mib < MIN_MEMORY_MIB {
-        return Err(VmError::Invalid(format!(
-            "a memory limit of {}m is too small for a VM: the guest needs at least \
-             {MIN_MEMORY_MIB}m",
-            guest.memory_mib
-        )));
-    }
     let agent = locate_agent(settings.agent.as_deref())?;
     let virtiofsd = virtiofs::locate_daemon(settings.virtiofsd.as_deref())?;
     let mut shares = vec![Share {
@@ -603,4 +600,21 @@ fn boot_qemu(
     config.net = nic.map(|nic| (std::os::fd::AsRawFd::as_raw_fd(nic.tap), nic.mac_text()));
     let (guest, conn) = QemuGuest::boot(&config)?;
     Ok((conn, Monitor::Qemu(guest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_limit_gets_the_guests_overhead_on_top() {
+        assert_eq!(guest_memory_mib(None), DEFAULT_MEMORY_MIB);
+        assert_eq!(guest_memory_mib(Some(64 << 20)), 64 + GUEST_OVERHEAD_MIB);
+        // A part of a MiB is a whole one: the guest never holds less than the limit.
+        assert_eq!(
+            guest_memory_mib(Some((6 << 20) + 1)),
+            7 + GUEST_OVERHEAD_MIB
+        );
+        assert_eq!(guest_memory_mib(Some(u64::MAX)), u32::MAX);
+    }
 }
