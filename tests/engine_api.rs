@@ -143,7 +143,7 @@ def size(fd, rows, cols):
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 master, slave = os.openpty()
 size(slave, 30, 100)
-child = subprocess.Popen(sys.argv[1:], stdin=slave, stdout=slave, stderr=slave,
+child = subprocess.Popen(sys.argv[2:], stdin=slave, stdout=slave, stderr=slave,
                          start_new_session=True,
                          preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
 os.close(slave)
@@ -177,24 +177,9 @@ code = child.wait(timeout=60)
 sys.stdout.write(seen.decode(errors="replace"))
 sys.exit(0 if ok and code == 0 else 1)
 "#;
-        let out = Command::new("python3")
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg("/usr/bin/docker")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
-        eprintln!(
-            "docker {args:?} on a terminal -> {:?}\n{transcript}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        match out.status.success() {
-            true => Ok(transcript),
-            false => Err(transcript),
+        match self.docker_under_python(SCRIPT, "", args) {
+            (transcript, Some(0)) => Ok(transcript),
+            (transcript, _) => Err(transcript),
         }
     }
 
@@ -225,10 +210,21 @@ while time.time() < deadline:
 sys.stdout.write(seen.decode(errors="replace"))
 sys.exit(child.wait(timeout=60))
 "##;
+        self.docker_under_python(SCRIPT, input, args)
+    }
+
+    /// The docker CLI run by a python `script` that holds its terminal, given `input` and
+    /// the command line as its arguments: what the script printed, and its exit code.
+    fn docker_under_python(
+        &self,
+        script: &str,
+        input: &str,
+        args: &[&str],
+    ) -> (String, Option<i32>) {
         let out = Command::new("python3")
             .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .arg("-c")
-            .arg(SCRIPT)
+            .arg(script)
             .arg(input)
             .arg("/usr/bin/docker")
             .args(args)
@@ -237,7 +233,7 @@ sys.exit(child.wait(timeout=60))
             .unwrap();
         let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
         eprintln!(
-            "docker {args:?} typed {input:?} -> {:?}\n{transcript}\n{}",
+            "docker {args:?} on a terminal, typed {input:?} -> {:?}\n{transcript}\n{}",
             out.status.code(),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -104,6 +104,13 @@ pub fn start_by_name(runtime: &Runtime, key: &str) -> Result<(), RuntimeError> {
     start_detached(runtime, &store, &record)
 }
 
+/// How long a detached start waits for its monitor to start the container. The monitor bounds
+/// each of its own phases (a VM's boot: 60 s), and fails the start with the reason when one
+/// overruns; this only catches a monitor that neither starts nor fails, so it is above their
+/// sum. At 60 s, a VM started beside another by docker-compose in the nested tier's emulated
+/// L1 was cut off while its guest still booted.
+const MONITOR_START_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Hand the container to a new monitor process (husk re-executed in its own session, no
 /// daemon) and wait until it has started the container, or failed to.
 pub fn start_detached(
@@ -139,7 +146,7 @@ pub fn start_detached(
         .spawn()
         .map_err(RuntimeError::io("starting the container monitor"))?;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + MONITOR_START_TIMEOUT;
     let started = loop {
         let now = match store.load(&record.id) {
             Ok(now) => now,
@@ -170,9 +177,10 @@ pub fn start_detached(
             )));
         }
         if Instant::now() > deadline {
-            break Err(RuntimeError::Failed(
-                "the container monitor did not start the container within 60 s".into(),
-            ));
+            break Err(RuntimeError::Failed(format!(
+                "the container monitor did not start the container within {} s",
+                MONITOR_START_TIMEOUT.as_secs()
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
