@@ -158,15 +158,11 @@ start_limit=${HUSK_NESTED_START_LIMIT:-240}
 qemu_status=0
 for attempt in 1 2; do
   rm -f "$job/started"
-  # lapic=notscdeadline: L1's timer is the local APIC's one-shot count, not the TSC deadline.
-  # An L1 has been seen to stop with every vCPU idle and no timer waking one, as guests do
-  # whose TSC-deadline interrupt is lost (Firecracker #4099); whether this ends those stalls
-  # under TCG is being watched (the tier still replaces a stalled L1).
   timeout "$timeout_s" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m "$mem_mib" \
     -nodefaults -no-user-config -display none -no-reboot \
     -serial "file:$job/serial.log" \
     -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" \
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off lapic=notscdeadline" \
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off" \
     "${virtfs[@]}" </dev/null &
   qemu_pid=$!
   waited=0
