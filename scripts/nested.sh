@@ -192,7 +192,11 @@ for attempt in 1 2; do
     fi
     beat=$(stat -c %Y "$job/heartbeat" 2>/dev/null || stat -c %Y "$job/started")
     if [ $(( $(date +%s) - beat )) -gt 120 ]; then
-      locked="no heartbeat for $(( $(date +%s) - beat ))s"
+      # The same loop beats on L1's console too: whether that went on says if L1 itself
+      # stopped, or only its 9p share (where the heartbeat, the job's output and the test
+      # binaries all are).
+      console_beat=$(grep -a -o 'husk-l1-beat [0-9]*' "$job/serial.log" 2>/dev/null | tail -n 1 | cut -d' ' -f2)
+      locked="no heartbeat for $(( $(date +%s) - beat ))s; L1's console last beat ${console_beat:+$(( $(date +%s) - console_beat ))s ago}${console_beat:-never}"
       stop_l1
       break
     fi
@@ -256,7 +260,7 @@ ip link set lo up 2>/dev/null
 hostname husk-l1
 : > /job/started
 # A heartbeat the host watches: an L1 that stops writing it has stopped making progress.
-(while :; do date +%s > /job/heartbeat; sleep 5; done) &
+(while :; do echo "husk-l1-beat $(date +%s)" > /dev/console; date +%s > /job/heartbeat; sleep 5; done) &
 chroot /host /bin/sh /tmp/nested-job/job.sh > /job/output 2>&1 < /dev/null
 echo $? > /job/status
 sync
