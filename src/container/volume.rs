@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use chrono::{DateTime, Utc};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::record::{write_atomic, Containers, RecordError};
@@ -225,6 +226,18 @@ impl Volumes {
         if volume.populated {
             return Ok(());
         }
+        // Containers made at once on one new volume (docker-compose creates its services so,
+        // through the Engine API's threads) fill it once: under a lock on the volume's
+        // directory, with `populated` read again there. Two fills at once could each copy
+        // the image over what the other's container had begun to write.
+        let dir_path = self.dir.join(&volume.name);
+        let dir = fs::File::open(&dir_path).map_err(io_err(&dir_path))?;
+        let _filling = Flock::lock(dir, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io_err(&dir_path)(errno.into()))?;
+        let volume = self.load(&volume.name)?;
+        if volume.populated {
+            return Ok(());
+        }
         let fill = |message: String| VolumeError::Fill {
             name: volume.name.clone(),
             path: destination.to_string(),
@@ -244,8 +257,7 @@ impl Volumes {
             .next()
             .is_none();
         if empty {
-            self.copy_up(layers, &relative, &volume.mountpoint)
-                .map_err(fill)?;
+            self.copy_up(layers, &relative, &volume).map_err(fill)?;
         }
         let mut populated = volume.clone();
         populated.populated = true;
@@ -257,12 +269,16 @@ impl Volumes {
     /// Copy the image's merged content at `relative` into `target`. Several layers are merged
     /// by the kernel (a read-only overlay mount), so whiteouts and opaque directories count
     /// exactly as they will in the container.
-    fn copy_up(&self, layers: &[PathBuf], relative: &Path, target: &Path) -> Result<(), String> {
+    fn copy_up(&self, layers: &[PathBuf], relative: &Path, volume: &Volume) -> Result<(), String> {
+        let target = &volume.mountpoint;
         let merged_mount = match layers {
             [] => return Ok(()),
             [only] => Some((only.clone(), false)),
             _ => {
-                let mnt = self.dir.join(format!(".copyup-{}", std::process::id()));
+                // One per volume and process: the service fills volumes from several threads.
+                let mnt = self
+                    .dir
+                    .join(format!(".copyup-{}-{}", std::process::id(), volume.name));
                 fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
                 let lower: Vec<String> = layers
                     .iter()
@@ -408,6 +424,39 @@ mod tests {
             .populate_from_image(&web, &[bottom.clone(), top.clone()], "/srv/www")
             .unwrap();
         assert!(!web.mountpoint.join("index.html").exists());
+
+        // A fill waits for one in progress (the lock on the volume's directory), then finds
+        // the volume filled and copies nothing over what its container wrote meanwhile.
+        let shared = volumes.create(Some("shared")).unwrap();
+        let held = Flock::lock(
+            std::fs::File::open(root.path().join("volumes/shared")).unwrap(),
+            FlockArg::LockExclusive,
+        )
+        .unwrap();
+        let second = std::thread::spawn({
+            let (root, layers) = (root.path().to_path_buf(), [bottom.clone(), top.clone()]);
+            let shared = shared.clone();
+            move || {
+                Volumes::open(&root)
+                    .unwrap()
+                    .populate_from_image(&shared, &layers, "/srv/www")
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!second.is_finished(), "a second fill did not wait");
+        std::fs::write(shared.mountpoint.join("index.html"), b"the container's").unwrap();
+        volumes
+            .save(&Volume {
+                populated: true,
+                ..shared.clone()
+            })
+            .unwrap();
+        drop(held);
+        second.join().unwrap().unwrap();
+        assert_eq!(
+            std::fs::read(shared.mountpoint.join("index.html")).unwrap(),
+            b"the container's"
+        );
 
         let escape = volumes.create(Some("escape")).unwrap();
         volumes
