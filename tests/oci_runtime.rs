@@ -1663,10 +1663,20 @@ fn containerd_cases(runc: &Runc, isolation: &[&str]) {
     let rootfs = base.join("ctr-root");
     common::make_busybox_rootfs(&rootfs).unwrap();
     let containerd = start_containerd(base);
+    // A namespace of the test's own: the runc shim keeps its runtime's state under
+    // /run/containerd/runc/<namespace>, whichever containerd runs it, so the process and VM
+    // tests, each with its own containerd, shared their `ctr1` there when run at once (one's
+    // container was killed, the other's output lost).
+    let namespace = if isolation.is_empty() {
+        "husk-test-process"
+    } else {
+        "husk-test-vm"
+    };
     let ctr = |args: &[&str]| {
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&containerd.socket)
+            .args(["--namespace", namespace])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -1732,5 +1742,5 @@ fn containerd_cases(runc: &Runc, isolation: &[&str]) {
     });
     assert!(ctr(&["task", "delete", "ctr2"]).status.success());
     assert!(ctr(&["container", "delete", "ctr2"]).status.success());
-    assert!(!cgroup_dir_exists("default/ctr2"));
+    assert!(!cgroup_dir_exists(&format!("{namespace}/ctr2")));
 }
